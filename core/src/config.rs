@@ -1,0 +1,198 @@
+//! Configuration errors that name the file, the key and the reason, and the
+//! helper that turns a raw config value into a typed plugin config.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Where a piece of configuration came from: a file (or another source such
+/// as the command line) and the key path inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// The file, or a description such as `-E flag` or `built-in module threatintel/misp`.
+    pub file: String,
+    /// The dotted key path inside that source (`output.file.path`, `processors.2.rename`).
+    pub key: String,
+}
+
+impl Origin {
+    /// An origin in `file` at the top level.
+    pub fn file(path: &Path) -> Self {
+        Self {
+            file: path.display().to_string(),
+            key: String::new(),
+        }
+    }
+
+    /// An origin in a non-file source such as `-E flag`.
+    pub fn named(source: impl Into<String>) -> Self {
+        Self {
+            file: source.into(),
+            key: String::new(),
+        }
+    }
+
+    /// The same source, one key deeper.
+    pub fn child(&self, key: impl fmt::Display) -> Self {
+        let key = key.to_string();
+        Self {
+            file: self.file.clone(),
+            key: if self.key.is_empty() {
+                key
+            } else if key.is_empty() {
+                self.key.clone()
+            } else {
+                format!("{}.{}", self.key, key)
+            },
+        }
+    }
+
+    /// An error at this origin.
+    pub fn error(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            key: self.key.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A configuration problem: what, where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file (or other source) holding the bad setting.
+    pub file: String,
+    /// The dotted key path of the bad setting; empty for the whole file.
+    pub key: String,
+    /// Why it is rejected, and what to do where that is not obvious.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error not tied to one file, such as "no output is enabled".
+    pub fn general(reason: impl Into<String>) -> Self {
+        Self {
+            file: String::new(),
+            key: String::new(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error, with the source set when it was not known yet.
+    pub fn in_file(mut self, file: &str) -> Self {
+        if self.file.is_empty() {
+            self.file = file.to_owned();
+        }
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.file.is_empty(), self.key.is_empty()) {
+            (true, true) => write!(f, "{}", self.reason),
+            (true, false) => write!(f, "key `{}`: {}", self.key, self.reason),
+            (false, true) => write!(f, "{}: {}", self.file, self.reason),
+            (false, false) => write!(f, "{}: key `{}`: {}", self.file, self.key, self.reason),
+        }
+    }
+}
+
+/// Deserializes `value` into `T`, reporting the exact key of any problem
+/// (unknown field, wrong type, missing field) relative to `origin`.
+pub fn deserialize_at<T: DeserializeOwned>(value: &Value, origin: &Origin) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let inner_path = error.path().to_string();
+        let key = if inner_path == "." { String::new() } else { inner_path };
+        origin.child(key).error(error.into_inner().to_string())
+    })
+}
+
+/// The raw config of one plugin, before its typed config is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    /// The plugin's registered `type` name (`httpjson`, `fingerprint`, `console`).
+    pub type_name: String,
+    /// The plugin's settings, as written.
+    pub settings: Value,
+    /// Where `settings` was written.
+    pub origin: Origin,
+}
+
+impl PluginConfig {
+    /// Deserializes the settings into the plugin's typed config.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        // A plugin written with no settings (`- drop_event:`) reads as null.
+        if self.settings.is_null() {
+            return deserialize_at(&Value::Object(Default::default()), &self.origin);
+        }
+        deserialize_at(&self.settings, &self.origin)
+    }
+}
+
+/// What plugins may read from the agent's settings when they are built.
+#[derive(Debug, Clone, Default)]
+pub struct BuildContext {
+    /// `path.data`: where cursors and queues live.
+    pub data_path: PathBuf,
+    /// `path.config`: base for relative paths in configs.
+    pub config_path: PathBuf,
+    /// The pipeline this plugin belongs to (`threatintel/misp`), for logs and state.
+    pub pipeline_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        path: String,
+        #[serde(default)]
+        rotate_every_kb: u64,
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Nested {
+        level: u8,
+    }
+
+    #[test]
+    fn errors_name_source_and_full_key() {
+        let origin = Origin::named("/etc/threatbeat/threatbeat.yml").child("output.file");
+        let error = deserialize_at::<Sample>(&json!({"path": "/tmp", "rotate_every_kbb": 1}), &origin).unwrap_err();
+        assert_eq!(error.file, "/etc/threatbeat/threatbeat.yml");
+        assert_eq!(error.key, "output.file.rotate_every_kbb");
+        assert!(error.reason.contains("unknown field `rotate_every_kbb`"), "{}", error.reason);
+
+        let error = deserialize_at::<Sample>(&json!({"path": "/tmp", "nested": {"level": "high"}}), &origin).unwrap_err();
+        assert_eq!(error.key, "output.file.nested.level");
+        assert!(error.reason.contains("invalid type"), "{}", error.reason);
+        assert_eq!(
+            error.to_string(),
+            format!("/etc/threatbeat/threatbeat.yml: key `output.file.nested.level`: {}", error.reason)
+        );
+    }
+
+    #[test]
+    fn null_settings_read_as_an_empty_map() {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+        let plugin = PluginConfig {
+            type_name: "drop_event".into(),
+            settings: Value::Null,
+            origin: Origin::named("x"),
+        };
+        assert!(plugin.parse::<Empty>().is_ok());
+    }
+}

@@ -1,0 +1,244 @@
+//! The event: one JSON document plus the metadata the output needs.
+//!
+//! As in Beats, metadata is addressed through the `@metadata` namespace:
+//! `@metadata._id` becomes the bulk `_id`, `@metadata.index` the target
+//! index, `@metadata.op_type` the bulk action, `@metadata.pipeline` the
+//! ingest pipeline. Metadata is never part of the indexed document.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::path::{FieldPath, SetError};
+
+/// The namespace under which processors address event metadata.
+pub const METADATA_NAMESPACE: &str = "@metadata";
+
+/// The bulk action used to write an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpType {
+    /// Write only if the `_id` is new (the default; required by data streams).
+    #[default]
+    Create,
+    /// Add or replace.
+    Index,
+}
+
+/// One event flowing from an input through processors to an output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The document that will be indexed.
+    pub fields: Map<String, Value>,
+    /// `@metadata`: `_id`, `index`, `op_type`, `pipeline`, and anything
+    /// processors put there for their own use.
+    #[serde(rename = "@metadata", default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+}
+
+impl Event {
+    /// An event holding `fields` and no metadata.
+    pub fn new(fields: Map<String, Value>) -> Self {
+        Self {
+            fields,
+            metadata: Map::new(),
+        }
+    }
+
+    /// An event from any JSON value: objects become the document, other
+    /// values are stored under `message` (as Beats does for plain lines).
+    pub fn from_value(value: Value) -> Self {
+        match value {
+            Value::Object(fields) => Self::new(fields),
+            other => {
+                let mut fields = Map::new();
+                fields.insert("message".to_owned(), other);
+                Self::new(fields)
+            }
+        }
+    }
+
+    /// The document id (`@metadata._id`), if set.
+    pub fn id(&self) -> Option<&str> {
+        self.metadata.get("_id").and_then(Value::as_str)
+    }
+
+    /// Sets the document id.
+    pub fn set_id(&mut self, id: impl Into<String>) {
+        self.metadata.insert("_id".to_owned(), Value::String(id.into()));
+    }
+
+    /// The target index or data stream (`@metadata.index`), if set.
+    pub fn index(&self) -> Option<&str> {
+        self.metadata.get("index").and_then(Value::as_str)
+    }
+
+    /// Sets the target index or data stream.
+    pub fn set_index(&mut self, index: impl Into<String>) {
+        self.metadata.insert("index".to_owned(), Value::String(index.into()));
+    }
+
+    /// The ingest pipeline (`@metadata.pipeline`), if set.
+    pub fn pipeline(&self) -> Option<&str> {
+        self.metadata.get("pipeline").and_then(Value::as_str)
+    }
+
+    /// The bulk action: `@metadata.op_type` when it names one, else `create`.
+    pub fn op_type(&self) -> OpType {
+        match self.metadata.get("op_type").and_then(Value::as_str) {
+            Some("index") => OpType::Index,
+            _ => OpType::Create,
+        }
+    }
+
+    /// Reads a field; paths starting with `@metadata.` read metadata.
+    pub fn get(&self, path: &FieldPath) -> Option<&Value> {
+        match self.split_metadata(path) {
+            Some(Some(inner)) => inner.get(&self.metadata),
+            Some(None) => None,
+            None => path.get(&self.fields),
+        }
+    }
+
+    /// Mutable access to a field; paths starting with `@metadata.` address metadata.
+    pub fn get_mut(&mut self, path: &FieldPath) -> Option<&mut Value> {
+        match self.split_metadata(path) {
+            Some(Some(inner)) => inner.get_mut(&mut self.metadata),
+            Some(None) => None,
+            None => path.get_mut(&mut self.fields),
+        }
+    }
+
+    /// Writes a field (creating parents); returns the value it replaced.
+    pub fn set(&mut self, path: &FieldPath, value: Value) -> Result<Option<Value>, SetError> {
+        match self.split_metadata(path) {
+            Some(Some(inner)) => inner.set(&mut self.metadata, value),
+            Some(None) => match value {
+                Value::Object(map) => Ok(Some(Value::Object(std::mem::replace(&mut self.metadata, map)))),
+                other => Err(SetError::NotAnObject {
+                    path: path.as_str().to_owned(),
+                    blocking: METADATA_NAMESPACE.to_owned(),
+                    kind: crate::path::json_kind(&other),
+                }),
+            },
+            None => path.set(&mut self.fields, value),
+        }
+    }
+
+    /// Removes a field and returns it.
+    pub fn remove(&mut self, path: &FieldPath) -> Option<Value> {
+        match self.split_metadata(path) {
+            Some(Some(inner)) => inner.remove(&mut self.metadata),
+            Some(None) => Some(Value::Object(std::mem::take(&mut self.metadata))),
+            None => path.remove(&mut self.fields),
+        }
+    }
+
+    /// Moves a field. `Ok(false)` when the source is missing. A failed write
+    /// puts the value back where it was.
+    pub fn rename(&mut self, from: &FieldPath, to: &FieldPath) -> Result<bool, SetError> {
+        let Some(value) = self.remove(from) else {
+            return Ok(false);
+        };
+        if let Err(error) = self.check_writable(to) {
+            self.set(from, value)?;
+            return Err(error);
+        }
+        self.set(to, value).map(|_| true)
+    }
+
+    /// Fails when writing at `path` would need to replace a non-object parent.
+    fn check_writable(&self, path: &FieldPath) -> Result<(), SetError> {
+        let (root, inner) = match self.split_metadata(path) {
+            Some(Some(inner)) => (&self.metadata, inner),
+            Some(None) => return Ok(()),
+            None => (&self.fields, path.clone()),
+        };
+        let segments = inner.segments();
+        let mut current = root;
+        for (depth, segment) in segments[..segments.len() - 1].iter().enumerate() {
+            match current.get(segment) {
+                None => return Ok(()),
+                Some(Value::Object(map)) => current = map,
+                Some(other) => {
+                    return Err(SetError::NotAnObject {
+                        path: path.as_str().to_owned(),
+                        blocking: segments[..=depth].join("."),
+                        kind: crate::path::json_kind(other),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `Some(Some(rest))` for `@metadata.rest`, `Some(None)` for `@metadata`
+    /// itself, `None` for a document field.
+    fn split_metadata(&self, path: &FieldPath) -> Option<Option<FieldPath>> {
+        if path.first() == METADATA_NAMESPACE {
+            Some(path.strip_first())
+        } else {
+            None
+        }
+    }
+
+    /// The document as one JSON object with `@metadata` included, as the
+    /// console output prints it.
+    pub fn to_json_with_metadata(&self) -> Value {
+        let mut fields = self.fields.clone();
+        if !self.metadata.is_empty() {
+            fields.insert(METADATA_NAMESPACE.to_owned(), Value::Object(self.metadata.clone()));
+        }
+        Value::Object(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn path(raw: &str) -> FieldPath {
+        FieldPath::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn metadata_paths_address_metadata_not_the_document() {
+        let mut event = Event::from_value(json!({"misp": {"attribute": {"uuid": "u1"}}}));
+        event.set(&path("@metadata._id"), json!("abc")).unwrap();
+        assert_eq!(event.id(), Some("abc"));
+        assert!(!event.fields.contains_key("@metadata"));
+        assert_eq!(event.get(&path("@metadata._id")), Some(&json!("abc")));
+        assert_eq!(event.remove(&path("@metadata._id")), Some(json!("abc")));
+        assert_eq!(event.id(), None);
+    }
+
+    #[test]
+    fn rename_between_document_and_metadata() {
+        let mut event = Event::from_value(json!({"json": {"index": "threatbeat-x"}}));
+        assert!(event.rename(&path("json.index"), &path("@metadata.index")).unwrap());
+        assert_eq!(event.index(), Some("threatbeat-x"));
+        assert!(!event.rename(&path("json.index"), &path("@metadata.index")).unwrap());
+    }
+
+    #[test]
+    fn op_type_defaults_to_create() {
+        let mut event = Event::default();
+        assert_eq!(event.op_type(), OpType::Create);
+        event.metadata.insert("op_type".into(), json!("index"));
+        assert_eq!(event.op_type(), OpType::Index);
+    }
+
+    #[test]
+    fn non_object_values_land_in_message() {
+        let event = Event::from_value(json!("plain line"));
+        assert_eq!(event.fields.get("message"), Some(&json!("plain line")));
+    }
+
+    #[test]
+    fn serializes_with_metadata_namespace() {
+        let mut event = Event::from_value(json!({"a": 1}));
+        event.set_id("x");
+        assert_eq!(serde_json::to_value(&event).unwrap(), json!({"fields": {"a": 1}, "@metadata": {"_id": "x"}}));
+        assert_eq!(event.to_json_with_metadata(), json!({"a": 1, "@metadata": {"_id": "x"}}));
+    }
+}

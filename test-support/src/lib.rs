@@ -1,0 +1,2 @@
+//! Simulators of MISP and Elasticsearch for threatbeat's tests, faithful to
+//! the facts in `shared/reference/`. The product binary never links this crate.
