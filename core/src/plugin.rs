@@ -120,6 +120,9 @@ pub struct InputContext {
     pub cursor: Option<Value>,
     /// Cancelled when the input must stop (shutdown, reload).
     pub shutdown: CancellationToken,
+    /// `threatbeat run --once`: do one complete pass (one poll with all its
+    /// pages, or every file once), publish it, and return.
+    pub run_once: bool,
 }
 
 /// Produces events until shut down.
