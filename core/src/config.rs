@@ -105,9 +105,62 @@ impl fmt::Display for ConfigError {
 pub fn deserialize_at<T: DeserializeOwned>(value: &Value, origin: &Origin) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let inner_path = error.path().to_string();
-        let key = if inner_path == "." { String::new() } else { inner_path };
+        let key = if inner_path == "." {
+            String::new()
+        } else {
+            inner_path
+        };
         origin.child(key).error(error.into_inner().to_string())
     })
+}
+
+/// What [`nest_dotted_keys`] does with keys whose value is null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NullKeys {
+    /// `key:` with no value means "unset": the key is dropped.
+    Drop,
+    /// Nulls are kept (`non_indexable_policy.drop: ~` selects a policy by its key).
+    Keep,
+}
+
+/// Expands dotted keys (`output.file.path: x`, `backoff.init: 1s`) into
+/// nested maps, as Beats does, merging with keys already nested; recurses
+/// through maps but not into lists (module entries and processors keep
+/// their keys).
+pub fn nest_dotted_keys(value: Value, nulls: NullKeys) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut nested = serde_json::Map::new();
+            for (key, item) in map {
+                if item.is_null() && nulls == NullKeys::Drop {
+                    continue;
+                }
+                let item = nest_dotted_keys(item, nulls);
+                let single = key.rsplit('.').fold(item, |inner, segment| {
+                    let mut map = serde_json::Map::new();
+                    map.insert(segment.to_owned(), inner);
+                    Value::Object(map)
+                });
+                if let Value::Object(single) = single {
+                    deep_merge(&mut nested, &single);
+                }
+            }
+            Value::Object(nested)
+        }
+        other => other,
+    }
+}
+
+/// Merges `overlay` into `base`: maps merge key by key, anything else replaces.
+pub fn deep_merge(base: &mut serde_json::Map<String, Value>, overlay: &serde_json::Map<String, Value>) {
+    for (key, value) in overlay {
+        match (base.get_mut(key), value) {
+            (Some(Value::Object(existing)), Value::Object(incoming)) => deep_merge(existing, incoming),
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
 }
 
 /// The raw config of one plugin, before its typed config is built.
@@ -169,17 +222,40 @@ mod tests {
     #[test]
     fn errors_name_source_and_full_key() {
         let origin = Origin::named("/etc/threatbeat/threatbeat.yml").child("output.file");
-        let error = deserialize_at::<Sample>(&json!({"path": "/tmp", "rotate_every_kbb": 1}), &origin).unwrap_err();
+        let error =
+            deserialize_at::<Sample>(&json!({"path": "/tmp", "rotate_every_kbb": 1}), &origin).unwrap_err();
         assert_eq!(error.file, "/etc/threatbeat/threatbeat.yml");
         assert_eq!(error.key, "output.file.rotate_every_kbb");
-        assert!(error.reason.contains("unknown field `rotate_every_kbb`"), "{}", error.reason);
+        assert!(
+            error.reason.contains("unknown field `rotate_every_kbb`"),
+            "{}",
+            error.reason
+        );
 
-        let error = deserialize_at::<Sample>(&json!({"path": "/tmp", "nested": {"level": "high"}}), &origin).unwrap_err();
+        let error = deserialize_at::<Sample>(&json!({"path": "/tmp", "nested": {"level": "high"}}), &origin)
+            .unwrap_err();
         assert_eq!(error.key, "output.file.nested.level");
         assert!(error.reason.contains("invalid type"), "{}", error.reason);
         assert_eq!(
             error.to_string(),
-            format!("/etc/threatbeat/threatbeat.yml: key `output.file.nested.level`: {}", error.reason)
+            format!(
+                "/etc/threatbeat/threatbeat.yml: key `output.file.nested.level`: {}",
+                error.reason
+            )
+        );
+    }
+
+    #[test]
+    fn dotted_keys_nest_merge_and_stop_at_lists() {
+        let raw = json!({"backoff.init": "1s", "backoff": {"max": "60s"}, "policy.drop": null,
+            "processors": [{"a.b": 1}]});
+        assert_eq!(
+            nest_dotted_keys(raw.clone(), NullKeys::Keep),
+            json!({"backoff": {"init": "1s", "max": "60s"}, "policy": {"drop": null}, "processors": [{"a.b": 1}]})
+        );
+        assert_eq!(
+            nest_dotted_keys(raw, NullKeys::Drop),
+            json!({"backoff": {"init": "1s", "max": "60s"}, "processors": [{"a.b": 1}]})
         );
     }
 

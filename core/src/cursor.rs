@@ -23,7 +23,9 @@ pub enum CursorError {
         source: std::io::Error,
     },
     /// The file holds something that is not JSON.
-    #[error("cursor file {path} is corrupt ({source}); remove it to restart this input from `first_interval`")]
+    #[error(
+        "cursor file {path} is corrupt ({source}); remove it to restart this input from `first_interval`"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -50,7 +52,13 @@ impl CursorStore {
     pub fn file_for(&self, pipeline_id: &str) -> PathBuf {
         let safe: String = pipeline_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.directory.join(format!("{safe}.json"))
     }
@@ -110,13 +118,19 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let store = CursorStore::new(directory.path());
         assert!(store.load("threatintel/misp").unwrap().is_none());
-        store.store("threatintel/misp", &json!({"timestamp": "1700000000"})).unwrap();
-        store.store("threatintel/misp", &json!({"timestamp": "1700000100"})).unwrap();
+        store
+            .store("threatintel/misp", &json!({"timestamp": "1700000000"}))
+            .unwrap();
+        store
+            .store("threatintel/misp", &json!({"timestamp": "1700000100"}))
+            .unwrap();
         assert_eq!(
             store.load("threatintel/misp").unwrap(),
             Some(json!({"timestamp": "1700000100"}))
         );
-        assert!(store.file_for("threatintel/misp").ends_with("registry/threatintel_misp.json"));
+        assert!(store
+            .file_for("threatintel/misp")
+            .ends_with("registry/threatintel_misp.json"));
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl Event {
 
     /// Sets the target index or data stream.
     pub fn set_index(&mut self, index: impl Into<String>) {
-        self.metadata.insert("index".to_owned(), Value::String(index.into()));
+        self.metadata
+            .insert("index".to_owned(), Value::String(index.into()));
     }
 
     /// The ingest pipeline (`@metadata.pipeline`), if set.
@@ -186,7 +187,10 @@ impl Event {
     pub fn to_json_with_metadata(&self) -> Value {
         let mut fields = self.fields.clone();
         if !self.metadata.is_empty() {
-            fields.insert(METADATA_NAMESPACE.to_owned(), Value::Object(self.metadata.clone()));
+            fields.insert(
+                METADATA_NAMESPACE.to_owned(),
+                Value::Object(self.metadata.clone()),
+            );
         }
         Value::Object(fields)
     }
@@ -215,9 +219,13 @@ mod tests {
     #[test]
     fn rename_between_document_and_metadata() {
         let mut event = Event::from_value(json!({"json": {"index": "threatbeat-x"}}));
-        assert!(event.rename(&path("json.index"), &path("@metadata.index")).unwrap());
+        assert!(event
+            .rename(&path("json.index"), &path("@metadata.index"))
+            .unwrap());
         assert_eq!(event.index(), Some("threatbeat-x"));
-        assert!(!event.rename(&path("json.index"), &path("@metadata.index")).unwrap());
+        assert!(!event
+            .rename(&path("json.index"), &path("@metadata.index"))
+            .unwrap());
     }
 
     #[test]
@@ -238,7 +246,13 @@ mod tests {
     fn serializes_with_metadata_namespace() {
         let mut event = Event::from_value(json!({"a": 1}));
         event.set_id("x");
-        assert_eq!(serde_json::to_value(&event).unwrap(), json!({"fields": {"a": 1}, "@metadata": {"_id": "x"}}));
-        assert_eq!(event.to_json_with_metadata(), json!({"a": 1, "@metadata": {"_id": "x"}}));
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"fields": {"a": 1}, "@metadata": {"_id": "x"}})
+        );
+        assert_eq!(
+            event.to_json_with_metadata(),
+            json!({"a": 1, "@metadata": {"_id": "x"}})
+        );
     }
 }

@@ -1,17 +1,22 @@
 //! The small crate every threatbeat crate shares: the [`Event`], dotted
 //! [`FieldPath`]s, the plugin traits ([`Input`], [`Processor`], [`Output`])
 //! with the [`Registry`] that builds them from config, config errors that name
-//! file and key, cursor persistence and the [`Secret`] type.
+//! file and key, cursor persistence, durations as users write them (`60m`, `2d`), Beats' `ssl.*` TLS
+//! settings and the [`Secret`] type.
 
 pub mod config;
 pub mod cursor;
+pub mod duration;
 pub mod event;
 pub mod path;
 pub mod plugin;
 pub mod registry;
 pub mod secret;
+pub mod tls;
 
-pub use config::{deserialize_at, BuildContext, ConfigError, Origin, PluginConfig};
+pub use config::{
+    deep_merge, deserialize_at, nest_dotted_keys, BuildContext, ConfigError, NullKeys, Origin, PluginConfig,
+};
 pub use cursor::{CursorError, CursorStore};
 pub use event::{Event, OpType, METADATA_NAMESPACE};
 pub use path::{FieldPath, PathError, SetError};

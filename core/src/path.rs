@@ -119,7 +119,11 @@ impl FieldPath {
     }
 
     /// As [`FieldPath::set`], but hands the value back on failure.
-    fn try_set(&self, root: &mut Map<String, Value>, value: Value) -> Result<Option<Value>, (SetError, Value)> {
+    fn try_set(
+        &self,
+        root: &mut Map<String, Value>,
+        value: Value,
+    ) -> Result<Option<Value>, (SetError, Value)> {
         let (last, parents) = self
             .segments
             .split_last()
@@ -236,9 +240,15 @@ mod tests {
     fn parse_rejects_empty_path_and_segments() {
         assert_eq!(FieldPath::parse(""), Err(PathError::Empty));
         for bad in ["a..b", ".a", "a."] {
-            assert!(matches!(FieldPath::parse(bad), Err(PathError::EmptySegment(_))), "{bad}");
+            assert!(
+                matches!(FieldPath::parse(bad), Err(PathError::EmptySegment(_))),
+                "{bad}"
+            );
         }
-        assert_eq!(path("threat.indicator.ip").segments(), ["threat", "indicator", "ip"]);
+        assert_eq!(
+            path("threat.indicator.ip").segments(),
+            ["threat", "indicator", "ip"]
+        );
     }
 
     #[test]
@@ -246,7 +256,11 @@ mod tests {
         let doc = obj(json!({"misp": {"attribute": {"Tag": [{"name": "tlp:white"}], "value": "1.2.3.4"}}}));
         assert_eq!(path("misp.attribute.value").get(&doc), Some(&json!("1.2.3.4")));
         assert!(path("misp.attribute.Tag").get(&doc).unwrap().is_array());
-        assert_eq!(path("misp.attribute.Tag.name").get(&doc), None, "arrays are not indexed");
+        assert_eq!(
+            path("misp.attribute.Tag.name").get(&doc),
+            None,
+            "arrays are not indexed"
+        );
         assert_eq!(path("misp.nothing").get(&doc), None);
         assert_eq!(path("misp.attribute.value.deeper").get(&doc), None);
     }
@@ -254,13 +268,23 @@ mod tests {
     #[test]
     fn set_creates_intermediate_objects_and_returns_previous() {
         let mut doc = Map::new();
-        assert_eq!(path("threat.indicator.ip").set(&mut doc, json!("10.0.0.1")).unwrap(), None);
         assert_eq!(
-            path("threat.indicator.ip").set(&mut doc, json!("10.0.0.2")).unwrap(),
+            path("threat.indicator.ip")
+                .set(&mut doc, json!("10.0.0.1"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            path("threat.indicator.ip")
+                .set(&mut doc, json!("10.0.0.2"))
+                .unwrap(),
             Some(json!("10.0.0.1"))
         );
         path("threat.indicator.port").set(&mut doc, json!(443)).unwrap();
-        assert_eq!(Value::Object(doc), json!({"threat": {"indicator": {"ip": "10.0.0.2", "port": 443}}}));
+        assert_eq!(
+            Value::Object(doc),
+            json!({"threat": {"indicator": {"ip": "10.0.0.2", "port": 443}}})
+        );
     }
 
     #[test]
@@ -287,7 +311,10 @@ mod tests {
     fn rename_moves_values_and_reports_missing_sources() {
         let mut doc = obj(json!({"json": {"Event": {"info": "x"}}}));
         assert!(path("json.Event").rename(&path("misp"), &mut doc).unwrap());
-        assert_eq!(Value::Object(doc.clone()), json!({"json": {}, "misp": {"info": "x"}}));
+        assert_eq!(
+            Value::Object(doc.clone()),
+            json!({"json": {}, "misp": {"info": "x"}})
+        );
         assert!(!path("json.Event").rename(&path("misp2"), &mut doc).unwrap());
     }
 

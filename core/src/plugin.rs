@@ -178,7 +178,10 @@ mod tests {
     async fn publish_fails_when_the_pipeline_is_gone() {
         let (publisher, receiver) = Publisher::channel(1);
         drop(receiver);
-        assert_eq!(publisher.publish(Batch::default()).await, Err(PublishError::Closed));
+        assert_eq!(
+            publisher.publish(Batch::default()).await,
+            Err(PublishError::Closed)
+        );
     }
 
     #[tokio::test]
@@ -188,6 +191,9 @@ mod tests {
             let request = receiver.recv().await;
             drop(request);
         });
-        assert_eq!(publisher.publish(Batch::default()).await, Err(PublishError::Closed));
+        assert_eq!(
+            publisher.publish(Batch::default()).await,
+            Err(PublishError::Closed)
+        );
     }
 }

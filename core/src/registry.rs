@@ -33,7 +33,11 @@ impl<T: ?Sized> Registry<T> {
     /// registry's own tests, never a user error.
     pub fn register(&mut self, type_name: &'static str, factory: Factory<T>) -> &mut Self {
         let previous = self.factories.insert(type_name, factory);
-        assert!(previous.is_none(), "{} type `{type_name}` registered twice", self.kind);
+        assert!(
+            previous.is_none(),
+            "{} type `{type_name}` registered twice",
+            self.kind
+        );
         self
     }
 
@@ -93,7 +97,9 @@ mod tests {
 
     fn registry() -> Registry<dyn Greeter> {
         let mut registry = Registry::new("greeter");
-        registry.register("hello", build_hello).register("hi", build_hello);
+        registry
+            .register("hello", build_hello)
+            .register("hi", build_hello);
         registry
     }
 
@@ -101,14 +107,19 @@ mod tests {
         PluginConfig {
             type_name: type_name.into(),
             settings,
-            origin: Origin::named("modules.d/misp.yml").child("processors.0").child(type_name),
+            origin: Origin::named("modules.d/misp.yml")
+                .child("processors.0")
+                .child(type_name),
         }
     }
 
     #[test]
     fn builds_known_types() {
         let greeter = registry()
-            .build(&plugin("hello", json!({"name": "misp"})), &BuildContext::default())
+            .build(
+                &plugin("hello", json!({"name": "misp"})),
+                &BuildContext::default(),
+            )
             .unwrap();
         assert_eq!(greeter.greet(), "hello misp");
     }
