@@ -1,2 +1,6 @@
 //! Simulators of MISP and Elasticsearch for threatbeat's tests, faithful to
 //! the facts in `shared/reference/`. The product binary never links this crate.
+pub mod elasticsearch;
+pub mod golden;
+pub mod misp;
+pub mod tls;
