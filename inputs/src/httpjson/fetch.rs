@@ -1,0 +1,318 @@
+//! Sending one request: retries with exponential back-off and jitter, 429
+//! waits (`Retry-After`, MISP's `X-Rate-Limit-Reset`), a client-side rate
+//! limit, and decoding of the body. Every wait ends early on shutdown.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::header::HeaderMap;
+use reqwest::{Client, StatusCode};
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::client::Auth;
+use super::config::{Encoding, Method, RetryConfig};
+use super::transform::RequestState;
+use crate::decode::{decode_json, misp_error_message, snippet};
+
+/// A decoded response.
+#[derive(Debug)]
+pub struct Response {
+    /// The JSON body.
+    pub body: Value,
+    /// Headers, lower-case names; repeated names joined with `, `.
+    pub headers: Map<String, Value>,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The input is shutting down.
+    #[error("shutting down")]
+    Shutdown,
+    /// The last attempt failed with `reason`; `retryable` says whether more attempts could help.
+    #[error("{reason}")]
+    Failed {
+        /// What went wrong (status, body snippet, or transport error).
+        reason: String,
+        /// Whether another attempt could succeed.
+        retryable: bool,
+        /// Seconds the server asked us to wait (429).
+        wait: Option<u64>,
+    },
+}
+
+fn failed(reason: String, retryable: bool) -> FetchError {
+    FetchError::Failed {
+        reason,
+        retryable,
+        wait: None,
+    }
+}
+
+/// Sends requests for one input.
+pub struct Fetcher {
+    /// The HTTP client.
+    pub client: Client,
+    /// Credentials.
+    pub auth: Auth,
+    /// `GET` or `POST`.
+    pub method: Method,
+    /// JSON or form body.
+    pub encoding: Encoding,
+    /// Retry policy.
+    pub retry: RetryConfig,
+    /// Minimum time between two requests (rate limit).
+    pub min_spacing: Option<Duration>,
+    /// When the last request was sent.
+    pub last_sent: Mutex<Option<Instant>>,
+    /// Pipeline id, for logs.
+    pub id: String,
+}
+
+/// Waits `duration` unless `shutdown` fires first.
+pub async fn sleep_or_shutdown(duration: Duration, shutdown: &CancellationToken) -> Result<(), FetchError> {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => Ok(()),
+        _ = shutdown.cancelled() => Err(FetchError::Shutdown),
+    }
+}
+
+/// The wait before attempt `attempt + 1`: `wait_min * 2^attempt`, at most
+/// `wait_max`, scaled by a random factor in [0.5, 1] so that many agents do
+/// not retry in lock-step.
+pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
+    let exponential = retry
+        .wait_min
+        .saturating_mul(2u32.saturating_pow(attempt.min(20)));
+    let capped = exponential.min(retry.wait_max);
+    capped.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// The longest wait a server may ask for (MISP's rate-limit window is 900 s).
+const MAX_SERVER_WAIT: u64 = 3600;
+
+/// Seconds to wait from `Retry-After` (seconds or an HTTP date) or
+/// `X-Rate-Limit-Reset` (MISP: seconds left in the window, not an epoch),
+/// at most an hour.
+fn server_wait(headers: &HeaderMap) -> Option<u64> {
+    let header = |name: &str| headers.get(name)?.to_str().ok().map(str::trim);
+    let seconds = header("retry-after")
+        .and_then(|value| {
+            value.parse::<u64>().ok().or_else(|| {
+                chrono::DateTime::parse_from_rfc2822(value)
+                    .ok()
+                    .map(|date| (date.timestamp() - chrono::Utc::now().timestamp()).max(0) as u64)
+            })
+        })
+        .or_else(|| header("x-rate-limit-reset")?.parse::<u64>().ok())?;
+    Some(seconds.min(MAX_SERVER_WAIT))
+}
+
+impl Fetcher {
+    /// Sends `request`, retrying as configured. Logs each failed attempt.
+    pub async fn fetch(
+        &self,
+        request: &RequestState,
+        shutdown: &CancellationToken,
+    ) -> Result<Response, FetchError> {
+        let attempts = self.retry.max_attempts.max(1);
+        let url = request.url.as_str();
+        let mut attempt = 0;
+        loop {
+            self.pace(shutdown).await?;
+            let outcome = tokio::select! {
+                outcome = self.send_once(request) => outcome,
+                _ = shutdown.cancelled() => return Err(FetchError::Shutdown),
+            };
+            let error = match outcome {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            attempt += 1;
+            let FetchError::Failed {
+                reason,
+                retryable,
+                wait,
+            } = &error
+            else {
+                return Err(error);
+            };
+            if !retryable || attempt >= attempts {
+                if *retryable {
+                    return Err(failed(
+                        format!("giving up this poll after {attempt} attempt(s): {reason}"),
+                        true,
+                    ));
+                }
+                return Err(error);
+            }
+            let delay = match wait {
+                Some(seconds) => Duration::from_secs(*seconds),
+                None => backoff(&self.retry, attempt - 1),
+            };
+            tracing::warn!(input = %self.id, url, attempt, of = attempts, retry_in = ?delay, error = %reason, "request failed, retrying");
+            if matches!(error, FetchError::Failed { ref reason, .. } if reason.starts_with("401")) {
+                self.auth.invalidate().await;
+            }
+            sleep_or_shutdown(delay, shutdown).await?;
+        }
+    }
+
+    /// Honours the client-side rate limit.
+    async fn pace(&self, shutdown: &CancellationToken) -> Result<(), FetchError> {
+        let Some(spacing) = self.min_spacing else {
+            return Ok(());
+        };
+        let mut last = self.last_sent.lock().await;
+        if let Some(previous) = *last {
+            let ready = previous + spacing;
+            let now = Instant::now();
+            if ready > now {
+                sleep_or_shutdown(ready - now, shutdown).await?;
+            }
+        }
+        *last = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn send_once(&self, request: &RequestState) -> Result<Response, FetchError> {
+        let url = request.full_url();
+        let mut builder = match self.method {
+            Method::GET => self.client.get(url.clone()),
+            Method::POST => self.client.post(url.clone()),
+        };
+        builder = builder.header("Accept", "application/json");
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        if self.method == Method::POST {
+            builder = match self.encoding {
+                Encoding::Json => builder.json(&request.body),
+                Encoding::Form => {
+                    let fields: Vec<(String, String)> = request
+                        .body
+                        .iter()
+                        .map(|(key, value)| {
+                            let text = match value {
+                                Value::String(text) => text.clone(),
+                                other => other.to_string(),
+                            };
+                            (key.clone(), text)
+                        })
+                        .collect();
+                    builder.form(&fields)
+                }
+            };
+        }
+        let builder = self
+            .auth
+            .apply(&self.client, builder)
+            .await
+            .map_err(|reason| failed(reason, true))?;
+        let response = builder
+            .send()
+            .await
+            .map_err(|error| failed(format!("request failed: {}", describe(error)), true))?;
+        let status = response.status();
+        let wait = server_wait(response.headers());
+        let mut headers = Map::new();
+        for (name, value) in response.headers() {
+            let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            match headers.get_mut(name.as_str()) {
+                Some(Value::String(existing)) => {
+                    existing.push_str(", ");
+                    existing.push_str(&text);
+                }
+                _ => {
+                    headers.insert(name.as_str().to_owned(), Value::String(text));
+                }
+            }
+        }
+        let bytes = response.bytes().await.map_err(|error| {
+            failed(
+                format!("reading the response body failed: {}", describe(error)),
+                true,
+            )
+        })?;
+        if !status.is_success() {
+            let detail = match decode_json(&bytes).ok().as_ref().and_then(misp_error_message) {
+                Some(message) => message,
+                None => snippet(&String::from_utf8_lossy(&bytes)),
+            };
+            let retryable = status.is_server_error()
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::OAuth2(_));
+            return Err(FetchError::Failed {
+                reason: format!("{status}: {detail}"),
+                retryable,
+                wait: if status == StatusCode::TOO_MANY_REQUESTS {
+                    wait
+                } else {
+                    None
+                },
+            });
+        }
+        let body = decode_json(&bytes).map_err(|error| failed(format!("{status} but {error}"), true))?;
+        if let Some(message) = misp_error_message(&body) {
+            return Err(failed(format!("{status} with a MISP error: {message}"), false));
+        }
+        Ok(Response { body, headers })
+    }
+}
+
+/// A reqwest error with its cause chain (the top level alone says little),
+/// without the URL: callers log the URL without its query, which may hold a key.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let retry = RetryConfig {
+            max_attempts: 5,
+            wait_min: Duration::from_secs(1),
+            wait_max: Duration::from_secs(10),
+        };
+        for _ in 0..50 {
+            let first = backoff(&retry, 0);
+            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+            let third = backoff(&retry, 2);
+            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4));
+            assert!(backoff(&retry, 30) <= Duration::from_secs(10));
+        }
+    }
+
+    #[test]
+    fn reads_both_wait_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-rate-limit-reset", "7".parse().unwrap());
+        assert_eq!(server_wait(&headers), Some(7));
+        headers.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(server_wait(&headers), Some(3));
+        headers.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(server_wait(&headers), Some(0), "a date in the past: retry now");
+        headers.insert("retry-after", "99999999999".parse().unwrap());
+        assert_eq!(server_wait(&headers), Some(MAX_SERVER_WAIT));
+    }
+}

@@ -1,0 +1,286 @@
+//! The `httpjson` input: polls a REST API on an interval, pages through the
+//! answer, splits each page into events and publishes one batch per page
+//! with the cursor that covers it. See `docs/inputs/httpjson.md`.
+
+pub mod client;
+pub mod config;
+pub mod fetch;
+mod keyset;
+mod poll;
+pub mod template;
+pub mod transform;
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use threatbeat_core::{BuildContext, ConfigError, FieldPath, Input, InputContext, InputError, PluginConfig};
+use tokio::sync::Mutex;
+use url::Url;
+
+use self::client::{build_client, Auth};
+use self::config::{HttpJsonConfig, ValueType};
+use self::fetch::{sleep_or_shutdown, Fetcher};
+use self::keyset::Keyset;
+use self::poll::PollError;
+use self::template::{TemplateBuilder, TemplateId, Templates};
+use self::transform::{compile, RequestState, Transform};
+use crate::split::Split;
+use threatbeat_core::tls::VerificationMode;
+
+/// A cursor field compiled from config.
+struct CursorField {
+    name: String,
+    value: TemplateId,
+    default: Option<TemplateId>,
+    ignore_empty_value: bool,
+    value_type: ValueType,
+}
+
+/// The built input.
+pub struct HttpJsonInput {
+    interval: Duration,
+    page_limit: u32,
+    fetcher: Fetcher,
+    templates: Templates,
+    base_request: RequestState,
+    request_transforms: Vec<Transform>,
+    response_transforms: Vec<Transform>,
+    pagination: Vec<Transform>,
+    split: Option<Split>,
+    cursor_fields: Vec<CursorField>,
+    keyset: Option<Keyset>,
+}
+
+/// Registry factory for `type: httpjson`.
+pub fn build(config: &PluginConfig, context: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
+    Ok(Box::new(HttpJsonInput::build(config, context)?))
+}
+
+impl HttpJsonInput {
+    /// Builds and validates the input from its raw config.
+    pub fn build(raw: &PluginConfig, context: &BuildContext) -> Result<Self, ConfigError> {
+        let config: HttpJsonConfig = raw.parse()?;
+        let origin = &raw.origin;
+        let url = Url::parse(&config.request.url).map_err(|error| {
+            origin
+                .child("request.url")
+                .error(format!("`{}` is not a URL: {error}", config.request.url))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(origin
+                .child("request.url")
+                .error("only http and https URLs are supported"));
+        }
+        if config.interval.is_zero() {
+            return Err(origin.child("interval").error("must be greater than zero"));
+        }
+        let body = match &config.request.body {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map.clone(),
+            Some(_) => return Err(origin.child("request.body").error("must be a mapping")),
+        };
+        let headers = config
+            .request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let client = build_client(&config.request, &context.config_path, origin)?;
+        if config.request.ssl.verification_mode == VerificationMode::None {
+            tracing::warn!(input = %context.pipeline_id, url = %url, "ssl.verification_mode is `none`: the server's certificate is NOT verified; anyone on the path can read and change this traffic");
+        }
+        let auth = Auth::build(&config.auth, origin)?;
+        let min_spacing = match &config.request.rate_limit {
+            Some(limit) if limit.limit > 0.0 => Some(Duration::from_secs_f64(1.0 / limit.limit)),
+            Some(_) => {
+                return Err(origin
+                    .child("request.rate_limit.limit")
+                    .error("must be greater than zero"))
+            }
+            None => None,
+        };
+        let mut templates = TemplateBuilder::new();
+        let request_transforms = compile(
+            &config.request.transforms,
+            &mut templates,
+            &origin.child("request.transforms"),
+        )?;
+        let response_transforms = compile(
+            &config.response.transforms,
+            &mut templates,
+            &origin.child("response.transforms"),
+        )?;
+        let pagination = compile(
+            &config.response.pagination,
+            &mut templates,
+            &origin.child("response.pagination"),
+        )?;
+        let split = match &config.response.split {
+            Some(split) => Some(Split::build(split, &origin.child("response.split"))?),
+            None => None,
+        };
+        let mut cursor_fields = Vec::new();
+        for (name, field) in &config.cursor {
+            let field_origin = origin.child("cursor").child(name);
+            let value = templates
+                .add(&field.value)
+                .map_err(|reason| field_origin.child("value").error(reason))?;
+            let default = match &field.default {
+                Some(source) => Some(
+                    templates
+                        .add(source)
+                        .map_err(|reason| field_origin.child("default").error(reason))?,
+                ),
+                None => None,
+            };
+            cursor_fields.push(CursorField {
+                name: name.clone(),
+                value,
+                default,
+                ignore_empty_value: field.ignore_empty_value,
+                value_type: field.value_type,
+            });
+        }
+        let keyset = match &config.keyset {
+            Some(keyset) if keyset.enabled => {
+                Some(Keyset::build(keyset, &mut templates, &origin.child("keyset"))?)
+            }
+            _ => None,
+        };
+        if config.response.page_limit == 0 {
+            return Err(origin.child("response.page_limit").error("must be at least 1"));
+        }
+        Ok(Self {
+            interval: config.interval,
+            page_limit: config.response.page_limit,
+            fetcher: Fetcher {
+                client,
+                auth,
+                method: config.request.method,
+                encoding: config.request.encode_as,
+                retry: config.request.retry.clone(),
+                min_spacing,
+                last_sent: Mutex::new(None),
+                id: context.pipeline_id.clone(),
+            },
+            templates: templates.finish(),
+            base_request: RequestState::new(url, headers, body),
+            request_transforms,
+            response_transforms,
+            pagination,
+            split,
+            cursor_fields,
+            keyset,
+        })
+    }
+
+    /// The stored cursor as a map (anything else starts fresh, with a warning).
+    fn initial_cursor(context: &InputContext) -> Map<String, Value> {
+        match &context.cursor {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map.clone(),
+            Some(other) => {
+                tracing::warn!(input = %context.id, cursor = %other, "stored cursor is not an object; starting from the initial window");
+                Map::new()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Input for HttpJsonInput {
+    async fn run(self: Box<Self>, context: InputContext) -> Result<(), InputError> {
+        let mut cursor = Self::initial_cursor(&context);
+        let url = self.base_request.url.to_string();
+        let cursor_text = Value::Object(cursor.clone()).to_string();
+        tracing::info!(input = %context.id, url, interval = ?self.interval, paging = if self.keyset.is_some() { "keyset" } else { "offset" }, cursor = %cursor_text, run_once = context.run_once, "httpjson input started");
+        let mut consecutive_failures: u64 = 0;
+        loop {
+            let started = Instant::now();
+            let outcome = match &self.keyset {
+                Some(keyset) => self.poll_keyset(keyset, &mut cursor, &context).await,
+                None => self.poll(&mut cursor, &context).await,
+            };
+            match outcome {
+                Ok(summary) => {
+                    consecutive_failures = 0;
+                    let cursor_text = Value::Object(cursor.clone()).to_string();
+                    tracing::info!(input = %context.id, url, pages = summary.pages, events = summary.events, cursor = %cursor_text, took = ?started.elapsed(), "poll complete");
+                }
+                Err(PollError::Shutdown) => return Ok(()),
+                Err(error) => {
+                    consecutive_failures += 1;
+                    tracing::error!(input = %context.id, url, consecutive_failures, next_poll_in = ?self.interval, error = %error, "poll failed; the cursor did not move; polling again at the next interval");
+                    if context.run_once {
+                        return Err(InputError::Fatal(format!(
+                            "{}: poll of {url} failed: {error}",
+                            context.id
+                        )));
+                    }
+                }
+            }
+            if context.run_once {
+                return Ok(());
+            }
+            let wait = self.interval.saturating_sub(started.elapsed());
+            if sleep_or_shutdown(wait, &context.shutdown).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reads an integer from a JSON number or a numeric string.
+fn as_epoch(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(number) => number.as_i64().or_else(|| number.as_f64().map(|f| f as i64)),
+        Value::String(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .or_else(|| text.trim().parse::<f64>().ok().map(|f| f as i64)),
+        _ => None,
+    }
+}
+
+/// Parses a `body.<path>` target into the path inside the body.
+fn body_path(raw: &str, origin: &threatbeat_core::Origin) -> Result<FieldPath, ConfigError> {
+    raw.strip_prefix("body.")
+        .ok_or_else(|| origin.error(format!("`{raw}` must start with `body.`")))
+        .and_then(|path| FieldPath::parse(path).map_err(|error| origin.error(error.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use threatbeat_core::Origin;
+
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let raw = PluginConfig {
+            type_name: "httpjson".into(),
+            settings: json!({
+                "request": {"url": "https://misp.test/events/restSearch", "ssl": {"key": "-----BEGIN PRIVATE KEY-----\nSECRETKEY"}},
+                "auth": {"api_key": {"value": "SimulatorKey0123456789abcdefABCDEF012345"}}
+            }),
+            origin: Origin::named("test"),
+        };
+        let config: HttpJsonConfig = raw.parse().unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("SimulatorKey") && !printed.contains("SECRETKEY"),
+            "{printed}"
+        );
+        let basic: HttpJsonConfig = PluginConfig {
+            settings: json!({"request": {"url": "https://x"}, "auth": {"basic": {"user": "u", "password": "hunter2"}}}),
+            ..raw
+        }
+        .parse()
+        .unwrap();
+        let auth = Auth::build(&basic.auth, &Origin::named("test")).unwrap();
+        assert!(!format!("{auth:?}").contains("hunter2"));
+    }
+}
