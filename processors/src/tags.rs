@@ -1,0 +1,269 @@
+//! `copy_tags` (tag names from MISP-style tag lists into `tags`) and
+//! `extract_tlp` (`tlp:amber` → `threat.indicator.marking.tlp`).
+
+use serde::Deserialize;
+use serde_json::Value;
+use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
+
+use crate::common::{path_at, write, Step, StepConfig};
+use crate::values::append_values;
+
+/// Replace the target list, or add to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// Keep the tags already there and add the new ones (ti_misp's behaviour).
+    #[default]
+    Append,
+    /// Replace the tags when at least one source list exists (Filebeat's module).
+    Replace,
+}
+
+/// Letter case applied to extracted values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LetterCase {
+    #[default]
+    Keep,
+    Upper,
+    Lower,
+}
+
+impl LetterCase {
+    fn apply(self, text: &str) -> String {
+        match self {
+            LetterCase::Keep => text.to_owned(),
+            LetterCase::Upper => text.to_uppercase(),
+            LetterCase::Lower => text.to_lowercase(),
+        }
+    }
+}
+
+/// The tag names held by `value`: a list of strings or of objects with `key`.
+fn names<'a>(value: &'a Value, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let items: &[Value] = match value {
+        Value::Array(items) => items,
+        single => std::slice::from_ref(single),
+    };
+    items.iter().filter_map(move |item| match item {
+        Value::String(name) => Some(name.as_str()),
+        Value::Object(map) => map.get(key).and_then(Value::as_str),
+        _ => None,
+    })
+}
+
+/// `copy_tags` settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CopyTagsConfig {
+    fields: Vec<String>,
+    #[serde(default = "default_tags_target")]
+    target_field: String,
+    #[serde(default = "default_name_key")]
+    name_key: String,
+    #[serde(default)]
+    mode: Mode,
+    /// Characters removed from every name; Elastic strips `"` and `\`.
+    #[serde(default = "default_strip")]
+    strip_chars: String,
+}
+
+fn default_tags_target() -> String {
+    "tags".to_owned()
+}
+
+fn default_name_key() -> String {
+    "name".to_owned()
+}
+
+fn default_strip() -> String {
+    "\"\\".to_owned()
+}
+
+pub(crate) struct CopyTags {
+    fields: Vec<FieldPath>,
+    target: FieldPath,
+    name_key: String,
+    mode: Mode,
+    strip_chars: Vec<char>,
+}
+
+impl StepConfig for CopyTagsConfig {
+    const NAME: &'static str = "copy_tags";
+    type Step = CopyTags;
+    fn build(self, origin: &Origin, _: &BuildContext) -> Result<CopyTags, ConfigError> {
+        let fields = self
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| path_at(raw, &origin.child("fields").child(index)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if fields.is_empty() {
+            return Err(origin
+                .child("fields")
+                .error("list at least one field holding tags"));
+        }
+        Ok(CopyTags {
+            fields,
+            target: path_at(&self.target_field, &origin.child("target_field"))?,
+            name_key: self.name_key,
+            mode: self.mode,
+            strip_chars: self.strip_chars.chars().collect(),
+        })
+    }
+}
+
+impl Step for CopyTags {
+    fn apply(&self, event: &mut Event) -> Result<ProcessOutcome, ProcessorError> {
+        let mut found = false;
+        let mut collected: Vec<Value> = Vec::new();
+        for field in &self.fields {
+            let Some(value) = event.get(field).filter(|value| !value.is_null()) else {
+                continue;
+            };
+            found = true;
+            for name in names(value, &self.name_key) {
+                let cleaned: String = name.chars().filter(|c| !self.strip_chars.contains(c)).collect();
+                let cleaned = Value::String(cleaned);
+                if !collected.contains(&cleaned) {
+                    collected.push(cleaned);
+                }
+            }
+        }
+        match self.mode {
+            Mode::Replace if found => write(event, &self.target, Value::Array(collected))?,
+            Mode::Replace => {}
+            Mode::Append if collected.is_empty() => {}
+            Mode::Append => append_values(event, &self.target, collected, false)?,
+        }
+        Ok(ProcessOutcome::Keep)
+    }
+}
+
+/// `extract_tlp` settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExtractTlpConfig {
+    field: String,
+    #[serde(default = "default_tlp_target")]
+    target_field: String,
+    #[serde(default = "default_name_key")]
+    name_key: String,
+    #[serde(default = "default_tlp_prefix")]
+    prefix: String,
+    #[serde(default)]
+    case: LetterCase,
+    /// Characters removed from every name before matching, as `copy_tags` does.
+    #[serde(default = "default_strip")]
+    strip_chars: String,
+}
+
+fn default_tlp_target() -> String {
+    "threat.indicator.marking.tlp".to_owned()
+}
+
+fn default_tlp_prefix() -> String {
+    "tlp:".to_owned()
+}
+
+pub(crate) struct ExtractTlp {
+    field: FieldPath,
+    target: FieldPath,
+    name_key: String,
+    prefix: String,
+    case: LetterCase,
+    strip_chars: Vec<char>,
+}
+
+impl StepConfig for ExtractTlpConfig {
+    const NAME: &'static str = "extract_tlp";
+    type Step = ExtractTlp;
+    fn build(self, origin: &Origin, _: &BuildContext) -> Result<ExtractTlp, ConfigError> {
+        if self.prefix.is_empty() {
+            return Err(origin.child("prefix").error("the prefix must not be empty"));
+        }
+        Ok(ExtractTlp {
+            field: path_at(&self.field, &origin.child("field"))?,
+            target: path_at(&self.target_field, &origin.child("target_field"))?,
+            name_key: self.name_key,
+            prefix: self.prefix,
+            case: self.case,
+            strip_chars: self.strip_chars.chars().collect(),
+        })
+    }
+}
+
+impl Step for ExtractTlp {
+    fn apply(&self, event: &mut Event) -> Result<ProcessOutcome, ProcessorError> {
+        // No source list: nothing is written. A list without TLP tags gives
+        // an empty list, as Elastic's module does.
+        let Some(value) = event.get(&self.field).filter(|value| !value.is_null()) else {
+            return Ok(ProcessOutcome::Keep);
+        };
+        let mut levels: Vec<Value> = Vec::new();
+        for name in names(value, &self.name_key) {
+            let cleaned: String = name.chars().filter(|c| !self.strip_chars.contains(c)).collect();
+            if let Some(level) = cleaned.strip_prefix(self.prefix.as_str()) {
+                let level = Value::String(self.case.apply(level));
+                if !levels.contains(&level) {
+                    levels.push(level);
+                }
+            }
+        }
+        write(event, &self.target, Value::Array(levels))?;
+        Ok(ProcessOutcome::Keep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_util::{chain, run};
+    use serde_json::json;
+
+    #[test]
+    fn copies_names_strips_quotes_and_deduplicates() {
+        let c = chain(json!([{"copy_tags": {"fields": ["event_tags", "attribute_tags"]}}]));
+        let out = run(
+            &c,
+            json!({"tags": ["forwarded"],
+                   "event_tags": [{"name": "misp-galaxy:ransomware=\"Dharma Ransomware\""}, {"name": "tlp:white"}],
+                   "attribute_tags": [{"name": "tlp:white"}, {"name": "a\\b"}]}),
+        );
+        assert_eq!(
+            out["tags"],
+            json!([
+                "forwarded",
+                "misp-galaxy:ransomware=Dharma Ransomware",
+                "tlp:white",
+                "ab"
+            ])
+        );
+    }
+
+    #[test]
+    fn replace_mode_only_when_a_source_exists() {
+        let c = chain(json!([{"copy_tags": {"fields": ["t"], "mode": "replace"}}]));
+        assert_eq!(
+            run(&c, json!({"tags": ["x"], "t": [{"name": "y"}]}))["tags"],
+            json!(["y"])
+        );
+        assert_eq!(run(&c, json!({"tags": ["x"]}))["tags"], json!(["x"]));
+    }
+
+    #[test]
+    fn tlp_levels() {
+        let c = chain(json!([{"extract_tlp": {"field": "t"}}]));
+        let out = run(
+            &c,
+            json!({"t": [{"name": "tlp:amber"}, {"name": "type:OSINT"}, {"name": "tlp:amber"}]}),
+        );
+        assert_eq!(out["threat"]["indicator"]["marking"]["tlp"], json!(["amber"]));
+        assert_eq!(
+            run(&c, json!({"t": [{"name": "x"}]}))["threat"]["indicator"]["marking"]["tlp"],
+            json!([])
+        );
+        assert!(run(&c, json!({})).get("threat").is_none());
+        let upper = chain(json!([{"extract_tlp": {"field": "t", "case": "upper", "target_field": "m"}}]));
+        assert_eq!(run(&upper, json!({"t": ["tlp:green"]}))["m"], json!(["GREEN"]));
+    }
+}
