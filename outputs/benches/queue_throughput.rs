@@ -1,0 +1,253 @@
+//! Queue throughput: the disk queue (each fsync policy), the memory queue
+//! and, with `--features bench-redb`, a redb-backed queue, against a
+//! baseline of raw sequential file writes and reads of the same bytes in
+//! the same run. Prints MB/s and the ratio to the baseline.
+//!
+//! ```text
+//! cargo bench -p threatbeat-outputs --bench queue_throughput
+//! cargo bench -p threatbeat-outputs --bench queue_throughput --features bench-redb
+//! ```
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use threatbeat_core::Event;
+use threatbeat_outputs::queue::{DiskQueue, DiskSettings, FsyncPolicy, MemQueue, QueueStore};
+
+const EVENTS: usize = 100_000;
+const BATCH: usize = 500;
+
+fn events(count: usize) -> Vec<Event> {
+    (0..count)
+        .map(|n| {
+            let mut event = Event::from_value(json!({
+                "@timestamp": "2026-01-02T03:04:05.000Z",
+                "event": {"kind": "enrichment", "category": ["threat"], "type": ["indicator"], "module": "threatintel", "dataset": "threatintel.misp"},
+                "threat": {"feed": {"name": "[Filebeat] MISP", "dashboard_id": "ad9c7430-72de-11eb-a3e3-b3cc7c78a70f"},
+                    "indicator": {"type": "ipv4-addr", "ip": format!("10.{}.{}.{}", n / 65536 % 256, n / 256 % 256, n % 256),
+                        "provider": "misp", "marking": {"tlp": "white"}, "first_seen": "2026-01-01T00:00:00Z"}},
+                "misp": {"attribute": {"uuid": format!("5f0c1c2e-0000-4000-8000-{n:012}"), "category": "Network activity", "to_ids": true}},
+                "tags": ["threatintel-misp", "forwarded"]
+            }));
+            event.set_id(format!("fingerprint-{n:016x}"));
+            event
+        })
+        .collect()
+}
+
+struct Figures {
+    name: String,
+    events: usize,
+    bytes: u64,
+    write: Duration,
+    read: Duration,
+}
+
+impl Figures {
+    fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+        bytes as f64 / 1_048_576.0 / elapsed.as_secs_f64()
+    }
+}
+
+/// Raw sequential writes of the serialized events (one write + fsync per
+/// batch, like a publish), then one sequential read.
+fn baseline(directory: &Path, events: &[Event]) -> Figures {
+    let path = directory.join("raw.bin");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    for batch in events.chunks(BATCH) {
+        let mut buffer = Vec::new();
+        for event in batch {
+            serde_json::to_writer(&mut buffer, event).unwrap();
+            buffer.push(b'\n');
+        }
+        file.write_all(&buffer).unwrap();
+        file.sync_data().unwrap();
+        bytes += buffer.len() as u64;
+    }
+    let write = start.elapsed();
+    let start = Instant::now();
+    let data = std::fs::read(&path).unwrap();
+    let parsed = data
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice::<Event>(line).unwrap())
+        .collect::<Vec<Event>>();
+    assert_eq!(parsed.len(), events.len());
+    Figures {
+        name: "baseline: raw file (write+fsync per batch, JSON)".into(),
+        events: events.len(),
+        bytes,
+        write,
+        read: start.elapsed(),
+    }
+}
+
+fn run_store(name: &str, mut store: Box<dyn QueueStore>, events: &[Event], bytes: u64) -> Figures {
+    let start = Instant::now();
+    for batch in events.chunks(BATCH) {
+        let mut pending: VecDeque<Event> = batch.to_vec().into();
+        while !pending.is_empty() {
+            store.push(&mut pending).unwrap();
+        }
+    }
+    let write = start.elapsed();
+    let start = Instant::now();
+    let mut read = 0;
+    loop {
+        let batch = store.read(1600).unwrap();
+        read += batch.events.len();
+        match batch.ack_through {
+            Some(through) if !batch.events.is_empty() => store.ack(through).unwrap(),
+            _ => break,
+        }
+    }
+    assert_eq!(read, events.len());
+    Figures {
+        name: name.into(),
+        events: events.len(),
+        bytes,
+        write,
+        read: start.elapsed(),
+    }
+}
+
+fn disk(directory: &Path, name: &str, fsync: FsyncPolicy) -> Box<dyn QueueStore> {
+    Box::new(
+        DiskQueue::open(DiskSettings {
+            path: directory.join(name),
+            max_size: 10 << 30,
+            segment_size: 64 << 20,
+            fsync,
+        })
+        .unwrap(),
+    )
+}
+
+#[cfg(feature = "bench-redb")]
+fn redb_store(directory: &Path, events: &[Event], bytes: u64) -> Figures {
+    use redb::{Database, TableDefinition};
+    const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+    let database = Database::create(directory.join("queue.redb")).unwrap();
+    let start = Instant::now();
+    let mut seq = 0u64;
+    for batch in events.chunks(BATCH) {
+        let transaction = database.begin_write().unwrap();
+        {
+            let mut table = transaction.open_table(TABLE).unwrap();
+            for event in batch {
+                let payload = serde_json::to_vec(event).unwrap();
+                table.insert(seq, payload.as_slice()).unwrap();
+                seq += 1;
+            }
+        }
+        transaction.commit().unwrap();
+    }
+    let write = start.elapsed();
+    let start = Instant::now();
+    let mut next = 0u64;
+    let mut read = 0;
+    loop {
+        let batch: Vec<Event> = {
+            let transaction = database.begin_read().unwrap();
+            let table = transaction.open_table(TABLE).unwrap();
+            table
+                .range(next..)
+                .unwrap()
+                .take(1600)
+                .map(|entry| serde_json::from_slice(entry.unwrap().1.value()).unwrap())
+                .collect()
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let end = next + batch.len() as u64;
+        let transaction = database.begin_write().unwrap();
+        {
+            let mut table = transaction.open_table(TABLE).unwrap();
+            table.retain_in(next..end, |_, _| false).unwrap();
+        }
+        transaction.commit().unwrap();
+        read += batch.len();
+        next = end;
+    }
+    assert_eq!(read, events.len());
+    Figures {
+        name: "redb (commit per batch = fsync)".into(),
+        events: events.len(),
+        bytes,
+        write,
+        read: start.elapsed(),
+    }
+}
+
+fn main() {
+    let directory = tempfile::tempdir().unwrap();
+    let all = events(EVENTS);
+    let few = &all[..10_000];
+    let base = baseline(directory.path(), &all);
+    let bytes = base.bytes;
+    let few_bytes = bytes * few.len() as u64 / all.len() as u64;
+    let mut figures = vec![
+        run_store(
+            "disk queue, fsync: batch (default)",
+            disk(directory.path(), "batch", FsyncPolicy::Batch),
+            &all,
+            bytes,
+        ),
+        run_store(
+            "disk queue, fsync: never",
+            disk(directory.path(), "never", FsyncPolicy::Never),
+            &all,
+            bytes,
+        ),
+        run_store(
+            "disk queue, fsync: 1s interval",
+            disk(
+                directory.path(),
+                "interval",
+                FsyncPolicy::Interval(Duration::from_secs(1)),
+            ),
+            &all,
+            bytes,
+        ),
+        run_store(
+            "disk queue, fsync: always (10k events)",
+            disk(directory.path(), "always", FsyncPolicy::Always),
+            few,
+            few_bytes,
+        ),
+        run_store("memory queue", Box::new(MemQueue::new(usize::MAX)), &all, bytes),
+    ];
+    #[cfg(feature = "bench-redb")]
+    figures.push(redb_store(directory.path(), &all, bytes));
+    let base_write = Figures::mb_per_s(base.bytes, base.write);
+    let base_read = Figures::mb_per_s(base.bytes, base.read);
+    println!(
+        "{} events of ~{} bytes (JSON), batches of {BATCH}",
+        all.len(),
+        bytes / all.len() as u64
+    );
+    println!(
+        "{:<52} {:>8} {:>12} {:>8} {:>14} {:>8}",
+        "store", "events", "write MB/s", "x base", "read+ack MB/s", "x base"
+    );
+    figures.insert(0, base);
+    for figure in &figures {
+        let write = Figures::mb_per_s(figure.bytes, figure.write);
+        let read = Figures::mb_per_s(figure.bytes, figure.read);
+        println!(
+            "{:<52} {:>8} {:>12.1} {:>8.2} {:>14.1} {:>8.2}",
+            figure.name,
+            figure.events,
+            write,
+            write / base_write,
+            read,
+            read / base_read
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! The on-disk record: a CRC-checked, length-prefixed frame, and the
+//! segment header. See the module documentation of `queue` for the layout.
+
+use std::io::{self, Read};
+
+/// First bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 4] = *b"TBQS";
+/// Segment format version.
+pub const SEGMENT_VERSION: u32 = 1;
+/// Segment header size: magic + version.
+pub const SEGMENT_HEADER_LEN: u64 = 8;
+/// First bytes of every frame; lets a reader find the next frame after garbage.
+pub const FRAME_MAGIC: [u8; 4] = *b"TBFR";
+/// Bytes a frame adds to its payload: magic, length, sequence number, CRC.
+pub const FRAME_OVERHEAD: u64 = 4 + 4 + 8 + 4;
+/// The largest payload accepted (a bigger length field is garbage).
+pub const MAX_PAYLOAD: u32 = 256 * 1024 * 1024;
+
+/// Appends one frame for `payload` with sequence number `seq` to `out`.
+pub fn encode_frame(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+    let length = payload.len() as u32;
+    out.extend_from_slice(&FRAME_MAGIC);
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&checksum(length, seq, payload).to_le_bytes());
+}
+
+/// CRC-32 (IEEE) over length, sequence number and payload.
+fn checksum(length: u32, seq: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&length.to_le_bytes());
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// The segment header bytes.
+pub fn segment_header() -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    header[..4].copy_from_slice(&SEGMENT_MAGIC);
+    header[4..].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    header
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Sequence number.
+    pub seq: u64,
+    /// Payload (a JSON event).
+    pub payload: Vec<u8>,
+}
+
+/// What was found at a frame position.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameRead {
+    /// A valid frame of `len` bytes in total.
+    Frame(Frame, u64),
+    /// Clean end of the data.
+    End,
+    /// Bytes that are not a valid frame; the reason says why.
+    Corrupt(String),
+}
+
+/// Decodes the frame at the start of `bytes` (the data up to the end of the segment).
+pub fn decode_frame(bytes: &[u8]) -> FrameRead {
+    if bytes.is_empty() {
+        return FrameRead::End;
+    }
+    if bytes.len() < FRAME_OVERHEAD as usize {
+        return FrameRead::Corrupt(format!(
+            "truncated record ({} bytes left, a record needs at least {FRAME_OVERHEAD})",
+            bytes.len()
+        ));
+    }
+    if bytes[..4] != FRAME_MAGIC {
+        return FrameRead::Corrupt("no record marker".to_owned());
+    }
+    let length = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if length > MAX_PAYLOAD {
+        return FrameRead::Corrupt(format!("implausible record length {length}"));
+    }
+    let total = FRAME_OVERHEAD as usize + length as usize;
+    if bytes.len() < total {
+        return FrameRead::Corrupt(format!(
+            "truncated record (length {length} but only {} bytes left)",
+            bytes.len() - FRAME_OVERHEAD as usize
+        ));
+    }
+    let mut seq_bytes = [0u8; 8];
+    seq_bytes.copy_from_slice(&bytes[8..16]);
+    let seq = u64::from_le_bytes(seq_bytes);
+    let payload = &bytes[16..16 + length as usize];
+    let stored = u32::from_le_bytes([
+        bytes[total - 4],
+        bytes[total - 3],
+        bytes[total - 2],
+        bytes[total - 1],
+    ]);
+    if stored != checksum(length, seq, payload) {
+        return FrameRead::Corrupt("checksum mismatch".to_owned());
+    }
+    FrameRead::Frame(
+        Frame {
+            seq,
+            payload: payload.to_vec(),
+        },
+        total as u64,
+    )
+}
+
+/// The offset (relative to `bytes`) of the next valid frame after a corrupt
+/// spot, searching from position 1; `None` when no valid frame follows.
+pub fn resync(bytes: &[u8]) -> Option<usize> {
+    let mut start = 1;
+    while start + FRAME_OVERHEAD as usize <= bytes.len() {
+        let found = bytes[start..]
+            .windows(4)
+            .position(|window| window == FRAME_MAGIC)?;
+        let candidate = start + found;
+        if let FrameRead::Frame(..) = decode_frame(&bytes[candidate..]) {
+            return Some(candidate);
+        }
+        start = candidate + 1;
+    }
+    None
+}
+
+/// Checks the segment header of `file`.
+pub fn check_segment_header(file: &mut impl Read) -> io::Result<Result<(), String>> {
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    match file.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+            return Ok(Err("the segment header is truncated".to_owned()))
+        }
+        Err(error) => return Err(error),
+    }
+    if header[..4] != SEGMENT_MAGIC {
+        return Ok(Err("not a threatbeat queue segment (bad magic)".to_owned()));
+    }
+    let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if version != SEGMENT_VERSION {
+        return Ok(Err(format!("unsupported segment version {version}")));
+    }
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_detection() {
+        let mut bytes = Vec::new();
+        encode_frame(7, b"{\"a\":1}", &mut bytes);
+        encode_frame(8, b"{\"b\":2}", &mut bytes);
+        let FrameRead::Frame(frame, length) = decode_frame(&bytes) else {
+            panic!()
+        };
+        assert_eq!(
+            (frame.seq, frame.payload.as_slice()),
+            (7, b"{\"a\":1}".as_slice())
+        );
+        assert_eq!(length, FRAME_OVERHEAD + 7);
+
+        let mut garbled = bytes.clone();
+        garbled[18] ^= 0xff;
+        assert_eq!(
+            decode_frame(&garbled),
+            FrameRead::Corrupt("checksum mismatch".into())
+        );
+        let next = resync(&garbled).unwrap();
+        assert_eq!(next as u64, length);
+
+        assert!(
+            matches!(decode_frame(&bytes[..10]), FrameRead::Corrupt(reason) if reason.contains("truncated"))
+        );
+        assert_eq!(decode_frame(&[]), FrameRead::End);
+        assert_eq!(resync(&bytes[..length as usize]), None);
+    }
+}

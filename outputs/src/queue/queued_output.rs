@@ -1,0 +1,388 @@
+//! [`QueuedOutput`]: the queue in front of an output, with the background
+//! consumer that drains it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use threatbeat_core::{BuildContext, ConfigError, Event, Origin, Output, OutputError};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::settings::{QueueKind, QueueSettings};
+use super::{CorruptRecord, DiskQueue, MemQueue, QueueError, QueueStore};
+
+/// Counters of the queue (libbeat's `pipeline.queue.*` in spirit).
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    added: AtomicU64,
+    acked: AtomicU64,
+    corrupt_records: AtomicU64,
+}
+
+/// A copy of the queue counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStatsSnapshot {
+    /// Events made durable in the queue.
+    pub added: u64,
+    /// Events freed after the output accepted them.
+    pub acked: u64,
+    /// Corrupt records skipped.
+    pub corrupt_records: u64,
+    /// Events waiting (pushed, not yet acknowledged).
+    pub pending_events: u64,
+    /// Bytes waiting on disk.
+    pub pending_bytes: u64,
+}
+
+struct Shared {
+    store: Mutex<Box<dyn QueueStore>>,
+    data_added: Notify,
+    space_freed: Notify,
+    stats: QueueStats,
+    corruption: Mutex<Vec<CorruptRecord>>,
+    closed: CancellationToken,
+}
+
+impl Shared {
+    fn store(&self) -> MutexGuard<'_, Box<dyn QueueStore>> {
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn record_corruption(&self) {
+        let found = self.store().take_corruption();
+        if !found.is_empty() {
+            self.stats
+                .corrupt_records
+                .fetch_add(found.len() as u64, Ordering::Relaxed);
+            self.corruption
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend(found);
+        }
+    }
+}
+
+/// Runs a store operation off the async worker threads.
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    operation: impl FnOnce(&mut dyn QueueStore) -> T + Send + 'static,
+) -> T {
+    let shared = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || operation(shared.store().as_mut())).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+/// A cloneable handle that publishes into the queue; give one to each pipeline.
+#[derive(Clone)]
+pub struct QueueHandle {
+    shared: Arc<Shared>,
+}
+
+impl QueueHandle {
+    /// Makes `events` durable in the queue, waiting while it is full.
+    pub async fn push(&self, events: Vec<Event>) -> Result<(), QueueError> {
+        let mut remaining: VecDeque<Event> = events.into();
+        while !remaining.is_empty() {
+            let space = self.shared.space_freed.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            let (result, rest) = blocking(&self.shared, move |store| {
+                let result = store.push(&mut remaining);
+                (result, remaining)
+            })
+            .await;
+            remaining = rest;
+            let pushed = result?;
+            if pushed > 0 {
+                self.shared
+                    .stats
+                    .added
+                    .fetch_add(pushed as u64, Ordering::Relaxed);
+                self.shared.data_added.notify_one();
+            }
+            if !remaining.is_empty() {
+                tracing::debug!(
+                    waiting = remaining.len(),
+                    "queue full; publishing waits for the output"
+                );
+                tokio::select! {
+                    _ = &mut space => {}
+                    _ = self.shared.closed.cancelled() => return Err(QueueError::Closed),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Output for QueueHandle {
+    async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
+        self.push(events)
+            .await
+            .map_err(|error| OutputError::Write(error.to_string()))
+    }
+}
+
+/// The queue plus its consumer; implements [`Output`] so the pipeline needs
+/// no change beyond wrapping the configured output.
+pub struct QueuedOutput {
+    handle: QueueHandle,
+    consumer: Option<JoinHandle<Box<dyn Output>>>,
+    stop: CancellationToken,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for QueuedOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueuedOutput").finish_non_exhaustive()
+    }
+}
+
+/// Builds the queue from the raw `queue` value (null → `queue.disk` with
+/// defaults) and starts draining it into `output`. Must run inside a tokio
+/// runtime. Events a previous run left unacknowledged are delivered first.
+pub fn build_queued_output(
+    queue: &Value,
+    origin: &Origin,
+    output: Box<dyn Output>,
+    context: &BuildContext,
+) -> Result<QueuedOutput, ConfigError> {
+    let settings = QueueSettings::parse(queue, origin, context)?;
+    QueuedOutput::start(settings, output)
+        .map_err(|error| origin.error(format!("cannot open the queue: {error}")))
+}
+
+impl QueuedOutput {
+    /// Opens the store and starts the consumer.
+    pub fn start(settings: QueueSettings, output: Box<dyn Output>) -> Result<Self, QueueError> {
+        let store: Box<dyn QueueStore> = match &settings.kind {
+            QueueKind::Disk(disk) => Box::new(DiskQueue::open(disk.clone())?),
+            QueueKind::Mem(events) => Box::new(MemQueue::new(*events)),
+        };
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            data_added: Notify::new(),
+            space_freed: Notify::new(),
+            stats: QueueStats::default(),
+            corruption: Mutex::new(Vec::new()),
+            closed: CancellationToken::new(),
+        });
+        shared.record_corruption();
+        let stop = CancellationToken::new();
+        let consumer = tokio::spawn(consume(
+            Arc::clone(&shared),
+            output,
+            settings.clone(),
+            stop.clone(),
+        ));
+        Ok(Self {
+            handle: QueueHandle { shared },
+            consumer: Some(consumer),
+            stop,
+            shutdown_timeout: settings.shutdown_timeout,
+        })
+    }
+
+    /// A handle for another pipeline.
+    pub fn handle(&self) -> QueueHandle {
+        self.handle.clone()
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> QueueStatsSnapshot {
+        let shared = &self.handle.shared;
+        let store = shared.store();
+        QueueStatsSnapshot {
+            added: shared.stats.added.load(Ordering::Relaxed),
+            acked: shared.stats.acked.load(Ordering::Relaxed),
+            corrupt_records: shared.stats.corrupt_records.load(Ordering::Relaxed),
+            pending_events: store.pending_events(),
+            pending_bytes: store.pending_bytes(),
+        }
+    }
+
+    /// Corrupt records skipped so far (also logged with file and offset).
+    pub fn corruption_reports(&self) -> Vec<CorruptRecord> {
+        self.handle
+            .shared
+            .corruption
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Waits until every queued event is acknowledged, at most `timeout`.
+    /// Returns whether the queue is empty.
+    pub async fn wait_until_empty(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let freed = self.handle.shared.space_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.handle.shared.store().pending_events() == 0 {
+                return true;
+            }
+            // Also re-check periodically: the last ack may race with `enable`.
+            let wake = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+            tokio::select! {
+                _ = &mut freed => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return self.handle.shared.store().pending_events() == 0;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Output for QueuedOutput {
+    async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
+        self.handle.publish(events).await
+    }
+
+    /// Drains the queue while the output makes progress (giving up after
+    /// `shutdown_timeout` without progress), then stops the consumer
+    /// (undelivered disk-queue events stay for the next start) and closes
+    /// the wrapped output.
+    async fn close(&mut self) -> Result<(), OutputError> {
+        // Keep draining while the output makes progress; give up after
+        // `shutdown_timeout` without any event delivered.
+        let mut drained = false;
+        loop {
+            let acked_before = self.handle.shared.stats.acked.load(Ordering::Relaxed);
+            if self.wait_until_empty(self.shutdown_timeout).await {
+                drained = true;
+                break;
+            }
+            if self.handle.shared.stats.acked.load(Ordering::Relaxed) == acked_before {
+                break;
+            }
+        }
+        if !drained {
+            let pending = self.handle.shared.store().pending_events();
+            tracing::warn!(
+                pending,
+                "stopping with events still queued; a disk queue delivers them at the next start"
+            );
+        }
+        self.stop.cancel();
+        self.handle.shared.closed.cancel();
+        let result = match self.consumer.take() {
+            Some(consumer) => match consumer.await {
+                Ok(mut output) => output.close().await,
+                Err(error) => Err(OutputError::Write(format!("the queue consumer failed: {error}"))),
+            },
+            None => Ok(()),
+        };
+        let shared = Arc::clone(&self.handle.shared);
+        let flushed = blocking(&shared, |store| store.flush()).await;
+        flushed.map_err(|error| OutputError::Write(error.to_string()))?;
+        result
+    }
+}
+
+impl Drop for QueuedOutput {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.handle.shared.closed.cancel();
+    }
+}
+
+/// Reads batches, hands them to the output, and acknowledges them once
+/// accepted. Returns the output when stopped, for closing.
+async fn consume(
+    shared: Arc<Shared>,
+    mut output: Box<dyn Output>,
+    settings: QueueSettings,
+    stop: CancellationToken,
+) -> Box<dyn Output> {
+    let mut retry_wait = Duration::from_millis(500);
+    loop {
+        let arrived = shared.data_added.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let pending = shared.store().pending_events();
+        if pending == 0 {
+            tokio::select! {
+                _ = &mut arrived => continue,
+                _ = stop.cancelled() => return output,
+            }
+        }
+        if (pending as usize) < settings.min_events {
+            // Give producers `flush.timeout` to fill a batch.
+            let deadline = tokio::time::Instant::now() + settings.flush_timeout;
+            loop {
+                tokio::select! {
+                    _ = &mut arrived => {}
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = stop.cancelled() => return output,
+                }
+                if shared.store().pending_events() as usize >= settings.min_events {
+                    break;
+                }
+                arrived.set(shared.data_added.notified());
+                arrived.as_mut().enable();
+            }
+        }
+        let max_events = settings.max_events;
+        let batch = blocking(&shared, move |store| store.read(max_events)).await;
+        shared.record_corruption();
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, "cannot read from the queue; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry_wait) => {}
+                    _ = stop.cancelled() => return output,
+                }
+                retry_wait = (retry_wait * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let count = batch.events.len() as u64;
+        if count > 0 {
+            loop {
+                let result = tokio::select! {
+                    result = output.publish(batch.events.clone()) => result,
+                    _ = stop.cancelled() => return output,
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, events = count, "the output did not accept a batch; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(retry_wait) => {}
+                            _ = stop.cancelled() => return output,
+                        }
+                        retry_wait = (retry_wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            retry_wait = Duration::from_millis(500);
+        }
+        if let Some(through) = batch.ack_through {
+            let acked = blocking(&shared, move |store| store.ack(through)).await;
+            if let Err(error) = acked {
+                tracing::error!(%error, "cannot record delivered events in the queue; they may be sent again after a restart");
+            }
+            shared.stats.acked.fetch_add(count, Ordering::Relaxed);
+            shared.space_freed.notify_waiters();
+        } else if count == 0 {
+            // Nothing readable although events are pending (should not happen): avoid spinning.
+            tokio::select! {
+                _ = &mut arrived => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.cancelled() => return output,
+            }
+        }
+    }
+}
