@@ -1,0 +1,185 @@
+//! The command line: global flags and one enum variant per command, so
+//! later commands (`setup`, `test output`, `keystore`) are one variant each.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// threatbeat ships threat intelligence (MISP and other feeds) to Elasticsearch.
+#[derive(Debug, Parser)]
+#[command(name = "threatbeat", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The main config file (default: ./threatbeat.yml, then /etc/threatbeat/threatbeat.yml).
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Overrides one config key, e.g. -E output.file.path=/tmp/out (repeatable; the value is read as YAML).
+    #[arg(short = 'E', value_name = "KEY=VALUE", action = ArgAction::Append, global = true)]
+    pub overrides: Vec<String>,
+    /// Logs to stderr instead of ${path.logs}/threatbeat.log.
+    #[arg(short = 'e', global = true)]
+    pub log_to_stderr: bool,
+    /// Sets path.config (where modules.d/ lives).
+    #[arg(long = "path.config", value_name = "DIR", global = true)]
+    pub path_config: Option<PathBuf>,
+    /// Sets path.data (cursors and queues).
+    #[arg(long = "path.data", value_name = "DIR", global = true)]
+    pub path_data: Option<PathBuf>,
+    /// Sets path.home (base of relative paths).
+    #[arg(long = "path.home", value_name = "DIR", global = true)]
+    pub path_home: Option<PathBuf>,
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs every enabled module until stopped (the default).
+    Run(RunArgs),
+    /// Checks the configuration, or the connection to the output.
+    #[command(subcommand)]
+    Test(TestCommand),
+    /// Installs the index template, ILM policy and data streams in Elasticsearch (idempotent).
+    Setup(SetupArgs),
+    /// Lists, enables or disables the module files in modules.d/.
+    #[command(subcommand)]
+    Modules(ModulesCommand),
+    /// Prints the effective configuration.
+    #[command(subcommand)]
+    Export(ExportCommand),
+    /// Manages the secrets keystore (${path.data}/threatbeat.keystore), referenced as ${KEY}.
+    #[command(subcommand)]
+    Keystore(KeystoreCommand),
+    /// Prints the version.
+    Version,
+}
+
+/// `run` options.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// Runs one pass of every pipeline, prints a summary and exits.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `setup` options.
+#[derive(Debug, Default, Args)]
+pub struct SetupArgs {
+    /// Only index management (template, ILM policy, data streams): the same as
+    /// plain `setup`, since threatbeat loads no dashboards; accepted for Beats users.
+    #[arg(long = "index-management")]
+    pub index_management: bool,
+}
+
+/// `test` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TestCommand {
+    /// Validates the main file and every enabled module; prints `Config OK` or the errors.
+    Config,
+    /// Connects to Elasticsearch; prints its version and whether the credentials can write.
+    Output,
+}
+
+/// `modules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ModulesCommand {
+    /// Lists enabled and disabled module files.
+    List,
+    /// Enables modules (renames modules.d/NAME.yml.disabled to NAME.yml).
+    Enable {
+        /// Module file names, without extension.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Disables modules (renames modules.d/NAME.yml to NAME.yml.disabled).
+    Disable {
+        /// Module file names, without extension.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// `keystore` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeystoreCommand {
+    /// Creates an empty keystore (mode 0600).
+    Create {
+        /// Replaces an existing keystore (its secrets are lost).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Adds a secret; the value is read from stdin with --stdin, else prompted for.
+    Add {
+        /// The key, referenced from the config as ${KEY}.
+        key: String,
+        /// Reads the value from standard input (up to the end or the first newline).
+        #[arg(long)]
+        stdin: bool,
+        /// Replaces an existing value.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Lists the keys (never the values).
+    List,
+    /// Removes a secret.
+    Remove {
+        /// The key.
+        key: String,
+    },
+}
+
+/// `export` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// The merged configuration (file, environment, -E, modules), secrets redacted, as YAML.
+    Config,
+}
+
+impl Cli {
+    /// The `-E` overrides, with the `--path.*` flags appended (they win).
+    pub fn all_overrides(&self) -> Vec<String> {
+        let mut overrides = self.overrides.clone();
+        for (key, value) in [
+            ("path.home", &self.path_home),
+            ("path.config", &self.path_config),
+            ("path.data", &self.path_data),
+        ] {
+            if let Some(value) = value {
+                overrides.push(format!("{key}={}", value.display()));
+            }
+        }
+        overrides
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed_and_flags_are_global() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "threatbeat",
+            "run",
+            "--once",
+            "-c",
+            "x.yml",
+            "-E",
+            "a=1",
+            "-E",
+            "b=2",
+            "--path.data",
+            "/d",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Run(RunArgs { once: true }))));
+        assert_eq!(cli.all_overrides(), ["a=1", "b=2", "path.data=/d"]);
+        let cli = Cli::try_parse_from(["threatbeat", "modules", "enable", "misp", "threatintel"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Modules(ModulesCommand::Enable { names })) if names.len() == 2)
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! What each command does. Every command loads and checks the whole
+//! configuration first, so a config error stops it before anything starts.
+
+use std::fs;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::Value;
+use threatbeat_core::Origin;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, ExportCommand, KeystoreCommand, ModulesCommand, RunArgs, TestCommand};
+use crate::config::{self, Expander, LoadOptions, LoadedConfig};
+use crate::keystore::Keystore;
+use crate::modules::parse_yaml;
+use crate::modules_dir::ModulesDir;
+use crate::reload::Reloader;
+use crate::running::Status;
+use crate::supervisor::{self, RunOptions, RunSummary, Services};
+
+/// The exit code when a second signal cuts the graceful shutdown short.
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Parses the command line and runs the command; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(&cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("threatbeat: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Some(Command::Version) => {
+            println!("threatbeat {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Run(args)) => run(cli, args),
+        None => run(cli, &RunArgs::default()),
+        Some(Command::Test(TestCommand::Config)) => test_config(cli),
+        Some(Command::Test(TestCommand::Output)) => crate::cluster::test_output(&load(cli)?),
+        Some(Command::Setup(_)) => crate::cluster::setup(&load(cli)?),
+        Some(Command::Modules(action)) => modules(cli, action),
+        Some(Command::Export(ExportCommand::Config)) => export_config(cli),
+        Some(Command::Keystore(action)) => keystore(cli, action),
+    }
+}
+
+fn load(cli: &Cli) -> Result<LoadedConfig> {
+    let options = LoadOptions::from_process(cli.config.clone(), cli.all_overrides());
+    config::load(&options).context("invalid configuration")
+}
+
+/// Builds every plugin; plugin errors may quote a value, so known secrets are masked.
+fn prepare(config: &LoadedConfig) -> Result<supervisor::Plan> {
+    supervisor::prepare(config)
+        .map_err(|error| anyhow::anyhow!(config::redact_text(&error.to_string(), &config.known_secrets())))
+        .context("invalid configuration")
+}
+
+fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
+    let config = load(cli)?;
+    let log_destination = crate::logging::init(&config, cli.log_to_stderr);
+    let plan = prepare(&config)?;
+    tracing::info!(
+        config = %config.file.display(),
+        pipelines = plan.pipelines.len(),
+        output = %plan.output_description,
+        logs = %log_destination,
+        "threatbeat starting"
+    );
+    let reload_enabled = config.settings.threatbeat.config.modules.reload.enabled && !args.once;
+    if plan.pipelines.is_empty() && !reload_enabled {
+        eprintln!(
+            "threatbeat: no module is enabled; enable one with `threatbeat modules enable NAME` \
+             or under `threatbeat.modules:` in {}",
+            config.file.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let shutdown_timeout = config.settings.threatbeat.shutdown_timeout.0;
+    let summary = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let status = Arc::new(Status::new(plan.output_description.clone()));
+        let endpoint_stop = CancellationToken::new();
+        if config.settings.http.enabled {
+            crate::http::serve(&config.settings.http, Arc::clone(&status), endpoint_stop.clone())
+                .await
+                .context("cannot start the monitoring endpoint")?;
+        }
+        let services = Services {
+            reloader: reload_enabled.then(|| Reloader::new(config.clone(), shutdown_timeout)),
+            status: Some(status),
+        };
+        let options = RunOptions {
+            once: args.once,
+            shutdown,
+            shutdown_timeout,
+        };
+        let summary = supervisor::run_with(plan, options, services).await;
+        endpoint_stop.cancel();
+        anyhow::Ok(summary?)
+    })?;
+    if args.once {
+        print_summary(&summary, &config.paths.data.join("registry"));
+    }
+    tracing::info!(clean = summary.is_clean(), "threatbeat stopped");
+    Ok(if summary.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Cancels `shutdown` on the first SIGTERM/SIGINT; a second one exits at once
+/// (what was not flushed is still in the queue or re-read from the stored cursor).
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut signals = Signals::new();
+    signals.next().await;
+    tracing::info!("shutdown requested; finishing in-flight batches (a second signal exits at once)");
+    shutdown.cancel();
+    signals.next().await;
+    tracing::warn!("second signal: exiting without waiting for in-flight batches");
+    std::process::exit(EXIT_INTERRUPTED);
+}
+
+/// SIGTERM and SIGINT (Ctrl-C).
+struct Signals {
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    tracing::warn!(%error, signal = name, "cannot listen for this signal");
+                    None
+                }
+            };
+            Signals {
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.terminate) => {}
+                () = recv(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn print_summary(summary: &RunSummary, cursors: &std::path::Path) {
+    // With output.console the documents own stdout; the summary goes to stderr.
+    let mut out: Box<dyn Write> = if summary.output_description == "stdout" {
+        Box::new(std::io::stderr().lock())
+    } else {
+        Box::new(std::io::stdout().lock())
+    };
+    let _ = writeln!(
+        out,
+        "threatbeat run --once: output {}",
+        summary.output_description
+    );
+    for pipeline in &summary.pipelines {
+        let _ = writeln!(
+            out,
+            "  {}: {} events published, {} dropped by processors, {} batches failed",
+            pipeline.id, pipeline.published, pipeline.dropped, pipeline.failed_batches
+        );
+        if !pipeline.samples.is_empty() {
+            let _ = writeln!(out, "    indicators: {}", pipeline.samples.join(", "));
+        } else if pipeline.published == 0 && pipeline.input_error.is_none() && pipeline.failed_batches == 0 {
+            let _ = writeln!(
+                out,
+                "    nothing new since the stored cursor; delete {} to read everything again",
+                cursors.display()
+            );
+        }
+        if let Some(error) = &pipeline.input_error {
+            let _ = writeln!(out, "    input stopped: {error}");
+        }
+    }
+    if summary.timed_out {
+        let _ = writeln!(
+            out,
+            "  some pipelines did not finish before the shutdown deadline"
+        );
+    }
+}
+
+fn test_config(cli: &Cli) -> Result<ExitCode> {
+    let config = load(cli)?;
+    let plan = prepare(&config)?;
+    println!(
+        "Config OK ({} pipelines, output {})",
+        plan.pipelines.len(),
+        plan.output_description
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn modules(cli: &Cli, action: &ModulesCommand) -> Result<ExitCode> {
+    let config = load(cli)?;
+    let glob = config.modules_glob();
+    let directory = glob
+        .parent()
+        .map(|parent| parent.to_path_buf())
+        .unwrap_or_default();
+    let modules = ModulesDir::new(directory);
+    match action {
+        ModulesCommand::List => {
+            let listing = modules.list()?;
+            println!("Enabled:");
+            listing.enabled.iter().for_each(|name| println!("{name}"));
+            println!("\nDisabled:");
+            listing.disabled.iter().for_each(|name| println!("{name}"));
+        }
+        ModulesCommand::Enable { names } => {
+            for name in names {
+                match modules.enable(name)? {
+                    true => println!("Enabled {name}"),
+                    false => println!("Module {name} is already enabled"),
+                }
+            }
+        }
+        ModulesCommand::Disable { names } => {
+            for name in names {
+                match modules.disable(name)? {
+                    true => println!("Disabled {name}"),
+                    false => println!("Module {name} is already disabled"),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_config(cli: &Cli) -> Result<ExitCode> {
+    let config = load(cli)?;
+    let mut merged = config.merged.clone();
+    let mut secrets = config.secrets.clone();
+    // Gather every module entry where it is effective: inline, alias and modules.d files.
+    let mut modules: Vec<Value> = Vec::new();
+    for inline in [
+        &config.settings.threatbeat.modules,
+        &config.settings.filebeat.modules,
+    ] {
+        if let Value::Array(entries) = inline {
+            modules.extend(entries.iter().cloned());
+        }
+    }
+    let env = config.variables();
+    for file in config.module_files()? {
+        let origin = Origin::file(&file);
+        let text = fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let mut value = parse_yaml(&text, &origin)?;
+        let mut expander = Expander::new(env);
+        expander.expand(&mut value, &origin)?;
+        secrets.extend(expander.secrets);
+        if let Value::Array(entries) = value {
+            modules.extend(entries);
+        }
+    }
+    if let Value::Object(root) = &mut merged {
+        root.remove("filebeat");
+        let paths = serde_json::json!({
+            "home": config.paths.home, "config": config.paths.config,
+            "data": config.paths.data, "logs": config.paths.logs,
+        });
+        root.insert("path".to_owned(), paths);
+        let agent = root
+            .entry("threatbeat")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(agent) = agent {
+            agent.insert("modules".to_owned(), Value::Array(modules));
+        }
+    }
+    let redacted = config::redacted(&merged, &secrets);
+    print!(
+        "{}",
+        serde_yaml::to_string(&redacted).context("cannot print the configuration")?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keystore(cli: &Cli, action: &KeystoreCommand) -> Result<ExitCode> {
+    // Only the paths are needed, and the config may reference keys not added yet.
+    let options = LoadOptions::from_process(cli.config.clone(), cli.all_overrides());
+    let paths = config::load_paths(&options).context("invalid configuration")?;
+    let path = Keystore::path_in(&paths.data);
+    match action {
+        KeystoreCommand::Create { force } => {
+            Keystore::create(&path, *force)?;
+            println!("Created keystore {}", path.display());
+        }
+        KeystoreCommand::Add { key, stdin, force } => {
+            let mut keystore = Keystore::open(&path)?;
+            let value = read_secret(key, *stdin)?;
+            keystore.add(key, &value, *force)?;
+            println!("Added {key} to {}", path.display());
+        }
+        KeystoreCommand::List => {
+            let keystore = Keystore::open(&path)?;
+            keystore.keys().for_each(|key| println!("{key}"));
+        }
+        KeystoreCommand::Remove { key } => {
+            let mut keystore = Keystore::open(&path)?;
+            keystore.remove(key)?;
+            println!("Removed {key} from {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The value of a secret: stdin up to its end or first newline with `--stdin`,
+/// else a prompt on the terminal with echo turned off.
+fn read_secret(key: &str, from_stdin: bool) -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Read};
+    let stdin = std::io::stdin();
+    let mut value = String::new();
+    if from_stdin {
+        stdin
+            .lock()
+            .read_to_string(&mut value)
+            .context("cannot read the value from stdin")?;
+        if let Some(first_line) = value.lines().next() {
+            value = first_line.to_owned();
+        }
+        return Ok(value);
+    }
+    if !stdin.is_terminal() {
+        anyhow::bail!("no terminal to prompt for the value of {key}; pass --stdin and pipe it in");
+    }
+    eprint!("Enter value for {key}: ");
+    let echo_off = std::process::Command::new("stty")
+        .arg("-echo")
+        .status()
+        .is_ok_and(|status| status.success());
+    let read = stdin.lock().read_line(&mut value);
+    if echo_off {
+        let _ = std::process::Command::new("stty").arg("echo").status();
+    }
+    eprintln!();
+    read.context("cannot read the value")?;
+    Ok(value.trim_end_matches(['\r', '\n']).to_owned())
+}

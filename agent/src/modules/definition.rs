@@ -1,0 +1,307 @@
+//! Fileset definitions: a `manifest.yml` (vars, inputs, index) and an
+//! optional `processors.yml`, either embedded in the binary or read from
+//! `<path.config>/modules.d/definitions/<module>/<fileset>/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use threatbeat_core::{deserialize_at, ConfigError, Origin};
+
+/// The files of one built-in definition, embedded at build time.
+pub(crate) struct BuiltinFiles {
+    pub module: &'static str,
+    pub fileset: &'static str,
+    pub manifest: &'static str,
+    pub processors: Option<&'static str>,
+}
+
+include!(concat!(env!("OUT_DIR"), "/builtin_definitions.rs"));
+
+/// Where built-in definitions live in the source tree (shown in error messages).
+pub const BUILTIN_DEFINITIONS_DIR: &str = "modules.d/definitions";
+
+/// The parsed `manifest.yml` of a fileset.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The module name; must match the folder.
+    pub module: String,
+    /// The fileset name; must match the folder.
+    pub fileset: String,
+    /// One line for `modules list`.
+    #[serde(default)]
+    pub description: String,
+    /// The declared variables and their defaults. Only these may be overridden.
+    #[serde(default)]
+    pub var: Map<String, Value>,
+    /// One entry per supported input type; `var.input` picks one.
+    pub input: Map<String, Value>,
+    /// The target index (`@metadata.index`) when the events do not set one.
+    #[serde(default)]
+    pub index: Option<String>,
+}
+
+/// One fileset definition, not yet templated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilesetDefinition {
+    /// The module (`threatintel`).
+    pub module: String,
+    /// The fileset (`misp`).
+    pub fileset: String,
+    /// The parsed manifest, with its templates still in place.
+    pub manifest: Manifest,
+    /// Where the manifest was read.
+    pub manifest_origin: Origin,
+    /// The raw processors list (`Value::Null` when there is no `processors.yml`).
+    pub processors: Value,
+    /// Where the processors list was read.
+    pub processors_origin: Origin,
+    /// Whether the definition ships with the binary.
+    pub builtin: bool,
+}
+
+impl FilesetDefinition {
+    /// The pipeline id, `module/fileset`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.module, self.fileset)
+    }
+
+    /// Parses a definition from the text of its files. `manifest_origin` and
+    /// `processors_origin` name the files in errors.
+    pub fn parse(
+        module: &str,
+        fileset: &str,
+        manifest_text: &str,
+        manifest_origin: Origin,
+        processors_text: Option<&str>,
+        processors_origin: Origin,
+    ) -> Result<Self, ConfigError> {
+        let raw = parse_yaml(manifest_text, &manifest_origin)?;
+        let manifest: Manifest = deserialize_at(&raw, &manifest_origin)?;
+        if manifest.module != module {
+            return Err(manifest_origin.child("module").error(format!(
+                "the manifest says module `{}` but sits in the folder of module `{module}`",
+                manifest.module
+            )));
+        }
+        if manifest.fileset != fileset {
+            return Err(manifest_origin.child("fileset").error(format!(
+                "the manifest says fileset `{}` but sits in the folder of fileset `{fileset}`",
+                manifest.fileset
+            )));
+        }
+        if manifest.input.is_empty() {
+            return Err(manifest_origin
+                .child("input")
+                .error("a fileset needs at least one input"));
+        }
+        let processors = match processors_text {
+            Some(text) => parse_yaml(text, &processors_origin)?,
+            None => Value::Null,
+        };
+        if !matches!(processors, Value::Null | Value::Array(_)) {
+            return Err(processors_origin.error("processors.yml must hold a YAML list of processors"));
+        }
+        Ok(Self {
+            module: module.to_owned(),
+            fileset: fileset.to_owned(),
+            manifest,
+            manifest_origin,
+            processors,
+            processors_origin,
+            builtin: false,
+        })
+    }
+}
+
+/// Parses YAML text into JSON, naming the file and line on failure.
+pub fn parse_yaml(text: &str, origin: &Origin) -> Result<Value, ConfigError> {
+    let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|error| {
+        let at = error
+            .location()
+            .map(|location| format!(" at line {}, column {}", location.line(), location.column()))
+            .unwrap_or_default();
+        origin.error(format!("invalid YAML{at}: {error}"))
+    })?;
+    yaml_to_json(yaml, origin)
+}
+
+/// Converts YAML to JSON. Map keys must be strings (numbers and booleans are
+/// written as text, as YAML users expect); tagged values lose their tag.
+pub fn yaml_to_json(yaml: serde_yaml::Value, origin: &Origin) -> Result<Value, ConfigError> {
+    Ok(match yaml {
+        serde_yaml::Value::Null => Value::Null,
+        serde_yaml::Value::Bool(value) => Value::Bool(value),
+        serde_yaml::Value::Number(number) => {
+            if let Some(value) = number.as_i64() {
+                Value::from(value)
+            } else if let Some(value) = number.as_u64() {
+                Value::from(value)
+            } else {
+                number
+                    .as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| origin.error(format!("number {number} cannot be represented")))?
+            }
+        }
+        serde_yaml::Value::String(text) => Value::String(text),
+        serde_yaml::Value::Sequence(items) => Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(position, item)| yaml_to_json(item, &origin.child(position)))
+                .collect::<Result<_, _>>()?,
+        ),
+        serde_yaml::Value::Mapping(mapping) => {
+            let mut map = Map::new();
+            for (key, value) in mapping {
+                let key = match key {
+                    serde_yaml::Value::String(text) => text,
+                    serde_yaml::Value::Bool(value) => value.to_string(),
+                    serde_yaml::Value::Number(number) => number.to_string(),
+                    other => {
+                        return Err(origin.error(format!("map keys must be text, found {other:?}")));
+                    }
+                };
+                let value = yaml_to_json(value, &origin.child(&key))?;
+                map.insert(key, value);
+            }
+            Value::Object(map)
+        }
+        serde_yaml::Value::Tagged(tagged) => yaml_to_json(tagged.value, origin)?,
+    })
+}
+
+/// Every known fileset definition: the built-in ones, then the user's,
+/// which replace built-ins of the same `module/fileset`.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    by_id: BTreeMap<(String, String), FilesetDefinition>,
+}
+
+impl Definitions {
+    /// The definitions embedded in the binary.
+    pub fn builtin() -> Result<Self, ConfigError> {
+        let mut definitions = Self::default();
+        for files in BUILTIN_DEFINITIONS {
+            let folder = format!("{BUILTIN_DEFINITIONS_DIR}/{}/{}", files.module, files.fileset);
+            let mut definition = FilesetDefinition::parse(
+                files.module,
+                files.fileset,
+                files.manifest,
+                Origin::named(format!("{folder}/manifest.yml (built-in)")),
+                files.processors,
+                Origin::named(format!("{folder}/processors.yml (built-in)")),
+            )?;
+            definition.builtin = true;
+            definitions.insert(definition);
+        }
+        Ok(definitions)
+    }
+
+    /// The built-in definitions plus those under `<config_path>/modules.d/definitions/`.
+    pub fn load(config_path: &Path) -> Result<Self, ConfigError> {
+        let mut definitions = Self::builtin()?;
+        definitions.add_user_definitions(&config_path.join(BUILTIN_DEFINITIONS_DIR))?;
+        Ok(definitions)
+    }
+
+    /// Adds (or replaces) definitions found under `root/<module>/<fileset>/manifest.yml`.
+    pub fn add_user_definitions(&mut self, root: &Path) -> Result<(), ConfigError> {
+        for module_dir in sorted_subdirs(root)? {
+            for fileset_dir in sorted_subdirs(&module_dir)? {
+                let manifest_path = fileset_dir.join("manifest.yml");
+                if !manifest_path.is_file() {
+                    continue;
+                }
+                let processors_path = fileset_dir.join("processors.yml");
+                let manifest_text = read_text(&manifest_path)?;
+                let processors_text = match processors_path.is_file() {
+                    true => Some(read_text(&processors_path)?),
+                    false => None,
+                };
+                let definition = FilesetDefinition::parse(
+                    &file_name(&module_dir),
+                    &file_name(&fileset_dir),
+                    &manifest_text,
+                    Origin::file(&manifest_path),
+                    processors_text.as_deref(),
+                    Origin::file(&processors_path),
+                )?;
+                self.insert(definition);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds or replaces one definition.
+    pub fn insert(&mut self, definition: FilesetDefinition) {
+        self.by_id.insert(
+            (definition.module.clone(), definition.fileset.clone()),
+            definition,
+        );
+    }
+
+    /// The definition of `module/fileset`.
+    pub fn get(&self, module: &str, fileset: &str) -> Option<&FilesetDefinition> {
+        self.by_id.get(&(module.to_owned(), fileset.to_owned()))
+    }
+
+    /// The known module names, sorted.
+    pub fn modules(&self) -> BTreeSet<&str> {
+        self.by_id.keys().map(|(module, _)| module.as_str()).collect()
+    }
+
+    /// The filesets of `module`, sorted.
+    pub fn filesets(&self, module: &str) -> Vec<&FilesetDefinition> {
+        self.by_id
+            .values()
+            .filter(|definition| definition.module == module)
+            .collect()
+    }
+
+    /// Every definition, sorted by id.
+    pub fn iter(&self) -> impl Iterator<Item = &FilesetDefinition> {
+        self.by_id.values()
+    }
+}
+
+/// The built-in definition of `module/fileset`, if one ships with the binary.
+pub fn builtin_definition(module: &str, fileset: &str) -> Option<FilesetDefinition> {
+    match Definitions::builtin() {
+        Ok(definitions) => definitions.get(module, fileset).cloned(),
+        Err(error) => {
+            tracing::error!(%error, "a built-in module definition is invalid");
+            None
+        }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    fs::read_to_string(path).map_err(|error| Origin::file(path).error(format!("cannot read: {error}")))
+}
+
+fn sorted_subdirs(parent: &Path) -> Result<Vec<std::path::PathBuf>, ConfigError> {
+    let read = match fs::read_dir(parent) {
+        Ok(read) => read,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(Origin::file(parent).error(format!("cannot list the folder: {error}"))),
+    };
+    let mut dirs: Vec<_> = read
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,310 @@
+//! One pipeline per enabled fileset: it takes each batch its input publishes,
+//! runs the processors, hands the events to the shared output, and only once
+//! the output accepted them stores the batch's cursor and acknowledges.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use threatbeat_core::{
+    Batch, CursorStore, Event, FieldPath, Output, OutputError, PublishError, PublishRequest,
+};
+use threatbeat_processors::Chain;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// How many indicator values a pipeline keeps to show in the `--once` summary.
+const SAMPLE_SIZE: usize = 5;
+
+/// Indicator fields shown in the summary, in order of preference.
+const INDICATOR_FIELDS: [&str; 10] = [
+    "threat.indicator.ip",
+    "threat.indicator.url.domain",
+    "threat.indicator.domain",
+    "threat.indicator.url.full",
+    "threat.indicator.url.original",
+    "threat.indicator.email.address",
+    "threat.indicator.file.hash.sha256",
+    "threat.indicator.file.hash.sha1",
+    "threat.indicator.file.hash.md5",
+    "threat.indicator.file.name",
+];
+
+struct OutputRequest {
+    events: Vec<Event>,
+    answer: oneshot::Sender<Result<(), OutputError>>,
+}
+
+/// The pipelines' handle on the one shared output, which runs in its own task.
+#[derive(Clone)]
+pub struct OutputHandle {
+    sender: mpsc::Sender<OutputRequest>,
+}
+
+impl OutputHandle {
+    /// Starts the task owning `output`. The task closes the output once every
+    /// handle is dropped; await the returned handle to know it is closed.
+    pub fn spawn(mut output: Box<dyn Output>) -> (OutputHandle, JoinHandle<()>) {
+        let (sender, mut receiver) = mpsc::channel::<OutputRequest>(4);
+        let task = tokio::spawn(async move {
+            while let Some(request) = receiver.recv().await {
+                let result = output.publish(request.events).await;
+                let _ = request.answer.send(result);
+            }
+            if let Err(error) = output.close().await {
+                tracing::error!(%error, "closing the output failed");
+            }
+        });
+        (OutputHandle { sender }, task)
+    }
+
+    /// Writes `events`; returns once the output accepted or refused them.
+    pub async fn publish(&self, events: Vec<Event>) -> Result<(), OutputError> {
+        let (answer, receive) = oneshot::channel();
+        let closed = || OutputError::Write("the output task has stopped".to_owned());
+        self.sender
+            .send(OutputRequest { events, answer })
+            .await
+            .map_err(|_| closed())?;
+        receive.await.map_err(|_| closed())?
+    }
+}
+
+/// Counters of one pipeline, readable while it runs.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Events the output accepted.
+    pub published: AtomicU64,
+    /// Events dropped by processors.
+    pub dropped: AtomicU64,
+    /// Batches the output refused (their cursor did not move).
+    pub failed_batches: AtomicU64,
+    /// Cursors stored.
+    pub cursors_stored: AtomicU64,
+    /// Whether the input is running (set by the supervisor).
+    pub input_running: AtomicBool,
+    /// Unix seconds of the last batch the output accepted; 0 before the first.
+    pub last_publish_unix: AtomicU64,
+    /// Why the last batch failed; `None` once a batch succeeds again.
+    last_failure: Mutex<Option<String>>,
+    samples: Mutex<Vec<(usize, String)>>,
+}
+
+impl PipelineStats {
+    /// Why the most recent batch failed, when it did.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .map(|failure| failure.clone())
+            .unwrap_or(None)
+    }
+
+    fn set_last_failure(&self, failure: Option<String>) {
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = failure;
+        }
+    }
+
+    /// A few indicator values that went out, for the summary.
+    pub fn samples(&self) -> Vec<String> {
+        self.samples
+            .lock()
+            .map(|samples| samples.iter().map(|(_, value)| value.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    // Keeps the most telling values (network indicators before hashes), at most
+    // two per field so the summary shows a mix of kinds.
+    fn record_samples(&self, events: &[Event]) {
+        let paths = indicator_paths();
+        let Ok(mut samples) = self.samples.lock() else {
+            return;
+        };
+        for event in events {
+            let found = paths.iter().enumerate().find_map(|(rank, path)| {
+                let value = match event.get(path)? {
+                    Value::String(text) => text.clone(),
+                    Value::Array(items) => items.first().and_then(Value::as_str)?.to_owned(),
+                    _ => return None,
+                };
+                Some((rank, value))
+            });
+            let Some((rank, value)) = found else {
+                continue;
+            };
+            let same_kind = samples.iter().filter(|(kind, _)| *kind == rank).count();
+            if same_kind >= 2 || samples.iter().any(|(_, seen)| *seen == value) {
+                continue;
+            }
+            if samples.len() < SAMPLE_SIZE {
+                samples.push((rank, value));
+            } else if let Some(worst) = samples
+                .iter()
+                .map(|(kind, _)| *kind)
+                .max()
+                .filter(|worst| *worst > rank)
+            {
+                if let Some(position) = samples.iter().rposition(|(kind, _)| *kind == worst) {
+                    samples[position] = (rank, value);
+                }
+            }
+        }
+        samples.sort_by_key(|(kind, _)| *kind);
+    }
+}
+
+fn indicator_paths() -> &'static [FieldPath] {
+    static PATHS: OnceLock<Vec<FieldPath>> = OnceLock::new();
+    PATHS.get_or_init(|| {
+        INDICATOR_FIELDS
+            .iter()
+            .filter_map(|field| FieldPath::parse(field).ok())
+            .collect()
+    })
+}
+
+/// What one batch did, for the summary log line.
+struct Written {
+    received: usize,
+    published: usize,
+    cursor_stored: bool,
+}
+
+/// The per-fileset stage between an input and the output.
+pub struct Pipeline {
+    /// The pipeline id (`threatintel/misp`), also the cursor's name.
+    pub id: String,
+    chains: Vec<Chain>,
+    index: Option<String>,
+    cursors: CursorStore,
+    output: OutputHandle,
+    stats: Arc<PipelineStats>,
+}
+
+impl Pipeline {
+    /// A pipeline running `chains` in order, setting `index` on events that
+    /// have none, writing through `output` and storing cursors in `cursors`.
+    pub fn new(
+        id: String,
+        chains: Vec<Chain>,
+        index: Option<String>,
+        cursors: CursorStore,
+        output: OutputHandle,
+    ) -> Self {
+        Self {
+            id,
+            chains,
+            index,
+            cursors,
+            output,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The pipeline's counters.
+    pub fn stats(&self) -> Arc<PipelineStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Handles batches until every publisher is dropped (the input returned).
+    pub async fn run(self, mut requests: mpsc::Receiver<PublishRequest>) {
+        while let Some(request) = requests.recv().await {
+            let result = self.handle(request.batch).await;
+            // The input may have stopped waiting (shutdown); nothing to tell it then.
+            let _ = request.ack.send(result);
+        }
+    }
+
+    async fn handle(&self, batch: Batch) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let result = self.write(batch).await;
+        let metrics = crate::metrics::agent();
+        match &result {
+            Ok(written) => {
+                self.stats.set_last_failure(None);
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                self.stats
+                    .last_publish_unix
+                    .store(now.as_secs(), Ordering::Relaxed);
+                metrics
+                    .last_publish
+                    .with_label_values(&[self.id.as_str()])
+                    .set(now.as_secs_f64());
+                let (module, fileset) = self.id.split_once('/').unwrap_or((self.id.as_str(), ""));
+                tracing::info!(
+                    pipeline = %self.id,
+                    module,
+                    fileset,
+                    events = written.received,
+                    published = written.published,
+                    dropped = written.received - written.published,
+                    cursor = written.cursor_stored,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "batch published"
+                );
+            }
+            Err(error) => {
+                self.stats.set_last_failure(Some(error.to_string()));
+                metrics
+                    .batches_failed
+                    .with_label_values(&[self.id.as_str()])
+                    .inc();
+            }
+        }
+        result.map(|_| ())
+    }
+
+    async fn write(&self, batch: Batch) -> Result<Written, PublishError> {
+        let metrics = crate::metrics::agent();
+        let label = [self.id.as_str()];
+        let received = batch.events.len();
+        let events: Vec<Event> = batch
+            .events
+            .into_iter()
+            .filter_map(|event| self.process(event))
+            .collect();
+        let dropped = (received - events.len()) as u64;
+        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        metrics.events_dropped.with_label_values(&label).inc_by(dropped);
+        let published = events.len();
+        if !events.is_empty() {
+            let count = events.len() as u64;
+            self.stats.record_samples(&events);
+            if let Err(error) = self.output.publish(events).await {
+                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(pipeline = %self.id, %error, "the output refused a batch; its cursor is not stored");
+                return Err(PublishError::Failed(error.to_string()));
+            }
+            self.stats.published.fetch_add(count, Ordering::Relaxed);
+            metrics.events_published.with_label_values(&label).inc_by(count);
+        }
+        if let Some(cursor) = &batch.cursor {
+            if let Err(error) = self.cursors.store(&self.id, cursor) {
+                tracing::error!(pipeline = %self.id, %error, "the events were written but the cursor could not be stored");
+                return Err(PublishError::Failed(format!(
+                    "storing the cursor failed: {error}"
+                )));
+            }
+            self.stats.cursors_stored.fetch_add(1, Ordering::Relaxed);
+            metrics.cursor_commits.with_label_values(&label).inc();
+        }
+        Ok(Written {
+            received,
+            published,
+            cursor_stored: batch.cursor.is_some(),
+        })
+    }
+
+    fn process(&self, mut event: Event) -> Option<Event> {
+        for chain in &self.chains {
+            event = chain.run(event)?;
+        }
+        if event.index().is_none() {
+            if let Some(index) = &self.index {
+                event.set_index(index.clone());
+            }
+        }
+        Some(event)
+    }
+}

@@ -1,0 +1,286 @@
+//! The running pipelines, started and stopped one by one: at startup, by hot
+//! reload, and all together at shutdown. The shared output outlives them all.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use threatbeat_core::{CursorStore, InputContext, InputError, Publisher};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::{OutputHandle, Pipeline, PipelineStats};
+use crate::supervisor::{PipelinePlan, PipelineSummary};
+
+/// How many batches may wait between an input and its pipeline.
+const PUBLISH_QUEUE: usize = 4;
+
+/// Where a pipeline was configured: hot reload only touches modules.d files.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    /// `threatbeat.modules` / `filebeat.modules` in the main file (not reloaded).
+    Main,
+    /// A file in modules.d.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Main => f.write_str("the main config file"),
+            Source::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// What the HTTP endpoint reads: every running pipeline's counters.
+#[derive(Debug)]
+pub struct Status {
+    pipelines: RwLock<BTreeMap<String, Arc<PipelineStats>>>,
+    /// When the agent started.
+    pub started: SystemTime,
+    /// Where events go.
+    pub output_description: String,
+}
+
+impl Status {
+    /// An empty status for an agent writing to `output_description`.
+    pub fn new(output_description: String) -> Self {
+        Self {
+            pipelines: RwLock::default(),
+            started: SystemTime::now(),
+            output_description,
+        }
+    }
+
+    /// The running pipelines' counters, by id.
+    pub fn pipelines(&self) -> BTreeMap<String, Arc<PipelineStats>> {
+        self.pipelines.read().map(|map| map.clone()).unwrap_or_default()
+    }
+
+    fn insert(&self, id: &str, stats: Arc<PipelineStats>) {
+        if let Ok(mut map) = self.pipelines.write() {
+            map.insert(id.to_owned(), stats);
+        }
+    }
+
+    fn remove(&self, id: &str) {
+        if let Ok(mut map) = self.pipelines.write() {
+            map.remove(id);
+        }
+    }
+}
+
+struct RunningPipeline {
+    source: Source,
+    fingerprint: String,
+    stop: CancellationToken,
+    stats: Arc<PipelineStats>,
+    input_task: JoinHandle<Result<(), InputError>>,
+    pipeline_task: JoinHandle<()>,
+}
+
+/// The pipelines that run, keyed by id.
+pub struct PipelineSet {
+    output: OutputHandle,
+    cursors: CursorStore,
+    shutdown: CancellationToken,
+    once: bool,
+    status: Arc<Status>,
+    running: BTreeMap<String, RunningPipeline>,
+    /// Summaries of pipelines stopped before the end (reload).
+    stopped: Vec<PipelineSummary>,
+}
+
+impl PipelineSet {
+    /// An empty set writing through `output`; pipelines stop when `shutdown` is cancelled.
+    pub fn new(
+        output: OutputHandle,
+        cursors: CursorStore,
+        shutdown: CancellationToken,
+        once: bool,
+        status: Arc<Status>,
+    ) -> Self {
+        Self {
+            output,
+            cursors,
+            shutdown,
+            once,
+            status,
+            running: BTreeMap::new(),
+            stopped: Vec::new(),
+        }
+    }
+
+    /// The ids of the running pipelines with their source and fingerprint.
+    pub fn running(&self) -> impl Iterator<Item = (&str, &Source, &str)> {
+        self.running
+            .iter()
+            .map(|(id, pipeline)| (id.as_str(), &pipeline.source, pipeline.fingerprint.as_str()))
+    }
+
+    /// Starts `plan` from its stored cursor.
+    pub fn start(&mut self, plan: PipelinePlan) {
+        let id = plan.id.clone();
+        let cursor = match self.cursors.load(&id) {
+            Ok(cursor) => cursor,
+            Err(error) => {
+                // Starting over is safe: documents have stable ids, so a replay does not duplicate.
+                tracing::warn!(pipeline = %id, %error, "starting without a cursor");
+                None
+            }
+        };
+        let (publisher, requests) = Publisher::channel(PUBLISH_QUEUE);
+        let pipeline = Pipeline::new(
+            id.clone(),
+            plan.chains,
+            plan.index,
+            self.cursors.clone(),
+            self.output.clone(),
+        );
+        let stats = pipeline.stats();
+        let pipeline_task = tokio::spawn(pipeline.run(requests));
+        let stop = self.shutdown.child_token();
+        let context = InputContext {
+            id: id.clone(),
+            publisher,
+            cursor,
+            shutdown: stop.clone(),
+            run_once: self.once,
+        };
+        let input = plan.input;
+        stats.input_running.store(true, Ordering::Relaxed);
+        crate::metrics::agent().init_pipeline(&id);
+        let up = crate::metrics::agent()
+            .pipeline_up
+            .with_label_values(&[id.as_str()]);
+        up.set(1);
+        let input_stats = Arc::clone(&stats);
+        let input_task = tokio::spawn(async move {
+            let result = input.run(context).await;
+            input_stats.input_running.store(false, Ordering::Relaxed);
+            up.set(0);
+            result
+        });
+        tracing::info!(pipeline = %id, source = %plan.source, "pipeline started");
+        self.status.insert(&id, Arc::clone(&stats));
+        self.running.insert(
+            id,
+            RunningPipeline {
+                source: plan.source,
+                fingerprint: plan.fingerprint,
+                stop,
+                stats,
+                input_task,
+                pipeline_task,
+            },
+        );
+    }
+
+    /// Stops one pipeline: its input stops polling, in-flight batches are
+    /// written and their cursors stored, within `timeout`.
+    pub async fn stop(&mut self, id: &str, timeout: Duration) {
+        let Some(pipeline) = self.running.remove(id) else {
+            return;
+        };
+        pipeline.stop.cancel();
+        let deadline = CancellationToken::new();
+        let timer = tokio::spawn({
+            let deadline = deadline.clone();
+            async move {
+                tokio::time::sleep(timeout).await;
+                deadline.cancel();
+            }
+        });
+        let (summary, _) = finish(id.to_owned(), pipeline, &deadline).await;
+        timer.abort();
+        self.status.remove(id);
+        crate::metrics::agent()
+            .pipeline_up
+            .with_label_values(&[id])
+            .set(0);
+        tracing::info!(pipeline = %id, published = summary.published, "pipeline stopped");
+        self.stopped.push(summary);
+    }
+
+    /// Waits for every pipeline to end (they end on shutdown, or after one
+    /// pass with `once`), abandoning what is left when `deadline` fires.
+    /// Returns the summaries and whether some pipelines were abandoned.
+    pub async fn finish_all(self, deadline: &CancellationToken) -> (Vec<PipelineSummary>, bool) {
+        // Pipelines stay in the status until the end: one whose input failed
+        // keeps `/healthz` at 503 while the others run.
+        let PipelineSet {
+            output,
+            running,
+            mut stopped,
+            ..
+        } = self;
+        // No pipeline starts any more: only the running ones keep the output open.
+        drop(output);
+        let mut timed_out = false;
+        for (id, pipeline) in running {
+            let (summary, finished) = finish(id.clone(), pipeline, deadline).await;
+            timed_out |= !finished;
+            stopped.push(summary);
+        }
+        (stopped, timed_out)
+    }
+}
+
+/// Waits for a pipeline's input, then for its pipeline to drain; whether it finished in time.
+async fn finish(
+    id: String,
+    pipeline: RunningPipeline,
+    deadline: &CancellationToken,
+) -> (PipelineSummary, bool) {
+    let input_error = wait_for_input(&id, pipeline.input_task, deadline).await;
+    // The input returned, so its publisher is gone: the pipeline drains and ends.
+    let mut pipeline_task = pipeline.pipeline_task;
+    let finished = tokio::select! {
+        result = &mut pipeline_task => result.is_ok(),
+        () = deadline.cancelled() => {
+            pipeline_task.abort();
+            false
+        }
+    };
+    if !finished {
+        tracing::error!(pipeline = %id, "the pipeline did not finish its in-flight batches in time");
+    }
+    let stats = &pipeline.stats;
+    let summary = PipelineSummary {
+        id,
+        published: stats.published.load(Ordering::Relaxed),
+        dropped: stats.dropped.load(Ordering::Relaxed),
+        failed_batches: stats.failed_batches.load(Ordering::Relaxed),
+        samples: stats.samples(),
+        input_error,
+    };
+    (summary, finished)
+}
+
+async fn wait_for_input(
+    id: &str,
+    mut input_task: JoinHandle<Result<(), InputError>>,
+    deadline: &CancellationToken,
+) -> Option<String> {
+    let result = tokio::select! {
+        result = &mut input_task => result,
+        () = deadline.cancelled() => {
+            input_task.abort();
+            return Some("did not stop before the shutdown deadline".to_owned());
+        }
+    };
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => {
+            tracing::error!(pipeline = %id, %error, "the input stopped");
+            Some(error.to_string())
+        }
+        Err(error) => {
+            tracing::error!(pipeline = %id, %error, "the input task failed");
+            Some(format!("the input task failed: {error}"))
+        }
+    }
+}
