@@ -1,0 +1,375 @@
+//! Running the real `threatbeat` binary against the MISP and Elasticsearch
+//! simulators: a temporary config folder, a child-process guard that kills
+//! the agent when a test fails, polling waits, and the expected set of
+//! (event uuid, attribute uuid) pairs computed from what MISP serves.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use threatbeat_core::CursorStore;
+use threatbeat_outputs::queue::{DiskQueue, DiskSettings, FsyncPolicy, QueueStore};
+use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
+use threatbeat_test_support::misp::{fake_uuid, fixtures_dir, generate_events, MispSimulator, API_KEY};
+
+/// The index the MISP fileset writes to (its manifest's `index:`).
+pub const INDEX: &str = "logs-ti_threatbeat.misp-default";
+/// The pipeline id, which names the cursor file.
+pub const PIPELINE: &str = "threatintel/misp";
+/// Events per MISP page (`var.limit`), small so that a few hundred attributes span many pages.
+pub const PAGE_LIMIT: usize = 5;
+/// Generous: the machine has two noisy cores.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+const QUEUE_MAX_SIZE: u64 = 256 * 1024;
+const QUEUE_SEGMENT_SIZE: u64 = 32 * 1024;
+
+/// Generated events (4 plain attributes types, recent timestamps) plus two real
+/// MISP events whose attributes sit inside objects, so both record shapes flow.
+pub fn misp_events(generated: usize, attributes_each: usize) -> Vec<Value> {
+    let start = chrono_now() - 3600;
+    let mut events = generate_events(generated, attributes_each, start);
+    for file in [
+        "dcso/samples/5bf26acf-d95c-4892-a05d-4db5950d210f.json",
+        "eset/cloudmensis/cloudmensis.misp.json",
+    ] {
+        let path = fixtures_dir().join(file);
+        let text = fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        events.push(serde_json::from_str(&text).unwrap());
+    }
+    events
+}
+
+/// `count` generated events stamped from `start`, with uuids no other call
+/// to [`generate_events`] produces (`salt` keeps batches apart).
+pub fn fresh_events(count: usize, attributes_each: usize, start: i64, salt: u32) -> Vec<Value> {
+    let mut events = generate_events(count, attributes_each, start);
+    for (event_number, event) in events.iter_mut().enumerate() {
+        event["uuid"] = json!(fake_uuid(0x100 + salt, event_number as u64));
+        event["info"] = json!(format!("fresh event {salt}/{event_number}"));
+        if let Some(attributes) = event["Attribute"].as_array_mut() {
+            for (attribute_number, attribute) in attributes.iter_mut().enumerate() {
+                let number = (event_number * attributes_each + attribute_number) as u64;
+                attribute["uuid"] = json!(fake_uuid(0x200 + salt, number));
+            }
+        }
+    }
+    events
+}
+
+/// Unix time now.
+pub fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// Every (event uuid, attribute uuid) MISP holds, plain and object attributes,
+/// deleted ones excluded: one document each is expected.
+pub fn expected_records(misp: &MispSimulator) -> BTreeSet<(String, String)> {
+    let mut records = BTreeSet::new();
+    for event in misp.events() {
+        let event_uuid = event["uuid"].as_str().unwrap().to_owned();
+        let plain = event
+            .get("Attribute")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let in_objects = event
+            .get("Object")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|object| object.get("Attribute").and_then(Value::as_array))
+            .flatten();
+        for attribute in plain.chain(in_objects) {
+            if attribute.get("deleted") == Some(&Value::Bool(true)) {
+                continue;
+            }
+            records.insert((event_uuid.clone(), attribute["uuid"].as_str().unwrap().to_owned()));
+        }
+    }
+    assert_eq!(
+        records.len(),
+        misp.attribute_count(),
+        "attribute uuids are unique per event"
+    );
+    records
+}
+
+/// A field by dotted path, whether the document nests objects or uses dotted keys.
+fn field<'a>(document: &'a Value, path: &str) -> Option<&'a Value> {
+    if let Some(found) = document.get(path) {
+        return Some(found);
+    }
+    let (head, rest) = path.split_once('.')?;
+    let mut prefix = head.to_owned();
+    let mut remainder = rest;
+    loop {
+        if let Some(inner) = document.get(&prefix) {
+            if let Some(found) = field(inner, remainder) {
+                return Some(found);
+            }
+        }
+        let (next, rest) = remainder.split_once('.')?;
+        prefix = format!("{prefix}.{next}");
+        remainder = rest;
+    }
+}
+
+/// The (event uuid, attribute uuid) of every document in the index, one entry per document.
+pub fn indexed_records(cluster: &ElasticsearchSimulator) -> Vec<(String, String)> {
+    cluster
+        .documents(INDEX)
+        .iter()
+        .map(|document| {
+            let source = &document.source;
+            let text = |path: &str| field(source, path).and_then(Value::as_str).map(str::to_owned);
+            let event = text("misp.uuid").unwrap_or_else(|| panic!("no misp.uuid in {source}"));
+            let attribute = text("misp.attribute.uuid")
+                .or_else(|| text("misp.object.attribute.uuid"))
+                .unwrap_or_else(|| panic!("no attribute uuid in {source}"));
+            (event, attribute)
+        })
+        .collect()
+}
+
+/// Asserts the index holds exactly one document per expected record: N
+/// documents, N distinct `_id`s, and the same (event, attribute) pairs.
+pub fn assert_exactly_once(cluster: &ElasticsearchSimulator, expected: &BTreeSet<(String, String)>) {
+    let records = indexed_records(cluster);
+    let distinct: BTreeSet<(String, String)> = records.iter().cloned().collect();
+    assert_eq!(
+        records.len(),
+        distinct.len(),
+        "one document per attribute, no duplicates"
+    );
+    let missing: Vec<_> = expected.difference(&distinct).take(5).collect();
+    let unexpected: Vec<_> = distinct.difference(expected).take(5).collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "missing (first 5): {missing:?}; unexpected (first 5): {unexpected:?}"
+    );
+    assert_eq!(cluster.document_count(INDEX), expected.len(), "N documents");
+    assert_eq!(cluster.ids(INDEX).len(), expected.len(), "N distinct _ids");
+    assert_eq!(
+        cluster.indices(),
+        [INDEX],
+        "nothing went elsewhere (no dead letters)"
+    );
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub async fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A small deterministic xorshift generator; the seed is printed so a failing run can be replayed.
+pub struct Random(u64);
+
+impl Random {
+    /// Seeded from `THREATBEAT_E2E_SEED` or the clock.
+    pub fn from_env_or_clock() -> Self {
+        let seed = std::env::var("THREATBEAT_E2E_SEED")
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |elapsed| elapsed.subsec_nanos() as u64 | 1)
+            });
+        eprintln!("random seed {seed} (set THREATBEAT_E2E_SEED={seed} to replay)");
+        Self(seed.max(1))
+    }
+
+    /// A value in `low..high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        low + x % (high - low).max(1)
+    }
+}
+
+/// A temporary agent home: `threatbeat.yml`, `modules.d/threatintel.yml`, `data/`.
+pub struct Workspace {
+    dir: tempfile::TempDir,
+    runs: usize,
+}
+
+impl Workspace {
+    /// Writes a config polling `misp` every second (`var.first_interval` reaching
+    /// back far enough for the real events) into the cluster at `es_url`.
+    pub fn new(misp: &MispSimulator, es_url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let main = format!(
+            "logging.level: info
+output.elasticsearch:
+  hosts: [\"{es_url}\"]
+  bulk_max_size: 25
+  timeout: 5s
+  backoff.init: 100ms
+  backoff.max: 1s
+queue.disk:
+  path: diskqueue
+  max_size: {QUEUE_MAX_SIZE}
+  segment_size: {QUEUE_SEGMENT_SIZE}
+  flush.min_events: 25
+  flush.timeout: 50ms
+  shutdown_timeout: 60s
+"
+        );
+        fs::write(dir.path().join("threatbeat.yml"), main).unwrap();
+        let module = format!(
+            "- module: threatintel
+  misp:
+    enabled: true
+    var.url: {url}
+    var.api_token: {API_KEY}
+    var.interval: 1s
+    var.first_interval: 4000d
+    var.limit: {PAGE_LIMIT}
+    var.http_client_timeout: 10s
+",
+            url = misp.url("/events/restSearch"),
+        );
+        fs::create_dir_all(dir.path().join("modules.d")).unwrap();
+        fs::write(dir.path().join("modules.d/threatintel.yml"), module).unwrap();
+        Self { dir, runs: 0 }
+    }
+
+    /// `path.data`.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The stored cursor of the MISP pipeline.
+    pub fn cursor(&self) -> Option<Value> {
+        CursorStore::new(&self.data()).load(PIPELINE).unwrap()
+    }
+
+    /// Unacknowledged events left in the disk queue (opens it, so only once the agent is gone).
+    pub fn queue_pending_events(&self) -> u64 {
+        let queue = DiskQueue::open(DiskSettings {
+            path: self.data().join("diskqueue"),
+            max_size: QUEUE_MAX_SIZE,
+            segment_size: QUEUE_SEGMENT_SIZE,
+            fsync: FsyncPolicy::Batch,
+        })
+        .unwrap();
+        queue.pending_events()
+    }
+
+    /// Starts `threatbeat run -e` (`--once` for one pass), logging to `run-<n>.log`.
+    pub fn spawn(&mut self, once: bool) -> AgentProcess {
+        self.runs += 1;
+        let log = self.dir.path().join(format!("run-{}.log", self.runs));
+        let file = File::create(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_threatbeat"));
+        command
+            .current_dir(self.dir.path())
+            .arg("run")
+            .args(once.then_some("--once"))
+            .args(["-e", "-c", "threatbeat.yml"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        AgentProcess {
+            child: Some(command.spawn().unwrap()),
+            log,
+        }
+    }
+}
+
+/// A running agent; killed (SIGKILL) when dropped, so a failing test leaves no process behind.
+pub struct AgentProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    /// SIGKILL, then reap.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM (a graceful stop), then wait for the exit.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill -TERM failed");
+        }
+        self.wait_exit().await
+    }
+
+    /// Waits (up to [`PATIENCE`]) for the process to exit by itself.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let child = self.child.as_mut().expect("the agent was already reaped");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit in time:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
+    /// The last 40 lines of the agent's output, for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log)
+    }
+
+    /// The agent's whole output so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if self.child.is_some() && std::thread::panicking() {
+            eprintln!("agent output ({}):\n{}", self.log.display(), self.log_tail());
+        }
+        self.kill_9();
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
