@@ -1,0 +1,213 @@
+//! `/healthz` and `/` against real pipelines (in process): healthy while every
+//! input runs and batches are written; 503 with the reason when an input stops
+//! or the output refuses a batch, and healthy again once a batch goes through.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use threatbeat::http::{health_problems, router};
+use threatbeat::running::{Source, Status};
+use threatbeat::supervisor::{run_with, PipelinePlan, Plan, RunOptions, Services};
+use threatbeat_core::{
+    Batch, BuildContext, CursorStore, Event, Input, InputContext, InputError, Origin, Output, OutputError,
+};
+use threatbeat_processors::Chain;
+use tokio_util::sync::CancellationToken;
+
+/// Publishes one batch every time `next` is set, until shut down.
+struct SteadyInput {
+    next: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Input for SteadyInput {
+    async fn run(self: Box<Self>, context: InputContext) -> Result<(), InputError> {
+        let mut sent = 0;
+        loop {
+            if self.next.swap(false, Ordering::SeqCst) {
+                sent += 1;
+                let batch = Batch {
+                    events: vec![Event::from_value(json!({"n": sent}))],
+                    cursor: Some(json!({"sent": sent})),
+                };
+                let _ = context.publisher.publish(batch).await;
+            }
+            tokio::select! {
+                () = context.shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+}
+
+/// Fails as soon as it starts, as an input with an unusable setting would.
+struct BrokenInput;
+
+#[async_trait]
+impl Input for BrokenInput {
+    async fn run(self: Box<Self>, _context: InputContext) -> Result<(), InputError> {
+        Err(InputError::Fatal(
+            "simulated: the feed answered 401 for good".into(),
+        ))
+    }
+}
+
+/// Refuses batches while `down` is set.
+struct SwitchableOutput {
+    down: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Output for SwitchableOutput {
+    async fn publish(&mut self, _events: Vec<Event>) -> Result<(), OutputError> {
+        match self.down.load(Ordering::SeqCst) {
+            true => Err(OutputError::Write("simulated: connection refused".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+fn pipeline(id: &str, input: Box<dyn Input>) -> PipelinePlan {
+    PipelinePlan {
+        id: id.into(),
+        input,
+        chains: vec![Chain::build(
+            &serde_json::Value::Null,
+            &Origin::named("test"),
+            &BuildContext::default(),
+        )
+        .unwrap()],
+        index: None,
+        source: Source::Main,
+        fingerprint: String::new(),
+    }
+}
+
+async fn eventually(what: &str, status: &Status, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+    for _ in 0..1200 {
+        let problems = health_problems(status);
+        if check(&problems) {
+            return problems;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: {:?}", health_problems(status));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_inputs_and_the_output() {
+    let data = tempfile::tempdir().unwrap();
+    let next = Arc::new(AtomicBool::new(true));
+    let down = Arc::new(AtomicBool::new(false));
+    let plan = Plan {
+        pipelines: vec![pipeline(
+            "test/steady",
+            Box::new(SteadyInput {
+                next: Arc::clone(&next),
+            }),
+        )],
+        output: Box::new(SwitchableOutput {
+            down: Arc::clone(&down),
+        }),
+        output_description: "test output".into(),
+        cursors: CursorStore::new(data.path()),
+        queue: None,
+    };
+    let status = Arc::new(Status::new("test output".into()));
+    let shutdown = CancellationToken::new();
+    let options = RunOptions {
+        once: false,
+        shutdown: shutdown.clone(),
+        shutdown_timeout: Duration::from_secs(30),
+    };
+    let services = Services {
+        reloader: None,
+        status: Some(Arc::clone(&status)),
+    };
+    let running = tokio::spawn(run_with(plan, options, services));
+
+    // The first batch is written: healthy, and the summary shows it.
+    let stats = loop {
+        if let Some(stats) = status.pipelines().get("test/steady").cloned() {
+            if stats.cursors_stored.load(Ordering::SeqCst) == 1 {
+                break stats;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(health_problems(&status).is_empty());
+
+    // The output refuses the next batch: unhealthy, with the reason.
+    down.store(true, Ordering::SeqCst);
+    next.store(true, Ordering::SeqCst);
+    let problems = eventually("the refused batch", &status, |problems| !problems.is_empty()).await;
+    assert!(
+        problems[0].contains("test/steady") && problems[0].contains("connection refused"),
+        "{problems:?}"
+    );
+
+    // Back up: the next batch goes through and the agent is healthy again.
+    down.store(false, Ordering::SeqCst);
+    next.store(true, Ordering::SeqCst);
+    eventually("recovery", &status, |problems| problems.is_empty()).await;
+    assert_eq!(stats.failed_batches.load(Ordering::SeqCst), 1);
+
+    // The router answers with the same view.
+    let app = router(Arc::clone(&status));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let body = http_get(address, "/healthz").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let body = http_get(address, "/").await;
+    assert!(body.contains("\"test/steady\""), "{body}");
+
+    shutdown.cancel();
+    let summary = running.await.unwrap().unwrap();
+    assert_eq!(summary.pipelines[0].published, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_input_makes_the_agent_unhealthy() {
+    let data = tempfile::tempdir().unwrap();
+    let plan = Plan {
+        pipelines: vec![
+            pipeline("test/broken", Box::new(BrokenInput)),
+            pipeline("test/steady", Box::new(SteadyInput { next: Arc::default() })),
+        ],
+        output: Box::new(SwitchableOutput { down: Arc::default() }),
+        output_description: "test output".into(),
+        cursors: CursorStore::new(data.path()),
+        queue: None,
+    };
+    let status = Arc::new(Status::new("test output".into()));
+    let shutdown = CancellationToken::new();
+    let options = RunOptions {
+        once: false,
+        shutdown: shutdown.clone(),
+        shutdown_timeout: Duration::from_secs(30),
+    };
+    let services = Services {
+        reloader: None,
+        status: Some(Arc::clone(&status)),
+    };
+    let running = tokio::spawn(run_with(plan, options, services));
+    let problems = eventually("the stopped input", &status, |problems| !problems.is_empty()).await;
+    assert_eq!(problems, ["pipeline test/broken: its input stopped"]);
+    shutdown.cancel();
+    let summary = running.await.unwrap().unwrap();
+    assert!(!summary.is_clean());
+}
+
+async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
