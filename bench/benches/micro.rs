@@ -1,0 +1,106 @@
+//! Micro-benchmarks of the per-document stages, single-threaded (so docs/s is
+//! per core): JSON decode + split of a MISP page, the MISP processor chain,
+//! and bulk encoding (action + source line, gzip level 1 as the output does).
+//! The disk queue has its own bench: `cargo bench -p threatbeat-outputs --bench queue_throughput`.
+//!
+//! `cargo bench -p threatbeat-bench --bench micro`
+
+use std::io::Write;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use serde_json::{json, Map, Value};
+use threatbeat::modules::{builtin_definition, resolve};
+use threatbeat_core::{BuildContext, Event, Origin};
+use threatbeat_inputs::split::{Split, SplitConfig};
+use threatbeat_processors::Chain;
+use threatbeat_test_support::misp::{fixtures_dir, generate_events, load_events, Store};
+
+/// A `restSearch` answer of `events` as the simulator serves it (ids assigned).
+fn page(events: Vec<Value>) -> Vec<u8> {
+    let mut store = Store::default();
+    store.add(events);
+    let response: Vec<Value> = store
+        .events
+        .into_iter()
+        .map(|event| json!({"Event": Value::Object(event)}))
+        .collect();
+    serde_json::to_vec(&json!({ "response": response })).unwrap()
+}
+
+struct Misp {
+    split: Split,
+    chain: Chain,
+}
+
+fn misp_fileset() -> Misp {
+    let definition = builtin_definition("threatintel", "misp").unwrap();
+    let origin = Origin::named("bench");
+    let resolved = resolve(&definition, &Map::new(), &origin).unwrap();
+    let split_settings = resolved.input.settings["response"]["split"].clone();
+    let split_config: SplitConfig = serde_json::from_value(split_settings).unwrap();
+    Misp {
+        split: Split::build(&split_config, &origin).unwrap(),
+        chain: Chain::build(
+            &resolved.processors,
+            &resolved.processors_origin,
+            &BuildContext::default(),
+        )
+        .unwrap(),
+    }
+}
+
+fn records(misp: &Misp, body: &[u8]) -> Vec<Value> {
+    let document: Value = serde_json::from_slice(body).unwrap();
+    let mut out = Vec::new();
+    misp.split.apply(&document, &mut out).unwrap();
+    out
+}
+
+fn benches(c: &mut Criterion) {
+    let misp = misp_fileset();
+    let generated = page(generate_events(100, 10, 1_700_000_000));
+    let real = page(load_events(&fixtures_dir()).unwrap());
+    for (name, body) in [("generated", &generated), ("real_fixtures", &real)] {
+        let count = records(&misp, body).len() as u64;
+        let mut group = c.benchmark_group(format!("{name}_page"));
+        group.throughput(Throughput::Elements(count));
+        group.measurement_time(Duration::from_secs(5));
+        group.bench_function("decode_and_split", |b| b.iter(|| records(&misp, body)));
+        let events: Vec<Event> = records(&misp, body).into_iter().map(Event::from_value).collect();
+        group.bench_function("processor_chain", |b| {
+            b.iter_batched(
+                || events.clone(),
+                |mut events| {
+                    misp.chain.run_batch(&mut events);
+                    events
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        let mut processed = events.clone();
+        misp.chain.run_batch(&mut processed);
+        group.bench_function("bulk_encode_gzip1", |b| {
+            b.iter(|| {
+                let mut body = Vec::with_capacity(1 << 20);
+                for event in &processed {
+                    serde_json::to_writer(
+                        &mut body,
+                        &json!({"create": {"_index": "logs-ti_threatbeat.misp-default", "_id": event.id()}}),
+                    )
+                    .unwrap();
+                    body.push(b'\n');
+                    serde_json::to_writer(&mut body, &event.fields).unwrap();
+                    body.push(b'\n');
+                }
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+                encoder.write_all(&body).unwrap();
+                encoder.finish().unwrap()
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(micro, benches);
+criterion_main!(micro);
