@@ -165,6 +165,17 @@ pub(crate) fn path_at(raw: &str, origin: &Origin) -> Result<threatbeat_core::Fie
     threatbeat_core::FieldPath::parse(raw).map_err(|error| origin.error(error.to_string()))
 }
 
+/// Parses a list of field paths; errors name the item (`fields.2`) under `origin`.
+pub(crate) fn paths_at(
+    raw: &[String],
+    origin: &Origin,
+) -> Result<Vec<threatbeat_core::FieldPath>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(index, raw)| path_at(raw, &origin.child(index)))
+        .collect()
+}
+
 /// The error for a required field that is missing.
 pub(crate) fn missing(path: &threatbeat_core::FieldPath) -> ProcessorError {
     ProcessorError::new(format!("field [{path}] not present"))

@@ -6,14 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
 
-use crate::common::{path_at, write, Step, StepConfig, KEEP};
-
-fn paths(raw: &[String], origin: &Origin, key: &str) -> Result<Vec<FieldPath>, ConfigError> {
-    raw.iter()
-        .enumerate()
-        .map(|(index, raw)| path_at(raw, &origin.child(key).child(index)))
-        .collect()
-}
+use crate::common::{path_at, paths_at, write, Step, StepConfig, KEEP};
 
 // ---------------------------------------------------------------- nulls
 
@@ -35,7 +28,7 @@ impl StepConfig for RemoveNullsConfig {
     type Step = RemoveNulls;
     fn build(self, origin: &Origin, _: &BuildContext) -> Result<RemoveNulls, ConfigError> {
         Ok(RemoveNulls {
-            fields: paths(&self.fields, origin, "fields")?,
+            fields: paths_at(&self.fields, &origin.child("fields"))?,
         })
     }
 }
@@ -95,7 +88,7 @@ impl StepConfig for EncodeJsonConfig {
     const NAME: &'static str = "encode_json";
     type Step = EncodeJson;
     fn build(self, origin: &Origin, _: &BuildContext) -> Result<EncodeJson, ConfigError> {
-        let fields = paths(&self.fields, origin, "fields")?;
+        let fields = paths_at(&self.fields, &origin.child("fields"))?;
         Ok(EncodeJson {
             fields,
             target: path_at(&self.target_field, &origin.child("target_field"))?,

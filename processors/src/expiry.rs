@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
 
-use crate::common::{path_at, write, Step, StepConfig};
+use crate::common::{path_at, paths_at, write, Step, StepConfig};
 use crate::convert::{format_date, parse_date, DateFormat};
 
 /// `ioc_expiration` settings.
@@ -65,12 +65,7 @@ impl StepConfig for IocExpirationConfig {
                 self.duration
             ))
         })?;
-        let timestamp_fields = self
-            .timestamp_fields
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| path_at(raw, &origin.child("timestamp_fields").child(index)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let timestamp_fields = paths_at(&self.timestamp_fields, &origin.child("timestamp_fields"))?;
         if timestamp_fields.is_empty() {
             return Err(origin
                 .child("timestamp_fields")

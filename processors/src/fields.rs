@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
 
-use crate::common::{is_empty, missing, path_at, write, FromTo, Step, StepConfig, KEEP};
+use crate::common::{is_empty, missing, path_at, paths_at, write, FromTo, Step, StepConfig, KEEP};
 use crate::format::FormatString;
 
 /// `from`/`to` pairs given either Beats-style (`fields: [{from, to}]`) or
@@ -277,12 +277,7 @@ impl StepConfig for DropFieldsConfig {
     const NAME: &'static str = "drop_fields";
     type Step = DropFields;
     fn build(self, origin: &Origin, _: &BuildContext) -> Result<DropFields, ConfigError> {
-        let fields = self
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| path_at(raw, &origin.child("fields").child(index)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let fields = paths_at(&self.fields, &origin.child("fields"))?;
         if fields.is_empty() {
             return Err(origin.child("fields").error("list at least one field to drop"));
         }

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
 
-use crate::common::{missing, path_at, write, Step, StepConfig};
+use crate::common::{missing, path_at, paths_at, write, Step, StepConfig};
 use crate::convert::{convert_value, TargetType};
 
 /// One value or a list of them.
@@ -346,12 +346,7 @@ impl StepConfig for SplitConfig {
         if self.separator.is_empty() {
             return Err(origin.child("separator").error("the separator must not be empty"));
         }
-        let targets = self
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| path_at(raw, &origin.child("targets").child(index)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let targets = paths_at(&self.targets, &origin.child("targets"))?;
         if targets.len() < 2 {
             return Err(origin.child("targets").error("list at least two target fields"));
         }

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
 
-use crate::common::{path_at, write, Step, StepConfig};
+use crate::common::{path_at, paths_at, write, Step, StepConfig};
 use crate::values::append_values;
 
 /// Replace the target list, or add to it.
@@ -92,12 +92,7 @@ impl StepConfig for CopyTagsConfig {
     const NAME: &'static str = "copy_tags";
     type Step = CopyTags;
     fn build(self, origin: &Origin, _: &BuildContext) -> Result<CopyTags, ConfigError> {
-        let fields = self
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| path_at(raw, &origin.child("fields").child(index)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let fields = paths_at(&self.fields, &origin.child("fields"))?;
         if fields.is_empty() {
             return Err(origin
                 .child("fields")

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
 
-use crate::common::{is_empty, missing, path_at, write, Step, StepConfig, KEEP};
+use crate::common::{is_empty, missing, path_at, paths_at, write, Step, StepConfig, KEEP};
 
 // ---------------------------------------------------------------- append
 
@@ -44,12 +44,7 @@ impl StepConfig for AppendConfig {
             Some(Value::Array(list)) => list,
             Some(single) => vec![single],
         };
-        let from = self
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| path_at(raw, &origin.child("fields").child(index)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let from = paths_at(&self.fields, &origin.child("fields"))?;
         if !has_value && from.is_empty() {
             return Err(origin.error("give `value` (a value or a list) and/or `fields` to append from"));
         }
@@ -123,12 +118,7 @@ pub(crate) struct Case {
 }
 
 fn build_case(config: CaseConfig, origin: &Origin, upper: bool) -> Result<Case, ConfigError> {
-    let fields = config
-        .fields
-        .iter()
-        .enumerate()
-        .map(|(index, raw)| path_at(raw, &origin.child("fields").child(index)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let fields = paths_at(&config.fields, &origin.child("fields"))?;
     Ok(Case {
         fields,
         ignore_missing: config.ignore_missing,
