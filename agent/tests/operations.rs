@@ -151,9 +151,81 @@ output.elasticsearch:
             .to_owned()
     });
 
+    let pipeline = "{pipeline=\"threatintel/misp\"}";
+    // The crates' counters settle once the poll completed (its last, empty page)
+    // and the output read Elasticsearch's answer to the last bulk request.
+    let settled = |page: &str| {
+        let last_poll = sample(
+            page,
+            &format!("threatbeat_input_last_success_timestamp_seconds{pipeline}"),
+        );
+        last_poll.is_some_and(|at| at >= now as f64)
+            && sample(page, "threatbeat_output_events_total{result=\"acked\"}") == Some(indexed(&es) as f64)
+            && sample(page, "threatbeat_queue_events{queue=\"disk\"}") == Some(0.0)
+    };
+    tokio::task::block_in_place(|| {
+        agent.wait_for("the input, queue and output metrics to settle", |_| {
+            settled(&get(&address, "/metrics").1)
+        })
+    });
     let (status, page) = tokio::task::block_in_place(|| get(&address, "/metrics"));
     assert_eq!(status, 200, "{page}");
-    let pipeline = "{pipeline=\"threatintel/misp\"}";
+    assert!(settled(&page), "{page}");
+    let searches = misp.searches();
+    let answered = searches.iter().filter(|search| search.status == 200).count();
+    let requests_ok = sample(
+        &page,
+        "threatbeat_input_requests_total{pipeline=\"threatintel/misp\",status=\"200\"}",
+    );
+    assert_eq!(requests_ok, Some(answered as f64), "{page}");
+    let requests_all: f64 = page
+        .lines()
+        .filter(|line| line.starts_with("threatbeat_input_requests_total{pipeline=\"threatintel/misp\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(requests_all, searches.len() as f64, "{page}");
+    assert_eq!(
+        sample(&page, &format!("threatbeat_input_pages_total{pipeline}")),
+        Some(answered as f64),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, &format!("threatbeat_input_events_total{pipeline}")),
+        Some(expected as f64),
+        "{page}"
+    );
+    let lag = sample(&page, &format!("threatbeat_input_cursor_lag_seconds{pipeline}")).unwrap();
+    assert!((0.0..=3.0 * 3600.0).contains(&lag), "cursor lag {lag}\n{page}");
+    for (series, value) in [
+        ("threatbeat_output_events_total{result=\"duplicate\"}", 0.0),
+        ("threatbeat_output_events_total{result=\"dropped\"}", 0.0),
+        ("threatbeat_output_events_total{result=\"dead_lettered\"}", 0.0),
+        ("threatbeat_queue_oldest_event_age_seconds{queue=\"disk\"}", 0.0),
+        ("threatbeat_queue_bytes{queue=\"disk\"}", 0.0),
+    ] {
+        assert_eq!(sample(&page, series), Some(value), "{series}\n{page}");
+    }
+    assert_eq!(
+        sample(&page, "threatbeat_queue_events_added_total{queue=\"disk\"}"),
+        Some(expected as f64),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, "threatbeat_queue_events_acked_total{queue=\"disk\"}"),
+        Some(expected as f64),
+        "{page}"
+    );
+    let bulk_ok = sample(&page, "threatbeat_output_bulk_requests_total{status=\"200\"}").unwrap();
+    assert!(bulk_ok >= 1.0, "{page}");
+    assert_eq!(
+        sample(&page, "threatbeat_output_bulk_duration_seconds_count"),
+        Some(bulk_ok),
+        "{page}"
+    );
+    assert!(
+        sample(&page, "threatbeat_output_write_bytes_total").unwrap() > 0.0,
+        "{page}"
+    );
     let published = sample(
         &page,
         &format!("threatbeat_pipeline_events_published_total{pipeline}"),

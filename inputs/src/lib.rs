@@ -6,6 +6,7 @@
 pub mod decode;
 pub mod file;
 pub mod httpjson;
+pub mod metrics;
 pub mod split;
 
 use threatbeat_core::{Input, Registry};

@@ -3,6 +3,7 @@
 pub mod console;
 pub mod elasticsearch;
 pub mod file;
+pub mod metrics;
 pub mod queue;
 
 use threatbeat_core::{Output, Registry};

@@ -8,6 +8,7 @@
 
 use std::sync::OnceLock;
 
+use prometheus::IntCounter;
 use serde_json::Value;
 use threatbeat_core::{
     BuildContext, ConfigError, Event, FieldPath, Origin, PluginConfig, ProcessOutcome, Processor,
@@ -16,6 +17,8 @@ use threatbeat_core::{
 /// The compiled processors of one pipeline, in order.
 pub struct Chain {
     processors: Vec<Box<dyn Processor>>,
+    /// `threatbeat_processor_errors_total` of each processor, same order.
+    errors: Vec<IntCounter>,
 }
 
 impl Chain {
@@ -27,6 +30,7 @@ impl Chain {
             Value::Null => {
                 return Ok(Chain {
                     processors: Vec::new(),
+                    errors: Vec::new(),
                 })
             }
             Value::Array(items) => items,
@@ -56,7 +60,11 @@ impl Chain {
             };
             processors.push(registry.build(&plugin, context)?);
         }
-        Ok(Chain { processors })
+        let errors = processors
+            .iter()
+            .map(|processor| crate::metrics::processor_errors(&context.pipeline_id, processor.name()))
+            .collect();
+        Ok(Chain { processors, errors })
     }
 
     /// Runs every processor on `event`; `None` when one dropped it.
@@ -75,11 +83,12 @@ impl Chain {
 
     /// Runs every processor on `event` in place and says whether to keep it.
     pub fn run_in_place(&self, event: &mut Event) -> ProcessOutcome {
-        for processor in &self.processors {
+        for (processor, errors) in self.processors.iter().zip(&self.errors) {
             match processor.process(event) {
                 Ok(ProcessOutcome::Keep) => {}
                 Ok(ProcessOutcome::Drop) => return ProcessOutcome::Drop,
                 Err(error) => {
+                    errors.inc();
                     tracing::debug!(processor = processor.name(), %error, "processor failed; event marked");
                     record_error(event, format!("{}: {error}", processor.name()));
                 }
@@ -115,5 +124,31 @@ pub(crate) fn record_error(event: &mut Event, message: String) {
         // `error` holds a scalar (a source field named so): keep it, and
         // record the failure at the root so it is still visible.
         event.fields.insert("error.message".to_owned(), combined);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn failures_count_per_pipeline_and_processor() {
+        let context = BuildContext {
+            pipeline_id: "unit/chain-errors".to_owned(),
+            ..BuildContext::default()
+        };
+        let list = json!([
+            {"rename": {"field": "a", "target_field": "b"}},
+            {"convert": {"field": "c", "type": "long"}},
+        ]);
+        let chain = Chain::build(&list, &Origin::named("test.yml"), &context).unwrap();
+        for doc in [json!({"c": "x"}), json!({"a": 1, "c": "7"})] {
+            chain.run(Event::from_value(doc));
+        }
+        let rename = crate::metrics::processor_errors("unit/chain-errors", "rename");
+        let convert = crate::metrics::processor_errors("unit/chain-errors", "convert");
+        assert_eq!((rename.get(), convert.get()), (1, 1));
     }
 }

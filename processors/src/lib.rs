@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod condition;
+pub mod metrics;
 
 mod common;
 mod convert;

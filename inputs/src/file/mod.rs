@@ -18,6 +18,7 @@ use threatbeat_core::{
 };
 
 use crate::decode::{decode_json, decode_ndjson, DecodeError};
+use crate::metrics::{unix_now, InputMetrics};
 use crate::split::{Split, SplitConfig};
 use threatbeat_core::duration;
 
@@ -204,6 +205,7 @@ impl FileInput {
         &self,
         cursor: &mut Map<String, Value>,
         context: &InputContext,
+        metrics: &InputMetrics,
     ) -> Result<Vec<String>, InputError> {
         let (files, mut failures) = self.files();
         for (path, format) in files {
@@ -240,6 +242,7 @@ impl FileInput {
             match published {
                 Ok(()) => {
                     *cursor = next;
+                    metrics.record_events(count);
                     tracing::info!(input = %context.id, file = %key, events = count, "file read");
                 }
                 Err(error) => {
@@ -291,8 +294,12 @@ impl Input for FileInput {
             Some(Value::Object(map)) => map.clone(),
             _ => Map::new(),
         };
+        let metrics = InputMetrics::new(&context.id);
         loop {
-            let failures = self.scan(&mut cursor, &context).await?;
+            let failures = self.scan(&mut cursor, &context, &metrics).await?;
+            if failures.is_empty() {
+                metrics.record_poll_success(unix_now(), None);
+            }
             if context.run_once {
                 if failures.is_empty() {
                     return Ok(());

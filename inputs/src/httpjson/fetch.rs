@@ -15,6 +15,7 @@ use super::client::Auth;
 use super::config::{Encoding, Method, RetryConfig};
 use super::transform::RequestState;
 use crate::decode::{decode_json, misp_error_message, snippet};
+use crate::metrics::InputMetrics;
 
 /// A decoded response.
 #[derive(Debug)]
@@ -69,6 +70,8 @@ pub struct Fetcher {
     pub last_sent: Mutex<Option<Instant>>,
     /// Pipeline id, for logs.
     pub id: String,
+    /// Counters of requests and pages.
+    pub metrics: InputMetrics,
 }
 
 /// Waits `duration` unless `shutdown` fires first.
@@ -127,7 +130,10 @@ impl Fetcher {
                 _ = shutdown.cancelled() => return Err(FetchError::Shutdown),
             };
             let error = match outcome {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    self.metrics.record_page();
+                    return Ok(response);
+                }
                 Err(error) => error,
             };
             attempt += 1;
@@ -211,10 +217,14 @@ impl Fetcher {
             .apply(&self.client, builder)
             .await
             .map_err(|reason| failed(reason, true))?;
-        let response = builder
-            .send()
-            .await
-            .map_err(|error| failed(format!("request failed: {}", describe(error)), true))?;
+        let started = Instant::now();
+        let response = match builder.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                self.metrics.record_request(None, started.elapsed().as_secs_f64());
+                return Err(failed(format!("request failed: {}", describe(error)), true));
+            }
+        };
         let status = response.status();
         let wait = server_wait(response.headers());
         let mut headers = Map::new();
@@ -230,7 +240,10 @@ impl Fetcher {
                 }
             }
         }
-        let bytes = response.bytes().await.map_err(|error| {
+        let bytes = response.bytes().await;
+        self.metrics
+            .record_request(Some(status.as_u16()), started.elapsed().as_secs_f64());
+        let bytes = bytes.map_err(|error| {
             failed(
                 format!("reading the response body failed: {}", describe(error)),
                 true,

@@ -25,6 +25,7 @@ use self::keyset::Keyset;
 use self::poll::PollError;
 use self::template::{TemplateBuilder, TemplateId, Templates};
 use self::transform::{compile, RequestState, Transform};
+use crate::metrics::{unix_now, InputMetrics};
 use crate::split::Split;
 use threatbeat_core::tls::VerificationMode;
 
@@ -163,6 +164,7 @@ impl HttpJsonInput {
                 min_spacing,
                 last_sent: Mutex::new(None),
                 id: context.pipeline_id.clone(),
+                metrics: InputMetrics::new(&context.pipeline_id),
             },
             templates: templates.finish(),
             base_request: RequestState::new(url, headers, body),
@@ -190,7 +192,10 @@ impl HttpJsonInput {
 
 #[async_trait]
 impl Input for HttpJsonInput {
-    async fn run(self: Box<Self>, context: InputContext) -> Result<(), InputError> {
+    async fn run(mut self: Box<Self>, context: InputContext) -> Result<(), InputError> {
+        if context.id != self.fetcher.id {
+            self.fetcher.metrics = InputMetrics::new(&context.id);
+        }
         let mut cursor = Self::initial_cursor(&context);
         let url = self.base_request.url.to_string();
         let cursor_text = Value::Object(cursor.clone()).to_string();
@@ -205,6 +210,9 @@ impl Input for HttpJsonInput {
             match outcome {
                 Ok(summary) => {
                     consecutive_failures = 0;
+                    self.fetcher
+                        .metrics
+                        .record_poll_success(unix_now(), cursor_timestamp(&cursor));
                     let cursor_text = Value::Object(cursor.clone()).to_string();
                     tracing::info!(input = %context.id, url, pages = summary.pages, events = summary.events, cursor = %cursor_text, took = ?started.elapsed(), "poll complete");
                 }
@@ -229,6 +237,18 @@ impl Input for HttpJsonInput {
             }
         }
     }
+}
+
+/// The newest unix timestamp (seconds, from 2001-09-09 on) among the cursor's
+/// top-level values; other values (page numbers, offsets, ids) are ignored.
+fn cursor_timestamp(cursor: &Map<String, Value>) -> Option<i64> {
+    const EARLIEST: i64 = 1_000_000_000;
+    let latest = unix_now() as i64 + 86_400;
+    cursor
+        .values()
+        .filter_map(as_epoch)
+        .filter(|seconds| (EARLIEST..=latest).contains(seconds))
+        .max()
 }
 
 /// Reads an integer from a JSON number or a numeric string.
@@ -257,6 +277,19 @@ mod tests {
     use threatbeat_core::Origin;
 
     use super::*;
+
+    #[test]
+    fn the_cursor_timestamp_ignores_values_that_are_not_unix_times() {
+        let cursor = json!({"timestamp": "1700000000", "page": 3, "offset": 12000, "since": 1690000000});
+        let Value::Object(cursor) = cursor else {
+            unreachable!()
+        };
+        assert_eq!(cursor_timestamp(&cursor), Some(1_700_000_000));
+        let Value::Object(no_time) = json!({"page": 2, "uuid": "abc"}) else {
+            unreachable!()
+        };
+        assert_eq!(cursor_timestamp(&no_time), None);
+    }
 
     #[test]
     fn secrets_never_print() {

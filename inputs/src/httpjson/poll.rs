@@ -128,12 +128,17 @@ impl HttpJsonInput {
         cursor: &Map<String, Value>,
         page: u32,
     ) -> Result<(), PollError> {
+        let count = events.len();
         let batch = Batch {
             events,
             cursor: Some(Value::Object(cursor.clone())),
         };
         tokio::select! {
-            result = context.publisher.publish(batch) => result.map_err(|source| PollError::Publish { page, source }),
+            result = context.publisher.publish(batch) => {
+                result.map_err(|source| PollError::Publish { page, source })?;
+                self.fetcher.metrics.record_events(count);
+                Ok(())
+            }
             _ = context.shutdown.cancelled() => Err(PollError::Shutdown),
         }
     }

@@ -43,6 +43,8 @@ pub struct Reply {
     pub body: bytes::Bytes,
     /// The host that answered.
     pub host: Url,
+    /// Request body bytes sent (after compression).
+    pub sent_bytes: u64,
 }
 
 struct HostState {
@@ -178,15 +180,17 @@ impl Client {
             .http
             .request(method, url.clone())
             .headers(self.headers.clone());
+        let mut sent_bytes = 0;
         if let Some((bytes, content_type)) = body {
             request = request.header(CONTENT_TYPE, content_type);
-            if compress && self.compression_level > 0 {
-                request = request
-                    .header(CONTENT_ENCODING, "gzip")
-                    .body(gzip(&bytes, self.compression_level));
+            let bytes = if compress && self.compression_level > 0 {
+                request = request.header(CONTENT_ENCODING, "gzip");
+                gzip(&bytes, self.compression_level)
             } else {
-                request = request.body(bytes);
-            }
+                bytes
+            };
+            sent_bytes = bytes.len() as u64;
+            request = request.body(bytes);
         }
         let shown_url = without_query(&url);
         let response = match request.send().await {
@@ -207,6 +211,7 @@ impl Client {
                     status,
                     body,
                     host: base,
+                    sent_bytes,
                 })
             }
             Err(error) => {

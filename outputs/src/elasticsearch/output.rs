@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -20,6 +21,7 @@ use super::classify::{classify_item, classify_response, ItemOutcome, ResponseOut
 use super::client::Client;
 use super::config::{NonIndexablePolicy, ResolvedSettings};
 use super::stats::OutputStats;
+use crate::metrics;
 
 /// How many distinct refusal reasons are remembered for "log once".
 const MAX_REMEMBERED_REASONS: usize = 1024;
@@ -144,12 +146,28 @@ impl ElasticsearchOutput {
                 body.extend_from_slice(&item.lines);
             }
             self.stats.add_bulk_requests(1);
+            let started = Instant::now();
             let reply = self
                 .client
                 .request(Method::POST, BULK_PATH, Some((body, "application/json")), true)
                 .await;
+            let output_metrics = metrics::output();
+            output_metrics
+                .bulk_duration
+                .observe(started.elapsed().as_secs_f64());
+            let status_label = match &reply {
+                Ok(reply) => reply.status.to_string(),
+                Err(_) => "error".to_owned(),
+            };
+            output_metrics
+                .bulk_requests
+                .with_label_values(&[status_label.as_str()])
+                .inc();
             let reply = match reply {
-                Ok(reply) => reply,
+                Ok(reply) => {
+                    self.stats.add_bytes_written(reply.sent_bytes);
+                    reply
+                }
                 Err(error) => {
                     self.stats.add_failed_requests(1);
                     tracing::warn!(%error, events = items.len(), "bulk request failed; will retry");

@@ -43,6 +43,7 @@
 
 mod disk;
 mod frame;
+mod gauges;
 mod lock;
 mod mem;
 mod queued_output;

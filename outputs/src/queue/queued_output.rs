@@ -13,8 +13,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::gauges::QueueGauges;
 use super::settings::{QueueKind, QueueSettings};
 use super::{CorruptRecord, DiskQueue, MemQueue, QueueError, QueueStore};
+
+/// How often the depth and age gauges are refreshed while nothing is pushed or acked.
+const GAUGE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Counters of the queue (libbeat's `pipeline.queue.*` in spirit).
 #[derive(Debug, Default)]
@@ -46,11 +50,20 @@ struct Shared {
     stats: QueueStats,
     corruption: Mutex<Vec<CorruptRecord>>,
     closed: CancellationToken,
+    gauges: QueueGauges,
 }
 
 impl Shared {
     fn store(&self) -> MutexGuard<'_, Box<dyn QueueStore>> {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn refresh_gauges(&self) {
+        let (events, bytes) = {
+            let store = self.store();
+            (store.pending_events(), store.pending_bytes())
+        };
+        self.gauges.refresh(events, bytes);
     }
 
     fn record_corruption(&self) {
@@ -105,6 +118,8 @@ impl QueueHandle {
                     .stats
                     .added
                     .fetch_add(pushed as u64, Ordering::Relaxed);
+                self.shared.gauges.record_push(pushed as u64);
+                self.shared.refresh_gauges();
                 self.shared.data_added.notify_one();
             }
             if !remaining.is_empty() {
@@ -167,6 +182,7 @@ impl QueuedOutput {
             QueueKind::Disk(disk) => Box::new(DiskQueue::open(disk.clone())?),
             QueueKind::Mem(events) => Box::new(MemQueue::new(*events)),
         };
+        let gauges = QueueGauges::new(&settings.kind, store.pending_events());
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             data_added: Notify::new(),
@@ -174,9 +190,12 @@ impl QueuedOutput {
             stats: QueueStats::default(),
             corruption: Mutex::new(Vec::new()),
             closed: CancellationToken::new(),
+            gauges,
         });
         shared.record_corruption();
+        shared.refresh_gauges();
         let stop = CancellationToken::new();
+        tokio::spawn(refresh_gauges_periodically(Arc::downgrade(&shared), stop.clone()));
         let consumer = tokio::spawn(consume(
             Arc::clone(&shared),
             output,
@@ -375,6 +394,8 @@ async fn consume(
                 tracing::error!(%error, "cannot record delivered events in the queue; they may be sent again after a restart");
             }
             shared.stats.acked.fetch_add(count, Ordering::Relaxed);
+            shared.gauges.acked.inc_by(count);
+            shared.refresh_gauges();
             shared.space_freed.notify_waiters();
         } else if count == 0 {
             // Nothing readable although events are pending (should not happen): avoid spinning.
@@ -383,6 +404,25 @@ async fn consume(
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = stop.cancelled() => return output,
             }
+        }
+    }
+}
+
+/// Keeps the age gauge current while the output is stuck (nothing acked).
+async fn refresh_gauges_periodically(shared: std::sync::Weak<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(GAUGE_REFRESH) => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        let refreshed = Arc::clone(&shared);
+        // The store lock may wait on a disk write: keep it off the async threads.
+        if tokio::task::spawn_blocking(move || refreshed.refresh_gauges())
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }
