@@ -93,7 +93,10 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     let summary = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let status = Arc::new(Status::new(plan.output_description.clone()));
+        let status = Arc::new(
+            Status::new(plan.output_description.clone())
+                .with_max_queue_age(config.settings.http.max_queue_age.0),
+        );
         let endpoint_stop = CancellationToken::new();
         if config.settings.http.enabled {
             crate::http::serve(&config.settings.http, Arc::clone(&status), endpoint_stop.clone())

@@ -120,9 +120,22 @@ async fn health(State(status): State<Arc<Status>>) -> Response {
 }
 
 /// Why the agent is unhealthy: a pipeline whose input stopped, or whose last
-/// batch the output (or queue) refused. Empty when healthy.
+/// batch the output (or queue) refused, or a queue whose oldest event has
+/// waited longer than `http.max_queue_age` (the output keeps failing while
+/// the queue absorbs it). Empty when healthy.
 pub fn health_problems(status: &Status) -> Vec<String> {
     let mut problems = Vec::new();
+    if let Some(limit) = status.max_queue_age {
+        let age = threatbeat_outputs::metrics::queue_oldest_event_age();
+        if age > limit {
+            problems.push(format!(
+                "output: the oldest queued event has waited {}s, longer than http.max_queue_age ({}s); \
+                 the output keeps failing (is Elasticsearch reachable, are the credentials valid?)",
+                age.as_secs(),
+                limit.as_secs()
+            ));
+        }
+    }
     for (id, stats) in status.pipelines() {
         if !stats.input_running.load(Ordering::Relaxed) {
             problems.push(format!("pipeline {id}: its input stopped"));

@@ -43,6 +43,8 @@ pub struct Status {
     pub started: SystemTime,
     /// Where events go.
     pub output_description: String,
+    /// `http.max_queue_age`: an older un-acknowledged queued event is unhealthy.
+    pub max_queue_age: Option<Duration>,
 }
 
 impl Status {
@@ -52,7 +54,14 @@ impl Status {
             pipelines: RwLock::default(),
             started: SystemTime::now(),
             output_description,
+            max_queue_age: None,
         }
+    }
+
+    /// The same status, unhealthy once the queue's oldest event is older than `limit`.
+    pub fn with_max_queue_age(mut self, limit: Duration) -> Self {
+        self.max_queue_age = Some(limit);
+        self
     }
 
     /// The running pipelines' counters, by id.

@@ -211,3 +211,57 @@ async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut response).await.unwrap();
     response
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_the_output_cannot_drain_makes_the_agent_unhealthy() {
+    let data = tempfile::tempdir().unwrap();
+    let next = Arc::new(AtomicBool::new(true));
+    let down = Arc::new(AtomicBool::new(true));
+    let queue = threatbeat_outputs::queue::QueueSettings::parse(
+        &json!({"mem": {"events": 100, "flush": {"min_events": 1, "timeout": "10ms"}}}),
+        &Origin::named("test").child("queue"),
+        &BuildContext::default(),
+    )
+    .unwrap();
+    let plan = Plan {
+        pipelines: vec![pipeline(
+            "test/queued",
+            Box::new(SteadyInput {
+                next: Arc::clone(&next),
+            }),
+        )],
+        output: Box::new(SwitchableOutput {
+            down: Arc::clone(&down),
+        }),
+        output_description: "test output".into(),
+        cursors: CursorStore::new(data.path()),
+        queue: Some(queue),
+    };
+    let status = Arc::new(Status::new("test output".into()).with_max_queue_age(Duration::from_secs(1)));
+    let shutdown = CancellationToken::new();
+    let options = RunOptions {
+        once: false,
+        shutdown: shutdown.clone(),
+        shutdown_timeout: Duration::from_secs(30),
+    };
+    let services = Services {
+        reloader: None,
+        status: Some(Arc::clone(&status)),
+    };
+    let running = tokio::spawn(run_with(plan, options, services));
+
+    // The queue accepts the batch (the cursor moves) but the output refuses it:
+    // once the event has waited longer than the limit, the agent is unhealthy.
+    let problems = eventually("the undrained queue", &status, |problems| !problems.is_empty()).await;
+    assert!(
+        problems[0].contains("oldest queued event") && problems[0].contains("http.max_queue_age"),
+        "{problems:?}"
+    );
+
+    // The output comes back, the queue drains: healthy again.
+    down.store(false, Ordering::SeqCst);
+    eventually("the drained queue", &status, |problems| problems.is_empty()).await;
+
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}

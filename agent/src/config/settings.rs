@@ -159,6 +159,10 @@ pub struct HttpSettings {
     /// The port; default 5066.
     #[serde(default = "default_http_port")]
     pub port: u16,
+    /// `/healthz` answers 503 once the oldest event waiting in the queue is
+    /// older than this (the output has been failing that long); default 15m.
+    #[serde(default = "default_max_queue_age")]
+    pub max_queue_age: DurationSetting,
 }
 
 impl Default for HttpSettings {
@@ -167,8 +171,13 @@ impl Default for HttpSettings {
             enabled: false,
             host: default_http_host(),
             port: default_http_port(),
+            max_queue_age: default_max_queue_age(),
         }
     }
+}
+
+fn default_max_queue_age() -> DurationSetting {
+    DurationSetting(Duration::from_secs(15 * 60))
 }
 
 fn default_http_host() -> String {
