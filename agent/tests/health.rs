@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use threatbeat::http::{health_problems, router};
 use threatbeat::running::{Source, Status};
-use threatbeat::supervisor::{run_with, PipelinePlan, Plan, RunOptions, Services};
+use threatbeat::supervisor::{run_with, PipelinePlan, Plan, RunOptions, RunSummary, Services};
 use threatbeat_core::{
     Batch, BuildContext, CursorStore, Event, Input, InputContext, InputError, Origin, Output, OutputError,
 };
@@ -86,6 +86,27 @@ fn pipeline(id: &str, input: Box<dyn Input>) -> PipelinePlan {
     }
 }
 
+/// Runs `plan` in the background, reporting into `status`.
+fn start(
+    plan: Plan,
+    status: &Arc<Status>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<RunSummary, threatbeat_outputs::queue::QueueError>>,
+) {
+    let shutdown = CancellationToken::new();
+    let options = RunOptions {
+        once: false,
+        shutdown: shutdown.clone(),
+        shutdown_timeout: Duration::from_secs(30),
+    };
+    let services = Services {
+        reloader: None,
+        status: Some(Arc::clone(status)),
+    };
+    (shutdown, tokio::spawn(run_with(plan, options, services)))
+}
+
 async fn eventually(what: &str, status: &Status, check: impl Fn(&[String]) -> bool) -> Vec<String> {
     for _ in 0..1200 {
         let problems = health_problems(status);
@@ -117,17 +138,7 @@ async fn health_follows_inputs_and_the_output() {
         queue: None,
     };
     let status = Arc::new(Status::new("test output".into()));
-    let shutdown = CancellationToken::new();
-    let options = RunOptions {
-        once: false,
-        shutdown: shutdown.clone(),
-        shutdown_timeout: Duration::from_secs(30),
-    };
-    let services = Services {
-        reloader: None,
-        status: Some(Arc::clone(&status)),
-    };
-    let running = tokio::spawn(run_with(plan, options, services));
+    let (shutdown, running) = start(plan, &status);
 
     // The first batch is written: healthy, and the summary shows it.
     let stats = loop {
@@ -184,17 +195,7 @@ async fn a_stopped_input_makes_the_agent_unhealthy() {
         queue: None,
     };
     let status = Arc::new(Status::new("test output".into()));
-    let shutdown = CancellationToken::new();
-    let options = RunOptions {
-        once: false,
-        shutdown: shutdown.clone(),
-        shutdown_timeout: Duration::from_secs(30),
-    };
-    let services = Services {
-        reloader: None,
-        status: Some(Arc::clone(&status)),
-    };
-    let running = tokio::spawn(run_with(plan, options, services));
+    let (shutdown, running) = start(plan, &status);
     let problems = eventually("the stopped input", &status, |problems| !problems.is_empty()).await;
     assert_eq!(problems, ["pipeline test/broken: its input stopped"]);
     shutdown.cancel();
@@ -238,17 +239,7 @@ async fn a_queue_the_output_cannot_drain_makes_the_agent_unhealthy() {
         queue: Some(queue),
     };
     let status = Arc::new(Status::new("test output".into()).with_max_queue_age(Duration::from_secs(1)));
-    let shutdown = CancellationToken::new();
-    let options = RunOptions {
-        once: false,
-        shutdown: shutdown.clone(),
-        shutdown_timeout: Duration::from_secs(30),
-    };
-    let services = Services {
-        reloader: None,
-        status: Some(Arc::clone(&status)),
-    };
-    let running = tokio::spawn(run_with(plan, options, services));
+    let (shutdown, running) = start(plan, &status);
 
     // The queue accepts the batch (the cursor moves) but the output refuses it:
     // once the event has waited longer than the limit, the agent is unhealthy.
