@@ -6,6 +6,8 @@
 //! ECS documents are nested objects, so this does not arise in practice.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -37,10 +39,21 @@ pub enum SetError {
 }
 
 /// A parsed dotted path into a JSON object.
-#[derive(Clone, PartialEq, Eq, Hash)]
+///
+/// Cloning is cheap (a reference count): processors and [`crate::Event`]
+/// pass paths around on every event.
+#[derive(Clone)]
 pub struct FieldPath {
+    parsed: Arc<Parsed>,
+}
+
+/// The parts of a path, computed once by [`FieldPath::parse`].
+struct Parsed {
     raw: String,
     segments: Vec<String>,
+    /// The path without its first segment: every `@metadata.*` access asks
+    /// for it, so it is built once here rather than on each event.
+    rest: Option<FieldPath>,
 }
 
 impl FieldPath {
@@ -53,42 +66,44 @@ impl FieldPath {
         if segments.iter().any(String::is_empty) {
             return Err(PathError::EmptySegment(raw.to_owned()));
         }
-        Ok(Self {
-            raw: raw.to_owned(),
-            segments,
-        })
+        Ok(Self::from_segments(segments))
+    }
+
+    /// The path made of `segments` (non-empty, none of them empty).
+    fn from_segments(segments: Vec<String>) -> Self {
+        let rest = (segments.len() > 1).then(|| Self::from_segments(segments[1..].to_vec()));
+        FieldPath {
+            parsed: Arc::new(Parsed {
+                raw: segments.join("."),
+                segments,
+                rest,
+            }),
+        }
     }
 
     /// The path as written.
     pub fn as_str(&self) -> &str {
-        &self.raw
+        &self.parsed.raw
     }
 
     /// The segments between the dots.
     pub fn segments(&self) -> &[String] {
-        &self.segments
+        &self.parsed.segments
     }
 
     /// The first segment.
     pub fn first(&self) -> &str {
-        &self.segments[0]
+        &self.parsed.segments[0]
     }
 
     /// The path without its first segment, or `None` for a one-segment path.
     pub fn strip_first(&self) -> Option<FieldPath> {
-        if self.segments.len() < 2 {
-            return None;
-        }
-        let rest = self.segments[1..].to_vec();
-        Some(FieldPath {
-            raw: rest.join("."),
-            segments: rest,
-        })
+        self.parsed.rest.clone()
     }
 
     /// The value at this path, if every segment exists.
     pub fn get<'a>(&self, root: &'a Map<String, Value>) -> Option<&'a Value> {
-        let (last, parents) = self.segments.split_last()?;
+        let (last, parents) = self.segments().split_last()?;
         let mut current = root;
         for segment in parents {
             current = current.get(segment)?.as_object()?;
@@ -98,7 +113,7 @@ impl FieldPath {
 
     /// A mutable reference to the value at this path.
     pub fn get_mut<'a>(&self, root: &'a mut Map<String, Value>) -> Option<&'a mut Value> {
-        let (last, parents) = self.segments.split_last()?;
+        let (last, parents) = self.segments().split_last()?;
         let mut current = root;
         for segment in parents {
             current = current.get_mut(segment)?.as_object_mut()?;
@@ -124,34 +139,52 @@ impl FieldPath {
         root: &mut Map<String, Value>,
         value: Value,
     ) -> Result<Option<Value>, (SetError, Value)> {
-        let (last, parents) = self
-            .segments
-            .split_last()
-            .expect("a parsed path has at least one segment");
-        let mut current = root;
-        for (depth, segment) in parents.iter().enumerate() {
-            let slot = current
-                .entry(segment.clone())
-                .or_insert_with(|| Value::Object(Map::new()));
-            current = match slot {
-                Value::Object(map) => map,
-                other => {
-                    let error = SetError::NotAnObject {
-                        path: self.raw.clone(),
-                        blocking: self.segments[..=depth].join("."),
-                        kind: json_kind(other),
-                    };
-                    return Err((error, value));
-                }
-            };
+        self.set_below(root, 0, value)
+    }
+
+    /// Writes `value` at the segments from `depth` on, inside `map`.
+    ///
+    /// Keys are looked up by reference and copied only when a missing one is
+    /// inserted: most writes land in objects that exist already. Recursive
+    /// so that a missing parent can be inserted after a failed lookup.
+    fn set_below(
+        &self,
+        map: &mut Map<String, Value>,
+        depth: usize,
+        value: Value,
+    ) -> Result<Option<Value>, (SetError, Value)> {
+        let segments = self.segments();
+        let segment = &segments[depth];
+        if depth + 1 == segments.len() {
+            if let Some(slot) = map.get_mut(segment) {
+                return Ok(Some(std::mem::replace(slot, value)));
+            }
+            map.insert(segment.clone(), value);
+            return Ok(None);
         }
-        Ok(current.insert(last.clone(), value))
+        match map.get_mut(segment) {
+            Some(Value::Object(child)) => return self.set_below(child, depth + 1, value),
+            Some(other) => {
+                let error = SetError::NotAnObject {
+                    path: self.as_str().to_owned(),
+                    blocking: segments[..=depth].join("."),
+                    kind: json_kind(other),
+                };
+                return Err((error, value));
+            }
+            None => {}
+        }
+        // The rest of the path is missing too: an empty object cannot block it.
+        let mut child = Map::new();
+        let replaced = self.set_below(&mut child, depth + 1, value)?;
+        map.insert(segment.clone(), Value::Object(child));
+        Ok(replaced)
     }
 
     /// Removes and returns the value at this path. Objects left empty by the
     /// removal are kept, as in Beats' `drop_fields`.
     pub fn remove(&self, root: &mut Map<String, Value>) -> Option<Value> {
-        let (last, parents) = self.segments.split_last()?;
+        let (last, parents) = self.segments().split_last()?;
         let mut current = root;
         for segment in parents {
             current = current.get_mut(segment)?.as_object_mut()?;
@@ -176,6 +209,21 @@ impl FieldPath {
     }
 }
 
+// Equality and hashing follow the written path: the segments are derived from it.
+impl PartialEq for FieldPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for FieldPath {}
+
+impl Hash for FieldPath {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
 /// The JSON type name of a value, for messages.
 pub fn json_kind(value: &Value) -> &'static str {
     match value {
@@ -190,13 +238,13 @@ pub fn json_kind(value: &Value) -> &'static str {
 
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FieldPath({})", self.raw)
+        write!(f, "FieldPath({})", self.as_str())
     }
 }
 
@@ -216,7 +264,7 @@ impl<'de> Deserialize<'de> for FieldPath {
 
 impl Serialize for FieldPath {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.raw)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -296,6 +344,29 @@ mod tests {
             "cannot set `threat.indicator.ip`: `threat` holds a string, not an object"
         );
         assert_eq!(doc.get("threat"), Some(&json!("not an object")));
+    }
+
+    #[test]
+    fn set_reports_a_deep_blocking_scalar_and_leaves_the_document_alone() {
+        let mut doc = obj(json!({"a": {"b": 1}}));
+        let error = path("a.b.c.d").set(&mut doc, json!("x")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cannot set `a.b.c.d`: `a.b` holds a number, not an object"
+        );
+        assert_eq!(Value::Object(doc), json!({"a": {"b": 1}}));
+    }
+
+    #[test]
+    fn paths_compare_and_hash_by_their_text() {
+        use std::collections::HashSet;
+        let stripped = path("@metadata.a.b").strip_first().unwrap();
+        assert_eq!(stripped, path("a.b"));
+        assert_eq!(stripped.segments(), ["a", "b"]);
+        assert_eq!(stripped.strip_first().unwrap().as_str(), "b");
+        let set: HashSet<FieldPath> = [stripped.clone(), path("a.b"), path("a")].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert_ne!(path("a.b"), path("a"));
     }
 
     #[test]

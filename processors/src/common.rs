@@ -182,51 +182,20 @@ pub(crate) fn missing(path: &threatbeat_core::FieldPath) -> ProcessorError {
 }
 
 /// Writes `value` at `path`, turning a blocked write into a processor error.
-///
-/// The common case (the parents exist) walks the document without
-/// allocating; only a missing parent or a metadata path goes through
-/// [`Event::set`], which creates parents and reports blocked writes.
 pub(crate) fn write(
     event: &mut Event,
     path: &threatbeat_core::FieldPath,
     value: Value,
 ) -> Result<(), ProcessorError> {
-    let segments = path.segments();
-    if let Some((last, parents)) = segments.split_last() {
-        let is_metadata = path.first() == threatbeat_core::METADATA_NAMESPACE;
-        if !is_metadata && parents_are_objects(&event.fields, parents) {
-            let mut current = &mut event.fields;
-            for segment in parents {
-                let Some(Value::Object(map)) = current.get_mut(segment) else {
-                    // Checked just above; kept as an error rather than a panic.
-                    return Err(ProcessorError::new(format!("cannot set `{path}`")));
-                };
-                current = map;
-            }
-            match current.get_mut(last) {
-                Some(slot) => *slot = value,
-                None => {
-                    current.insert(last.clone(), value);
-                }
-            }
-            return Ok(());
-        }
-    }
     event
         .set(path, value)
         .map(|_| ())
         .map_err(|error| ProcessorError::new(error.to_string()))
 }
 
-fn parents_are_objects(root: &serde_json::Map<String, Value>, parents: &[String]) -> bool {
-    let mut current = root;
-    for segment in parents {
-        match current.get(segment) {
-            Some(Value::Object(map)) => current = map,
-            _ => return false,
-        }
-    }
-    true
+/// Whether `path` addresses the document rather than `@metadata`.
+pub(crate) fn in_document(path: &threatbeat_core::FieldPath) -> bool {
+    path.first() != threatbeat_core::METADATA_NAMESPACE
 }
 
 /// A `from`/`to` pair, as Beats' `rename` and `copy_fields` write them.

@@ -51,8 +51,19 @@ impl Step for RemoveNulls {
 }
 
 fn strip_map(map: &mut Map<String, Value>) {
-    map.retain(|_, value| !value.is_null());
-    map.values_mut().for_each(strip);
+    // Most objects hold no null: a read pass is much cheaper than `retain`,
+    // which takes every entry out of the tree and puts it back.
+    let mut has_null = false;
+    for value in map.values_mut() {
+        if value.is_null() {
+            has_null = true;
+        } else {
+            strip(value);
+        }
+    }
+    if has_null {
+        map.retain(|_, value| !value.is_null());
+    }
 }
 
 fn strip(value: &mut Value) {

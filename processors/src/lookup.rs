@@ -260,7 +260,7 @@ impl Step for Lookup {
                 Some(Value::Null) | None => return Err(missing(source)),
                 Some(value) => value.clone(),
             };
-            route(event, &value, source, &self.separator, routing)?;
+            route(event, value, source, &self.separator, routing)?;
         }
         Ok(ProcessOutcome::Keep)
     }
@@ -270,7 +270,7 @@ impl Step for Lookup {
 /// on `separator` (first separator, then the rest) for several.
 pub(crate) fn route(
     event: &mut Event,
-    value: &Value,
+    value: Value,
     source: &FieldPath,
     separator: &str,
     routing: &Routing,
@@ -282,7 +282,7 @@ pub(crate) fn route(
         }
     };
     let parts: Vec<Value> = if routing.targets.len() == 1 {
-        vec![value.clone()]
+        vec![value]
     } else {
         let Some(text) = value.as_str() else {
             return invalid(format!("field [{source}] is not a string and cannot be split"));
@@ -366,7 +366,7 @@ impl Step for Split {
             Some(Value::Null) | None => return Err(missing(&self.field)),
             Some(value) => value.clone(),
         };
-        route(event, &value, &self.field, &self.separator, &self.routing)?;
+        route(event, value, &self.field, &self.separator, &self.routing)?;
         Ok(ProcessOutcome::Keep)
     }
 }

@@ -1,6 +1,8 @@
 //! `copy_tags` (tag names from MISP-style tag lists into `tags`) and
 //! `extract_tlp` (`tlp:amber` → `threat.indicator.marking.tlp`).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::Value;
 use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
@@ -52,6 +54,74 @@ fn names<'a>(value: &'a Value, key: &'a str) -> impl Iterator<Item = &'a str> + 
     })
 }
 
+/// Characters removed from every tag name (`strip_chars`), compiled once.
+struct StripChars {
+    chars: Vec<char>,
+    /// The same characters as a bit set of bytes when all are ASCII (the
+    /// default `"` and `\`): names are then scanned byte by byte instead of
+    /// being decoded into chars. An ASCII byte is always a whole char, so
+    /// the text between two of them is valid UTF-8.
+    ascii: Option<u128>,
+}
+
+impl StripChars {
+    fn new(text: &str) -> StripChars {
+        let ascii = text
+            .is_ascii()
+            .then(|| text.bytes().fold(0u128, |set, byte| set | (1u128 << byte)));
+        StripChars {
+            chars: text.chars().collect(),
+            ascii,
+        }
+    }
+
+    fn is_stripped(&self, c: char) -> bool {
+        self.chars.contains(&c)
+    }
+
+    /// `name` without these characters; borrowed when it holds none.
+    fn strip<'a>(&self, name: &'a str) -> Cow<'a, str> {
+        let Some(set) = self.ascii else {
+            if !name.contains(self.chars.as_slice()) {
+                return Cow::Borrowed(name);
+            }
+            return Cow::Owned(name.chars().filter(|c| !self.is_stripped(*c)).collect());
+        };
+        let mut kept: Option<String> = None;
+        let mut start = 0;
+        for (index, byte) in name.bytes().enumerate() {
+            if byte < 128 && set & (1u128 << byte) != 0 {
+                // Sized once: pushing char by char reallocates as it grows.
+                let buffer = kept.get_or_insert_with(|| String::with_capacity(name.len()));
+                buffer.push_str(&name[start..index]);
+                start = index + 1;
+            }
+        }
+        match kept {
+            None => Cow::Borrowed(name),
+            Some(mut buffer) => {
+                buffer.push_str(&name[start..]);
+                Cow::Owned(buffer)
+            }
+        }
+    }
+
+    /// Whether `name`, once stripped, starts with `prefix`; decided without
+    /// building the stripped name, usually at the first char.
+    fn stripped_starts_with(&self, name: &str, prefix: &str) -> bool {
+        let mut kept = name.chars().filter(|c| !self.is_stripped(*c));
+        prefix.chars().all(|expected| kept.next() == Some(expected))
+    }
+}
+
+/// How many names `value` can hold at most (see [`names`]).
+fn name_capacity(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => items.len(),
+        _ => 1,
+    }
+}
+
 /// `copy_tags` settings.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,7 +155,7 @@ pub(crate) struct CopyTags {
     target: FieldPath,
     name_key: String,
     mode: Mode,
-    strip_chars: Vec<char>,
+    strip_chars: StripChars,
 }
 
 impl StepConfig for CopyTagsConfig {
@@ -103,7 +173,7 @@ impl StepConfig for CopyTagsConfig {
             target: path_at(&self.target_field, &origin.child("target_field"))?,
             name_key: self.name_key,
             mode: self.mode,
-            strip_chars: self.strip_chars.chars().collect(),
+            strip_chars: StripChars::new(&self.strip_chars),
         })
     }
 }
@@ -117,11 +187,11 @@ impl Step for CopyTags {
                 continue;
             };
             found = true;
+            collected.reserve(name_capacity(value));
             for name in names(value, &self.name_key) {
-                let cleaned: String = name.chars().filter(|c| !self.strip_chars.contains(c)).collect();
-                let cleaned = Value::String(cleaned);
-                if !collected.contains(&cleaned) {
-                    collected.push(cleaned);
+                let cleaned = self.strip_chars.strip(name);
+                if !collected.iter().any(|seen| seen.as_str() == Some(&*cleaned)) {
+                    collected.push(Value::String(cleaned.into_owned()));
                 }
             }
         }
@@ -167,7 +237,7 @@ pub(crate) struct ExtractTlp {
     name_key: String,
     prefix: String,
     case: LetterCase,
-    strip_chars: Vec<char>,
+    strip_chars: StripChars,
 }
 
 impl StepConfig for ExtractTlpConfig {
@@ -183,7 +253,7 @@ impl StepConfig for ExtractTlpConfig {
             name_key: self.name_key,
             prefix: self.prefix,
             case: self.case,
-            strip_chars: self.strip_chars.chars().collect(),
+            strip_chars: StripChars::new(&self.strip_chars),
         })
     }
 }
@@ -197,7 +267,11 @@ impl Step for ExtractTlp {
         };
         let mut levels: Vec<Value> = Vec::new();
         for name in names(value, &self.name_key) {
-            let cleaned: String = name.chars().filter(|c| !self.strip_chars.contains(c)).collect();
+            // Most tags are not TLP markings: reject them before stripping.
+            if !self.strip_chars.stripped_starts_with(name, &self.prefix) {
+                continue;
+            }
+            let cleaned = self.strip_chars.strip(name);
             if let Some(level) = cleaned.strip_prefix(self.prefix.as_str()) {
                 let level = Value::String(self.case.apply(level));
                 if !levels.contains(&level) {
@@ -243,6 +317,23 @@ mod tests {
             json!(["y"])
         );
         assert_eq!(run(&c, json!({"tags": ["x"]}))["tags"], json!(["x"]));
+    }
+
+    #[test]
+    fn stripping_borrows_names_without_the_characters() {
+        for strip in [super::StripChars::new("\"\\"), super::StripChars::new("\"\\é")] {
+            assert!(matches!(
+                strip.strip("tlp:white"),
+                std::borrow::Cow::Borrowed("tlp:white")
+            ));
+            assert_eq!(strip.strip("a=\"b\\c\""), "a=bc");
+            assert!(strip.stripped_starts_with("\"tlp\":amber", "tlp:"));
+            assert!(strip.stripped_starts_with("tlp:amber", "tlp:"));
+            assert!(!strip.stripped_starts_with("tl", "tlp:"));
+            assert!(!strip.stripped_starts_with("type:OSINT", "tlp:"));
+        }
+        let accents = super::StripChars::new("é");
+        assert_eq!(accents.strip("café crémé"), "caf crm");
     }
 
     #[test]
