@@ -5,6 +5,7 @@
 //! index, `@metadata.op_type` the bulk action, `@metadata.pipeline` the
 //! ingest pipeline. Metadata is never part of the indexed document.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -59,7 +60,7 @@ impl Event {
 
     /// The document id (`@metadata._id`), if set.
     pub fn id(&self) -> Option<&str> {
-        self.metadata.get("_id").and_then(Value::as_str)
+        metadata_str(&self.metadata, "_id")
     }
 
     /// Sets the document id.
@@ -69,7 +70,7 @@ impl Event {
 
     /// The target index or data stream (`@metadata.index`), if set.
     pub fn index(&self) -> Option<&str> {
-        self.metadata.get("index").and_then(Value::as_str)
+        metadata_str(&self.metadata, "index")
     }
 
     /// Sets the target index or data stream.
@@ -80,15 +81,22 @@ impl Event {
 
     /// The ingest pipeline (`@metadata.pipeline`), if set.
     pub fn pipeline(&self) -> Option<&str> {
-        self.metadata.get("pipeline").and_then(Value::as_str)
+        metadata_str(&self.metadata, "pipeline")
     }
 
     /// The bulk action: `@metadata.op_type` when it names one, else `create`.
     pub fn op_type(&self) -> OpType {
-        match self.metadata.get("op_type").and_then(Value::as_str) {
-            Some("index") => OpType::Index,
-            _ => OpType::Create,
-        }
+        op_type_of(&self.metadata)
+    }
+
+    /// Serialises the document once, for the queue and the outputs: after
+    /// the processors nothing changes an event, so it is never parsed again
+    /// on its way to Elasticsearch.
+    pub fn encode(&self) -> Result<EncodedEvent, serde_json::Error> {
+        Ok(EncodedEvent {
+            metadata: self.metadata.clone(),
+            source: Bytes::from(serde_json::to_vec(&self.fields)?),
+        })
     }
 
     /// Reads a field; paths starting with `@metadata.` read metadata.
@@ -196,6 +204,65 @@ impl Event {
     }
 }
 
+fn metadata_str<'a>(metadata: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    metadata.get(key).and_then(Value::as_str)
+}
+
+fn op_type_of(metadata: &Map<String, Value>) -> OpType {
+    match metadata_str(metadata, "op_type") {
+        Some("index") => OpType::Index,
+        _ => OpType::Create,
+    }
+}
+
+/// An event after the processors, with its document already serialised:
+/// what the queue stores and outputs receive. The metadata stays a map
+/// (outputs route by it); the document is compact JSON text, which the
+/// Elasticsearch output copies into the bulk body as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedEvent {
+    /// `@metadata`, as in [`Event::metadata`].
+    pub metadata: Map<String, Value>,
+    /// The document as one compact JSON object (no newline in it).
+    pub source: Bytes,
+}
+
+/// A stored document that is not a JSON object (a corrupt queue record).
+#[derive(Debug, thiserror::Error)]
+#[error("the queued document is not a JSON object: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+impl EncodedEvent {
+    /// The document id (`@metadata._id`), if set.
+    pub fn id(&self) -> Option<&str> {
+        metadata_str(&self.metadata, "_id")
+    }
+
+    /// The target index or data stream (`@metadata.index`), if set.
+    pub fn index(&self) -> Option<&str> {
+        metadata_str(&self.metadata, "index")
+    }
+
+    /// The ingest pipeline (`@metadata.pipeline`), if set.
+    pub fn pipeline(&self) -> Option<&str> {
+        metadata_str(&self.metadata, "pipeline")
+    }
+
+    /// The bulk action: `@metadata.op_type` when it names one, else `create`.
+    pub fn op_type(&self) -> OpType {
+        op_type_of(&self.metadata)
+    }
+
+    /// Parses the document back into an [`Event`], for outputs that work
+    /// on the tree (console, file) and for index names built from fields.
+    pub fn decode(&self) -> Result<Event, DecodeError> {
+        Ok(Event {
+            fields: serde_json::from_slice(&self.source)?,
+            metadata: self.metadata.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +301,24 @@ mod tests {
         assert_eq!(event.op_type(), OpType::Create);
         event.metadata.insert("op_type".into(), json!("index"));
         assert_eq!(event.op_type(), OpType::Index);
+    }
+
+    #[test]
+    fn encoding_keeps_metadata_apart_and_decodes_back() {
+        let mut event = Event::from_value(json!({"a": {"b": "line\nbreak"}, "n": 1}));
+        event.set_id("x");
+        event.metadata.insert("op_type".into(), json!("index"));
+        let encoded = event.encode().unwrap();
+        assert_eq!(&encoded.source[..], br#"{"a":{"b":"line\nbreak"},"n":1}"#);
+        assert!(!encoded.source.contains(&b'\n'), "the source is one line");
+        assert_eq!(encoded.id(), Some("x"));
+        assert_eq!(encoded.op_type(), OpType::Index);
+        assert_eq!(encoded.decode().unwrap(), event);
+        let garbled = EncodedEvent {
+            metadata: Map::new(),
+            source: Bytes::from_static(b"[1,"),
+        };
+        assert!(garbled.decode().is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use config::{
     deep_merge, deserialize_at, nest_dotted_keys, BuildContext, ConfigError, NullKeys, Origin, PluginConfig,
 };
 pub use cursor::{CursorError, CursorStore};
-pub use event::{Event, OpType, METADATA_NAMESPACE};
+pub use event::{DecodeError, EncodedEvent, Event, OpType, METADATA_NAMESPACE};
 pub use path::{FieldPath, PathError, SetError};
 pub use plugin::{
     Batch, Input, InputContext, InputError, Output, OutputError, ProcessOutcome, Processor, ProcessorError,

@@ -136,7 +136,10 @@ async fn a_corrupted_queue_file_is_reported_and_the_rest_delivered() {
             fsync: FsyncPolicy::Batch,
         })
         .unwrap();
-        let mut events: VecDeque<_> = indicator_events("c", 100).into();
+        let mut events: VecDeque<_> = indicator_events("c", 100)
+            .iter()
+            .map(|event| event.encode().unwrap())
+            .collect();
         assert_eq!(queue.push(&mut events).unwrap(), 100);
     }
     let segment = queue_path.join("0000000000.seg");

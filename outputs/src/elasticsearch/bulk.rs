@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use threatbeat_core::{Event, OpType};
+use threatbeat_core::{EncodedEvent, Event, OpType};
 
 use super::config::ResolvedSettings;
 
@@ -15,23 +15,37 @@ pub const BULK_PATH: &str = "_bulk?filter_path=errors,items.*.error,items.*.stat
 /// One event ready to send.
 #[derive(Debug, Clone)]
 pub struct BulkItem {
-    /// The event as received (the dead-letter record is built from it).
-    pub event: Event,
+    /// The event as queued; its source is sent as it is.
+    pub event: EncodedEvent,
     /// The action sent.
     pub op: OpType,
     /// Target index (for logs).
     pub index: String,
-    /// Action line and source line, each ending in `\n`.
-    pub lines: Vec<u8>,
+    /// The action line, ending in `\n`.
+    pub action: Vec<u8>,
     /// Whether this item is itself a dead-letter record.
     pub dead_letter: bool,
 }
 
-/// Encodes `event` for its target index; the error names why it cannot be.
-pub fn encode(event: Event, settings: &ResolvedSettings) -> Result<BulkItem, (Event, String)> {
+impl BulkItem {
+    /// Bytes this item adds to a bulk body.
+    pub fn len(&self) -> usize {
+        self.action.len() + self.event.source.len() + 1
+    }
+
+    /// Appends the action line and the source line to a bulk body.
+    pub fn write_to(&self, body: &mut Vec<u8>) {
+        body.extend_from_slice(&self.action);
+        body.extend_from_slice(&self.event.source);
+        body.push(b'\n');
+    }
+}
+
+/// Prepares `event` for its target index; the error names why it cannot be.
+pub fn encode(event: EncodedEvent, settings: &ResolvedSettings) -> Result<BulkItem, (EncodedEvent, String)> {
     let index = match event.index() {
         Some(index) => index.to_lowercase(),
-        None => match settings.index.render(&event) {
+        None => match settings.index.render_encoded(&event) {
             Ok(index) => index,
             Err(reason) => return Err((event, reason)),
         },
@@ -44,11 +58,11 @@ pub fn encode(event: Event, settings: &ResolvedSettings) -> Result<BulkItem, (Ev
 }
 
 fn encode_to(
-    event: Event,
+    event: EncodedEvent,
     index: String,
     pipeline: Option<String>,
     dead_letter: bool,
-) -> Result<BulkItem, (Event, String)> {
+) -> Result<BulkItem, (EncodedEvent, String)> {
     let op = event.op_type();
     let mut metadata = Map::new();
     metadata.insert("_index".to_owned(), Value::String(index.clone()));
@@ -58,24 +72,20 @@ fn encode_to(
     if let Some(pipeline) = pipeline {
         metadata.insert("pipeline".to_owned(), Value::String(pipeline));
     }
-    let action = match op {
+    let action_name = match op {
         OpType::Create => "create",
         OpType::Index => "index",
     };
-    let mut lines = match serde_json::to_vec(&json!({ action: metadata })) {
-        Ok(lines) => lines,
+    let mut action = match serde_json::to_vec(&json!({ action_name: metadata })) {
+        Ok(action) => action,
         Err(error) => return Err((event, format!("cannot encode the bulk action: {error}"))),
     };
-    lines.push(b'\n');
-    if let Err(error) = serde_json::to_writer(&mut lines, &event.fields) {
-        return Err((event, format!("cannot encode the event as JSON: {error}")));
-    }
-    lines.push(b'\n');
+    action.push(b'\n');
     Ok(BulkItem {
         event,
         op,
         index,
-        lines,
+        action,
         dead_letter,
     })
 }
@@ -89,7 +99,7 @@ pub fn dead_letter(
     error_type: &str,
     reason: &str,
 ) -> Result<BulkItem, String> {
-    let original = serde_json::to_string(&item.event.fields).map_err(|error| error.to_string())?;
+    let original = String::from_utf8_lossy(&item.event.source).into_owned();
     let mut fields = Map::new();
     fields.insert(
         "@timestamp".to_owned(),
@@ -104,7 +114,8 @@ pub fn dead_letter(
     if let Some(id) = item.event.id() {
         event.set_id(id);
     }
-    encode_to(event, index.to_owned(), None, true).map_err(|(_, reason)| reason)
+    let encoded = event.encode().map_err(|error| error.to_string())?;
+    encode_to(encoded, index.to_owned(), None, true).map_err(|(_, reason)| reason)
 }
 
 /// One item of the response.
@@ -232,8 +243,11 @@ mod tests {
         let settings = settings(json!({"hosts": ["h"], "index": "ti-%{[event.module]}", "pipeline": "p"}));
         let mut event = Event::from_value(json!({"event": {"module": "threatintel"}, "a": 1}));
         event.set_id("abc");
-        let item = encode(event.clone(), &settings).unwrap();
-        let text = String::from_utf8(item.lines).unwrap();
+        let item = encode(event.encode().unwrap(), &settings).unwrap();
+        let mut body = Vec::new();
+        item.write_to(&mut body);
+        assert_eq!(body.len(), item.len());
+        let text = String::from_utf8(body).unwrap();
         assert!(text.ends_with('\n'));
         let lines: Vec<Value> = text
             .lines()
@@ -247,9 +261,27 @@ mod tests {
             ]
         );
         event.set_index("Own-Index");
-        assert_eq!(encode(event, &settings).unwrap().index, "own-index");
-        let (_, reason) = encode(Event::from_value(json!({})), &settings).unwrap_err();
+        assert_eq!(
+            encode(event.encode().unwrap(), &settings).unwrap().index,
+            "own-index"
+        );
+        let (_, reason) = encode(Event::from_value(json!({})).encode().unwrap(), &settings).unwrap_err();
         assert!(reason.contains("event.module"));
+    }
+
+    #[test]
+    fn dead_letter_records_keep_the_original_source_and_id() {
+        let settings = settings(json!({"hosts": ["h"], "index": "ti"}));
+        let mut event = Event::from_value(json!({"ip": "not an ip"}));
+        event.set_id("abc");
+        let item = encode(event.encode().unwrap(), &settings).unwrap();
+        let record = dead_letter(&item, "dlq", 400, "mapper_parsing_exception", "failed to parse").unwrap();
+        assert!(record.dead_letter);
+        assert_eq!((record.index.as_str(), record.event.id()), ("dlq", Some("abc")));
+        let document = record.event.decode().unwrap().fields;
+        assert_eq!(document["message"], json!(r#"{"ip":"not an ip"}"#));
+        assert_eq!(document["error"]["code"], json!(400));
+        assert_eq!(document["error"]["index"], json!("ti"));
     }
 
     #[test]

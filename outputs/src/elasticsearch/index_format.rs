@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use threatbeat_core::{Event, FieldPath};
+use threatbeat_core::{EncodedEvent, Event, FieldPath};
 
 /// A parsed index format.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +108,16 @@ impl IndexFormat {
         }
         Ok(name.to_lowercase())
     }
+
+    /// The index for an already serialised event. A name with placeholders
+    /// needs the document's fields, so only then is the document parsed.
+    pub fn render_encoded(&self, event: &EncodedEvent) -> Result<String, String> {
+        if self.is_static() {
+            return self.render(&Event::default());
+        }
+        let tree = event.decode().map_err(|error| error.to_string())?;
+        self.render(&tree)
+    }
 }
 
 fn event_time(event: &Event) -> DateTime<Utc> {
@@ -181,6 +191,25 @@ mod tests {
         let error = format.render(&event(json!({}))).unwrap_err();
         assert!(error.contains("event.dataset"), "{error}");
         assert!(IndexFormat::parse("plain").unwrap().is_static());
+    }
+
+    #[test]
+    fn serialised_events_are_parsed_only_for_placeholders() {
+        let garbled = EncodedEvent {
+            metadata: serde_json::Map::new(),
+            source: bytes::Bytes::from_static(b"{"),
+        };
+        assert_eq!(
+            IndexFormat::parse("Plain")
+                .unwrap()
+                .render_encoded(&garbled)
+                .unwrap(),
+            "plain"
+        );
+        let format = IndexFormat::parse("ti-%{[event.module]}").unwrap();
+        assert!(format.render_encoded(&garbled).is_err());
+        let encoded = event(json!({"event": {"module": "misp"}})).encode().unwrap();
+        assert_eq!(format.render_encoded(&encoded).unwrap(), "ti-misp");
     }
 
     #[test]

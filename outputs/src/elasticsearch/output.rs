@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use reqwest::Method;
-use threatbeat_core::{Event, Output, OutputError};
+use threatbeat_core::{EncodedEvent, Event, Output, OutputError};
 
 use super::backoff::Backoff;
 use super::bulk::{self, BulkItem, BULK_PATH};
@@ -86,7 +86,7 @@ impl ElasticsearchOutput {
     }
 
     /// Sends `events` until every one is settled.
-    pub async fn deliver(&self, events: Vec<Event>) {
+    pub async fn deliver(&self, events: Vec<EncodedEvent>) {
         let mut pending = Vec::with_capacity(events.len());
         let mut refused = Vec::new();
         for event in events {
@@ -141,9 +141,9 @@ impl ElasticsearchOutput {
     /// Sends one chunk; on 413 splits it in two and sends the halves.
     fn send(&self, items: Vec<BulkItem>) -> BoxFuture<'_, ChunkResult> {
         Box::pin(async move {
-            let mut body = Vec::with_capacity(items.iter().map(|item| item.lines.len()).sum());
+            let mut body = Vec::with_capacity(items.iter().map(BulkItem::len).sum());
             for item in &items {
-                body.extend_from_slice(&item.lines);
+                item.write_to(&mut body);
             }
             self.stats.add_bulk_requests(1);
             let started = Instant::now();
@@ -336,12 +336,12 @@ impl ElasticsearchOutput {
         }
     }
 
-    fn route_refused_event(&self, event: Event, reason: &str, pending: &mut Vec<BulkItem>) {
+    fn route_refused_event(&self, event: EncodedEvent, reason: &str, pending: &mut Vec<BulkItem>) {
         let item = BulkItem {
             event,
             op: threatbeat_core::OpType::Create,
             index: String::new(),
-            lines: Vec::new(),
+            action: Vec::new(),
             dead_letter: false,
         };
         self.route_refusal(
@@ -415,6 +415,17 @@ fn chunk(mut items: Vec<BulkItem>, size: usize) -> Vec<Vec<BulkItem>> {
 #[async_trait]
 impl Output for ElasticsearchOutput {
     async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
+        let encoded = events
+            .iter()
+            .map(Event::encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| OutputError::Write(format!("cannot serialise an event: {error}")))?;
+        self.deliver(encoded).await;
+        Ok(())
+    }
+
+    /// The queue's documents go into the bulk body as they are, unparsed.
+    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
         self.deliver(events).await;
         Ok(())
     }
@@ -427,10 +438,10 @@ mod tests {
     #[test]
     fn chunks_keep_order_and_size() {
         let item = |n: u8| BulkItem {
-            event: Event::default(),
+            event: Event::default().encode().unwrap(),
             op: threatbeat_core::OpType::Create,
             index: n.to_string(),
-            lines: vec![n],
+            action: vec![n],
             dead_letter: false,
         };
         let chunks = chunk((0..5).map(item).collect(), 2);

@@ -7,7 +7,7 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use threatbeat_core::Event;
+use threatbeat_core::EncodedEvent;
 
 use super::frame::{self, FrameRead, FRAME_OVERHEAD, SEGMENT_HEADER_LEN};
 use super::lock::DirectoryLock;
@@ -48,6 +48,8 @@ struct Segment {
     path: PathBuf,
     /// Bytes of whole frames (plus header) in the file.
     size: u64,
+    /// The format version in its header.
+    format: u32,
 }
 
 #[derive(Debug)]
@@ -138,6 +140,7 @@ impl DiskQueue {
                         id,
                         path,
                         size: scan.file_size,
+                        format: scan.format,
                     });
                 }
             }
@@ -206,6 +209,7 @@ impl DiskQueue {
             id,
             path,
             size: SEGMENT_HEADER_LEN,
+            format: frame::SEGMENT_VERSION,
         });
         self.writer = Some(Writer { segment_id: id, file });
         Ok(())
@@ -377,12 +381,15 @@ impl DiskQueue {
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 impl QueueStore for DiskQueue {
-    fn push(&mut self, events: &mut VecDeque<Event>) -> Result<usize, QueueError> {
+    fn push(&mut self, events: &mut VecDeque<EncodedEvent>) -> Result<usize, QueueError> {
         let mut pushed = 0;
         let mut buffer = Vec::new();
+        let mut payload = Vec::new();
         let mut pending_bytes = self.pending_bytes();
         while let Some(event) = events.front() {
-            let payload = serde_json::to_vec(event).map_err(|error| QueueError::Encode(error.to_string()))?;
+            payload.clear();
+            frame::encode_payload(event, &mut payload)
+                .map_err(|error| QueueError::Encode(error.to_string()))?;
             let frame_size = FRAME_OVERHEAD + payload.len() as u64;
             let queue_holds_events = self.pending_events() > 0 || pushed > 0;
             if queue_holds_events && pending_bytes + frame_size > self.settings.max_size {
@@ -422,16 +429,17 @@ impl QueueStore for DiskQueue {
                 // Acknowledged before a restart, but its segment was not deleted yet.
                 continue;
             }
-            match serde_json::from_slice::<Event>(&found.payload) {
+            let format = self
+                .segments
+                .iter()
+                .find(|segment| segment.id == self.reader.segment_id)
+                .map_or(frame::SEGMENT_VERSION, |segment| segment.format);
+            match frame::decode_payload(format, found.payload) {
                 Ok(event) => events.push(event),
-                Err(error) => {
+                Err(reason) => {
                     let path = self.segment_path(self.reader.segment_id);
                     let offset = self.reader.offset;
-                    self.report_corruption(
-                        &path,
-                        offset,
-                        &format!("record {} is not an event: {error}", found.seq),
-                    );
+                    self.report_corruption(&path, offset, &format!("record {}: {reason}", found.seq));
                 }
             }
             self.read_seq = found.seq + 1;

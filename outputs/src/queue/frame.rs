@@ -3,10 +3,18 @@
 
 use std::io::{self, Read};
 
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use threatbeat_core::{EncodedEvent, Event};
+
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"TBQS";
-/// Segment format version.
-pub const SEGMENT_VERSION: u32 = 1;
+/// Segment format version written: 2 stores an event as its metadata JSON, a
+/// newline, then the document JSON; 1 (still read) stored the whole event as
+/// one JSON object.
+pub const SEGMENT_VERSION: u32 = 2;
+/// The first format, whose payload is one JSON `Event`.
+const SEGMENT_VERSION_EVENT_JSON: u32 = 1;
 /// Segment header size: magic + version.
 pub const SEGMENT_HEADER_LEN: u64 = 8;
 /// First bytes of every frame; lets a reader find the next frame after garbage.
@@ -127,8 +135,37 @@ pub fn resync(bytes: &[u8]) -> Option<usize> {
     None
 }
 
-/// Checks the segment header of `file`.
-pub fn check_segment_header(file: &mut impl Read) -> io::Result<Result<(), String>> {
+/// Appends the payload of `event` in the current format.
+pub fn encode_payload(event: &EncodedEvent, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(&mut *out, &event.metadata)?;
+    out.push(b'\n');
+    out.extend_from_slice(&event.source);
+    Ok(())
+}
+
+/// Reads a payload written in segment format `version`. The document is a
+/// slice of the payload, not a copy; only the small metadata is parsed.
+pub fn decode_payload(version: u32, payload: Vec<u8>) -> Result<EncodedEvent, String> {
+    if version == SEGMENT_VERSION_EVENT_JSON {
+        let event: Event =
+            serde_json::from_slice(&payload).map_err(|error| format!("not an event: {error}"))?;
+        return event.encode().map_err(|error| error.to_string());
+    }
+    let payload = Bytes::from(payload);
+    let split = payload
+        .iter()
+        .position(|byte| *byte == b'\n')
+        .ok_or_else(|| "no separator between metadata and document".to_owned())?;
+    let metadata: Map<String, Value> =
+        serde_json::from_slice(&payload[..split]).map_err(|error| format!("unreadable metadata: {error}"))?;
+    Ok(EncodedEvent {
+        metadata,
+        source: payload.slice(split + 1..),
+    })
+}
+
+/// Checks the segment header of `file`; returns its format version.
+pub fn check_segment_header(file: &mut impl Read) -> io::Result<Result<u32, String>> {
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
     match file.read_exact(&mut header) {
         Ok(()) => {}
@@ -141,10 +178,10 @@ pub fn check_segment_header(file: &mut impl Read) -> io::Result<Result<(), Strin
         return Ok(Err("not a threatbeat queue segment (bad magic)".to_owned()));
     }
     let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if version != SEGMENT_VERSION {
+    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_EVENT_JSON {
         return Ok(Err(format!("unsupported segment version {version}")));
     }
-    Ok(Ok(()))
+    Ok(Ok(version))
 }
 
 #[cfg(test)]
@@ -179,5 +216,31 @@ mod tests {
         );
         assert_eq!(decode_frame(&[]), FrameRead::End);
         assert_eq!(resync(&bytes[..length as usize]), None);
+    }
+
+    #[test]
+    fn payloads_of_both_versions_decode_to_the_same_event() {
+        let mut event = Event::from_value(serde_json::json!({"a": {"b": 1}, "s": "x\ny"}));
+        event.set_id("id-1");
+        let encoded = event.encode().unwrap();
+        let mut current = Vec::new();
+        encode_payload(&encoded, &mut current).unwrap();
+        assert_eq!(
+            current,
+            br#"{"_id":"id-1"}
+{"a":{"b":1},"s":"x\ny"}"#
+        );
+        assert_eq!(decode_payload(SEGMENT_VERSION, current), Ok(encoded.clone()));
+        let first_format = serde_json::to_vec(&event).unwrap();
+        assert_eq!(
+            decode_payload(SEGMENT_VERSION_EVENT_JSON, first_format),
+            Ok(encoded)
+        );
+        assert!(decode_payload(SEGMENT_VERSION, b"{}".to_vec())
+            .unwrap_err()
+            .contains("separator"));
+        assert!(decode_payload(SEGMENT_VERSION, b"[\n{}".to_vec())
+            .unwrap_err()
+            .contains("metadata"));
     }
 }

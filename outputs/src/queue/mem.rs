@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use threatbeat_core::Event;
+use threatbeat_core::EncodedEvent;
 
 use super::{CorruptRecord, QueueError, QueueStore, ReadBatch};
 
@@ -12,7 +12,7 @@ use super::{CorruptRecord, QueueError, QueueStore, ReadBatch};
 pub struct MemQueue {
     max_events: usize,
     /// Unacknowledged events; the first `read` of them were handed out.
-    events: VecDeque<Event>,
+    events: VecDeque<EncodedEvent>,
     read: usize,
     /// Sequence number of `events[0]`.
     first_seq: u64,
@@ -31,7 +31,7 @@ impl MemQueue {
 }
 
 impl QueueStore for MemQueue {
-    fn push(&mut self, events: &mut VecDeque<Event>) -> Result<usize, QueueError> {
+    fn push(&mut self, events: &mut VecDeque<EncodedEvent>) -> Result<usize, QueueError> {
         let room = self
             .max_events
             .saturating_sub(self.events.len())
@@ -42,7 +42,7 @@ impl QueueStore for MemQueue {
 
     fn read(&mut self, max_events: usize) -> Result<ReadBatch, QueueError> {
         let end = (self.read + max_events).min(self.events.len());
-        let batch: Vec<Event> = self.events.range(self.read..end).cloned().collect();
+        let batch: Vec<EncodedEvent> = self.events.range(self.read..end).cloned().collect();
         self.read = end;
         let ack_through = (self.read > 0).then(|| self.first_seq + self.read as u64 - 1);
         Ok(ReadBatch {

@@ -11,10 +11,14 @@
 //!
 //! - segment files `0000000000.seg`, `0000000001.seg`, … (increasing id).
 //!   Each starts with an 8-byte header, `b"TBQS"` then the format version as
-//!   u32 LE (1), followed by frames. A frame is
+//!   u32 LE (2), followed by frames. A frame is
 //!   `b"TBFR"`, payload length (u32 LE), sequence number (u64 LE), the
-//!   payload (the event as JSON, `@metadata` included), and a CRC-32 (IEEE,
-//!   u32 LE) over length, sequence number and payload;
+//!   payload, and a CRC-32 (IEEE, u32 LE) over length, sequence number and
+//!   payload. The payload is the event's `@metadata` as a JSON object, a
+//!   newline, then the document as compact JSON, exactly the bytes the
+//!   Elasticsearch output sends as the bulk source line, so the consumer
+//!   never parses documents again. (Version 1 segments, whose payload is
+//!   the whole event as one JSON object, are still read.)
 //! - `ack.state`: the first unacknowledged sequence number (u64 LE) and its
 //!   CRC-32 (u32 LE), replaced atomically (write to `ack.state.tmp`, rename);
 //! - `lock`: the PID of the process using the queue.
@@ -55,7 +59,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use threatbeat_core::Event;
+use threatbeat_core::EncodedEvent;
 
 pub use disk::{DiskQueue, DiskSettings, FsyncPolicy};
 pub use mem::MemQueue;
@@ -104,7 +108,7 @@ pub struct CorruptRecord {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReadBatch {
     /// The events, oldest first.
-    pub events: Vec<Event>,
+    pub events: Vec<EncodedEvent>,
     /// Acknowledge through this sequence number once `events` are delivered
     /// (it may also cover corrupt records that were skipped).
     pub ack_through: Option<u64>,
@@ -116,7 +120,7 @@ pub trait QueueStore: Send {
     /// Appends as many events from the front of `events` as fit (at least one
     /// when the queue is empty), removes them from `events`, makes them
     /// durable per the fsync policy, and returns how many were taken.
-    fn push(&mut self, events: &mut VecDeque<Event>) -> Result<usize, QueueError>;
+    fn push(&mut self, events: &mut VecDeque<EncodedEvent>) -> Result<usize, QueueError>;
     /// The next unread events, at most `max_events`.
     fn read(&mut self, max_events: usize) -> Result<ReadBatch, QueueError>;
     /// Frees every event up to sequence number `through`.

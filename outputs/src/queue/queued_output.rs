@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use threatbeat_core::{BuildContext, ConfigError, Event, Origin, Output, OutputError};
+use threatbeat_core::{BuildContext, ConfigError, EncodedEvent, Event, Origin, Output, OutputError};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,25 @@ pub struct QueueHandle {
 impl QueueHandle {
     /// Makes `events` durable in the queue, waiting while it is full.
     pub async fn push(&self, events: Vec<Event>) -> Result<(), QueueError> {
-        let mut remaining: VecDeque<Event> = events.into();
+        // Serialising (and freeing the trees) is CPU work: keep it off the
+        // async threads, and outside the store lock so pipelines encode in parallel.
+        let encoded = tokio::task::spawn_blocking(move || {
+            events
+                .iter()
+                .map(Event::encode)
+                .collect::<Result<Vec<EncodedEvent>, _>>()
+        })
+        .await;
+        let encoded = match encoded {
+            Ok(encoded) => encoded.map_err(|error| QueueError::Encode(error.to_string()))?,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        };
+        self.push_encoded(encoded).await
+    }
+
+    /// Makes already serialised events durable in the queue, waiting while it is full.
+    pub async fn push_encoded(&self, events: Vec<EncodedEvent>) -> Result<(), QueueError> {
+        let mut remaining: VecDeque<EncodedEvent> = events.into();
         while !remaining.is_empty() {
             let space = self.shared.space_freed.notified();
             tokio::pin!(space);
@@ -371,7 +389,7 @@ async fn consume(
         if count > 0 {
             loop {
                 let result = tokio::select! {
-                    result = output.publish(batch.events.clone()) => result,
+                    result = output.publish_encoded(batch.events.clone()) => result,
                     _ = stop.cancelled() => return output,
                 };
                 match result {

@@ -74,6 +74,8 @@ pub(super) fn list_segments(directory: &Path) -> Result<Vec<(u64, PathBuf)>, Que
 }
 
 pub(super) struct SegmentScan {
+    /// The segment format version (how payloads are laid out).
+    pub(super) format: u32,
     pub(super) last_seq: Option<u64>,
     pub(super) valid_size: u64,
     pub(super) file_size: u64,
@@ -83,16 +85,14 @@ pub(super) struct SegmentScan {
 pub(super) fn scan_segment(path: &Path) -> Result<SegmentScan, QueueError> {
     let bytes = fs::read(path).map_err(io_error(path))?;
     let file_size = bytes.len() as u64;
-    if frame::check_segment_header(&mut bytes.as_slice())
-        .map_err(io_error(path))?
-        .is_err()
-    {
+    let Ok(format) = frame::check_segment_header(&mut bytes.as_slice()).map_err(io_error(path))? else {
         return Ok(SegmentScan {
+            format: frame::SEGMENT_VERSION,
             last_seq: None,
             valid_size: 0,
             file_size,
         });
-    }
+    };
     let mut offset = SEGMENT_HEADER_LEN as usize;
     let mut last_seq = None;
     let mut valid_size = SEGMENT_HEADER_LEN;
@@ -111,6 +111,7 @@ pub(super) fn scan_segment(path: &Path) -> Result<SegmentScan, QueueError> {
         }
     }
     Ok(SegmentScan {
+        format,
         last_seq,
         valid_size,
         file_size,

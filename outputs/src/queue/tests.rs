@@ -6,14 +6,14 @@ use std::path::Path;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use threatbeat_core::Event;
+use threatbeat_core::{EncodedEvent, Event};
 
 use super::*;
 
-fn event(n: u64) -> Event {
+fn event(n: u64) -> EncodedEvent {
     let mut event = Event::from_value(json!({"n": n, "threat": {"indicator": {"ip": "10.0.0.1"}}}));
     event.set_id(format!("id-{n}"));
-    event
+    event.encode().unwrap()
 }
 
 fn settings(path: &Path, max_size: u64, segment_size: u64) -> DiskSettings {
@@ -26,7 +26,7 @@ fn settings(path: &Path, max_size: u64, segment_size: u64) -> DiskSettings {
 }
 
 fn push(queue: &mut dyn QueueStore, range: std::ops::Range<u64>) -> usize {
-    let mut events: VecDeque<Event> = range.map(event).collect();
+    let mut events: VecDeque<EncodedEvent> = range.map(event).collect();
     queue.push(&mut events).unwrap()
 }
 
@@ -34,7 +34,7 @@ fn numbers(batch: &ReadBatch) -> Vec<u64> {
     batch
         .events
         .iter()
-        .map(|e| e.fields["n"].as_u64().unwrap())
+        .map(|e| e.decode().unwrap().fields["n"].as_u64().unwrap())
         .collect()
 }
 
@@ -76,7 +76,7 @@ fn events_survive_reopen_until_acked() {
 fn a_full_queue_takes_only_what_fits() {
     let directory = tempfile::tempdir().unwrap();
     let mut queue = DiskQueue::open(settings(directory.path(), 8192, 4096)).unwrap();
-    let mut events: VecDeque<Event> = (0..1000).map(event).collect();
+    let mut events: VecDeque<EncodedEvent> = (0..1000).map(event).collect();
     let taken = queue.push(&mut events).unwrap();
     assert!(taken > 0 && taken < 1000, "{taken}");
     assert_eq!(events.len(), 1000 - taken);
@@ -132,6 +132,25 @@ fn a_torn_tail_is_reported_and_the_rest_replayed() {
 }
 
 #[test]
+fn segments_of_the_first_format_are_still_delivered() {
+    // Written by a build whose frames held the whole event as one JSON object.
+    let directory = tempfile::tempdir().unwrap();
+    let mut bytes = b"TBQS".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    for n in 0..3 {
+        let old_payload = serde_json::to_vec(&event(n).decode().unwrap()).unwrap();
+        frame::encode_frame(n, &old_payload, &mut bytes);
+    }
+    std::fs::write(directory.path().join("0000000000.seg"), &bytes).unwrap();
+    let mut queue = DiskQueue::open(settings(directory.path(), 1 << 20, 1 << 19)).unwrap();
+    push(&mut queue, 3..5);
+    let batch = queue.read(10).unwrap();
+    assert_eq!(batch.events[0], event(0));
+    assert_eq!(numbers(&batch), [0, 1, 2, 3, 4]);
+    assert!(queue.take_corruption().is_empty());
+}
+
+#[test]
 fn a_garbled_ack_file_replays_everything() {
     let directory = tempfile::tempdir().unwrap();
     let mut queue = DiskQueue::open(settings(directory.path(), 1 << 20, 1 << 19)).unwrap();
@@ -169,7 +188,7 @@ fn model_check(
         match rng.random_range(0..10) {
             0..=3 => {
                 let count = rng.random_range(1..30);
-                let mut events: VecDeque<Event> = (next..next + count).map(event).collect();
+                let mut events: VecDeque<EncodedEvent> = (next..next + count).map(event).collect();
                 let taken = queue.push(&mut events).unwrap() as u64;
                 unacked.extend(next..next + taken);
                 next += taken;
