@@ -154,6 +154,23 @@ async fn filebeat_bug_3_pages_keep_the_poll_timestamp_and_the_cursor_takes_the_n
 }
 
 #[tokio::test]
+async fn a_page_larger_than_a_slice_is_published_in_slices_with_the_cursor_on_the_last() {
+    let start = Utc::now().timestamp() - 600;
+    // One page of 120 events x 10 attributes = 1 200 records: slices of 500, 500, 200.
+    let misp = MispSimulator::start(generate_events(120, 10, start)).await;
+    let data = tempfile::tempdir().unwrap();
+    let pipeline = TestPipeline::new(data.path(), "threatintel/misp", None);
+    let config = manifest_input("threatintel/misp", misp_vars(&misp, json!({"limit": 500})));
+    run_once(&config, &pipeline).await.unwrap();
+    let batches = pipeline.collected.lock().unwrap().batches.clone();
+    let sizes: Vec<usize> = batches.iter().map(|(events, _)| *events).collect();
+    assert_eq!(sizes, [500, 500, 200]);
+    assert!(batches[..2].iter().all(|(_, cursor)| cursor.is_none()));
+    assert_eq!(batches[2].1, Some(json!({"timestamp": start + 119})));
+    assert_eq!(pipeline.event_count(), 1200);
+}
+
+#[tokio::test]
 async fn filebeat_bug_4_the_first_timestamp_is_epoch_seconds_from_first_interval() {
     let misp = MispSimulator::start(Vec::new()).await;
     let data = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 use serde_json::{json, Map, Value};
-use threatbeat_core::{ConfigError, Event, FieldPath, InputContext, Origin};
+use threatbeat_core::{ConfigError, FieldPath, InputContext, Origin};
 
 use super::config::KeysetConfig;
 use super::fetch::FetchError;
@@ -187,8 +187,7 @@ impl HttpJsonInput {
             let mut next = cursor.clone();
             next.insert(keyset.cursor_field.clone(), json!(next_lower));
             if count > 0 || next != *cursor {
-                let events = records.into_iter().map(Event::from_value).collect();
-                self.publish(context, events, &next, request_number).await?;
+                self.publish(context, records, &next, request_number).await?;
                 *cursor = next;
             }
             summary.events += count;
