@@ -92,10 +92,11 @@ impl Event {
     /// Serialises the document once, for the queue and the outputs: after
     /// the processors nothing changes an event, so it is never parsed again
     /// on its way to Elasticsearch.
-    pub fn encode(&self) -> Result<EncodedEvent, serde_json::Error> {
+    pub fn encode(self) -> Result<EncodedEvent, serde_json::Error> {
+        let source = Bytes::from(serde_json::to_vec(&self.fields)?);
         Ok(EncodedEvent {
-            metadata: self.metadata.clone(),
-            source: Bytes::from(serde_json::to_vec(&self.fields)?),
+            metadata: self.metadata,
+            source,
         })
     }
 
@@ -145,6 +146,10 @@ impl Event {
     /// Moves a field. `Ok(false)` when the source is missing. A failed write
     /// puts the value back where it was.
     pub fn rename(&mut self, from: &FieldPath, to: &FieldPath) -> Result<bool, SetError> {
+        if self.split_metadata(from).is_none() && self.split_metadata(to).is_none() {
+            // Both in the document: one walk to take the value, one to put it.
+            return from.rename(to, &mut self.fields);
+        }
         let Some(value) = self.remove(from) else {
             return Ok(false);
         };
@@ -308,7 +313,7 @@ mod tests {
         let mut event = Event::from_value(json!({"a": {"b": "line\nbreak"}, "n": 1}));
         event.set_id("x");
         event.metadata.insert("op_type".into(), json!("index"));
-        let encoded = event.encode().unwrap();
+        let encoded = event.clone().encode().unwrap();
         assert_eq!(&encoded.source[..], br#"{"a":{"b":"line\nbreak"},"n":1}"#);
         assert!(!encoded.source.contains(&b'\n'), "the source is one line");
         assert_eq!(encoded.id(), Some("x"));

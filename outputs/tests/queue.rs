@@ -137,7 +137,7 @@ async fn a_corrupted_queue_file_is_reported_and_the_rest_delivered() {
         })
         .unwrap();
         let mut events: VecDeque<_> = indicator_events("c", 100)
-            .iter()
+            .into_iter()
             .map(|event| event.encode().unwrap())
             .collect();
         assert_eq!(queue.push(&mut events).unwrap(), 100);

@@ -193,11 +193,6 @@ pub(crate) fn write(
         .map_err(|error| ProcessorError::new(error.to_string()))
 }
 
-/// Whether `path` addresses the document rather than `@metadata`.
-pub(crate) fn in_document(path: &threatbeat_core::FieldPath) -> bool {
-    path.first() != threatbeat_core::METADATA_NAMESPACE
-}
-
 /// A `from`/`to` pair, as Beats' `rename` and `copy_fields` write them.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

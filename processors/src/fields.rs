@@ -6,9 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
 
-use crate::common::{
-    in_document, is_empty, missing, path_at, paths_at, write, FromTo, Step, StepConfig, KEEP,
-};
+use crate::common::{is_empty, missing, path_at, paths_at, write, FromTo, Step, StepConfig, KEEP};
 use crate::format::FormatString;
 
 /// `from`/`to` pairs given either Beats-style (`fields: [{from, to}]`) or
@@ -92,13 +90,7 @@ impl Step for Rename {
                 }
                 continue;
             }
-            let moved = if in_document(from) && in_document(to) {
-                // One walk to take the value and one to put it: no metadata split.
-                from.rename(to, &mut event.fields)
-            } else {
-                event.rename(from, to)
-            };
-            match moved {
+            match event.rename(from, to) {
                 Ok(true) => {}
                 Ok(false) if self.ignore_missing => {}
                 Ok(false) => return Err(missing(from)),

@@ -243,7 +243,7 @@ mod tests {
         let settings = settings(json!({"hosts": ["h"], "index": "ti-%{[event.module]}", "pipeline": "p"}));
         let mut event = Event::from_value(json!({"event": {"module": "threatintel"}, "a": 1}));
         event.set_id("abc");
-        let item = encode(event.encode().unwrap(), &settings).unwrap();
+        let item = encode(event.clone().encode().unwrap(), &settings).unwrap();
         let mut body = Vec::new();
         item.write_to(&mut body);
         assert_eq!(body.len(), item.len());

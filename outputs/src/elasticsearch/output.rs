@@ -416,7 +416,7 @@ fn chunk(mut items: Vec<BulkItem>, size: usize) -> Vec<Vec<BulkItem>> {
 impl Output for ElasticsearchOutput {
     async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
         let encoded = events
-            .iter()
+            .into_iter()
             .map(Event::encode)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| OutputError::Write(format!("cannot serialise an event: {error}")))?;

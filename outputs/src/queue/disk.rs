@@ -272,8 +272,9 @@ impl DiskQueue {
         Ok(file)
     }
 
-    /// Reads the next frame, skipping corrupt stretches (recorded and logged).
-    fn read_frame(&mut self) -> Result<Option<frame::Frame>, QueueError> {
+    /// Reads the next frame, skipping corrupt stretches (recorded and logged),
+    /// with the format version of the segment it came from.
+    fn read_frame(&mut self) -> Result<Option<(frame::Frame, u32)>, QueueError> {
         loop {
             let Some(position) = self
                 .segments
@@ -282,9 +283,9 @@ impl DiskQueue {
             else {
                 return Ok(None);
             };
-            let (id, size, path) = {
+            let (id, size, path, format) = {
                 let segment = &self.segments[position];
-                (segment.id, segment.size, segment.path.clone())
+                (segment.id, segment.size, segment.path.clone(), segment.format)
             };
             if id != self.reader.segment_id {
                 self.reader.segment_id = id;
@@ -328,7 +329,7 @@ impl DiskQueue {
                 bytes.extend(rest);
                 if let FrameRead::Frame(found, length) = frame::decode_frame(&bytes) {
                     self.reader.offset = offset + length;
-                    return Ok(Some(found));
+                    return Ok(Some((found, format)));
                 }
             }
             // Corrupt: read the rest of the segment and look for the next valid frame.
@@ -424,16 +425,13 @@ impl QueueStore for DiskQueue {
     fn read(&mut self, max_events: usize) -> Result<ReadBatch, QueueError> {
         let mut events = Vec::new();
         while events.len() < max_events {
-            let Some(found) = self.read_frame()? else { break };
+            let Some((found, format)) = self.read_frame()? else {
+                break;
+            };
             if found.seq < self.read_seq {
                 // Acknowledged before a restart, but its segment was not deleted yet.
                 continue;
             }
-            let format = self
-                .segments
-                .iter()
-                .find(|segment| segment.id == self.reader.segment_id)
-                .map_or(frame::SEGMENT_VERSION, |segment| segment.format);
             match frame::decode_payload(format, found.payload) {
                 Ok(event) => events.push(event),
                 Err(reason) => {

@@ -222,7 +222,7 @@ mod tests {
     fn payloads_of_both_versions_decode_to_the_same_event() {
         let mut event = Event::from_value(serde_json::json!({"a": {"b": 1}, "s": "x\ny"}));
         event.set_id("id-1");
-        let encoded = event.encode().unwrap();
+        let encoded = event.clone().encode().unwrap();
         let mut current = Vec::new();
         encode_payload(&encoded, &mut current).unwrap();
         assert_eq!(

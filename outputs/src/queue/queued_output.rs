@@ -105,7 +105,7 @@ impl QueueHandle {
         // async threads, and outside the store lock so pipelines encode in parallel.
         let encoded = tokio::task::spawn_blocking(move || {
             events
-                .iter()
+                .into_iter()
                 .map(Event::encode)
                 .collect::<Result<Vec<EncodedEvent>, _>>()
         })
