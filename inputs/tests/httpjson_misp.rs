@@ -5,11 +5,13 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
 use serde_json::{json, Value};
+use threatbeat_core::{InputContext, Publisher};
 use threatbeat_test_support::misp::{generate_events, Edit, MispSimulator, API_KEY};
 use tokio_util::sync::CancellationToken;
 
@@ -485,4 +487,54 @@ async fn warninglisted_attributes_dropped_after_paging_do_not_end_the_attribute_
         vec![6, 1, 6, 6, 6, 0],
         "a short page (1 of 6) mid-run, then on to the empty page"
     );
+}
+
+/// A pipeline that holds its first batch until `ready` says so, then acks
+/// every batch; returns whether `ready` became true within 10 s.
+fn holding_pipeline(
+    ready: impl Fn() -> bool + Send + Sync + 'static,
+) -> (Publisher, tokio::task::JoinHandle<bool>) {
+    let (publisher, mut receiver) = Publisher::channel(1);
+    let task = tokio::spawn(async move {
+        let mut held_until_ready = None;
+        while let Some(request) = receiver.recv().await {
+            if held_until_ready.is_none() {
+                held_until_ready = Some(wait_until(10, &ready).await);
+            }
+            let _ = request.ack.send(Ok(()));
+        }
+        held_until_ready.unwrap_or(false)
+    });
+    (publisher, task)
+}
+
+#[tokio::test]
+async fn the_next_page_is_requested_while_the_previous_one_is_published() {
+    for paging in ["offset", "keyset"] {
+        let misp = Arc::new(MispSimulator::start(generate_events(6, 2, Utc::now().timestamp() - 600)).await);
+        let searches = Arc::clone(&misp);
+        let (publisher, pipeline) = holding_pipeline(move || searches.searches().len() >= 2);
+        let config = manifest_input(
+            "threatintel/misp",
+            misp_vars(
+                &misp,
+                json!({"limit": 2, "paging": paging, "first_interval": "1h"}),
+            ),
+        );
+        let context = InputContext {
+            id: "threatintel/misp".into(),
+            publisher,
+            cursor: None,
+            shutdown: CancellationToken::new(),
+            run_once: true,
+        };
+        tokio::time::timeout(Duration::from_secs(60), build_input(&config).run(context))
+            .await
+            .expect("the pass ends")
+            .unwrap();
+        assert!(
+            pipeline.await.unwrap(),
+            "{paging}: page 2 was requested while page 1 waited for its acknowledgement"
+        );
+    }
 }

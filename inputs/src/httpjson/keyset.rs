@@ -14,8 +14,7 @@ use serde_json::{json, Map, Value};
 use threatbeat_core::{ConfigError, FieldPath, InputContext, Origin};
 
 use super::config::KeysetConfig;
-use super::fetch::FetchError;
-use super::poll::{PollError, PollSummary};
+use super::poll::{fetch_error, PollError, PollSummary};
 use super::template::{Context, TemplateBuilder, TemplateId};
 use super::{as_epoch, body_path, HttpJsonInput};
 
@@ -97,29 +96,28 @@ impl HttpJsonInput {
         let mut delivered_at_lower: HashSet<String> = HashSet::new();
         let mut page: u32 = 1;
         let mut summary = PollSummary::default();
-        for request_number in 1..=self.page_limit {
+        // The request for (`lower`, `page`), as the `request_number`th of this poll.
+        let request_for = |lower: i64, page: u32, request_number: u32| {
             let mut request = base.clone();
             let range = json!([lower, upper.max(lower)]);
-            let set = |request: &mut super::transform::RequestState, path: &FieldPath, value: Value| {
+            for (path, value) in [(&keyset.range_target, range), (&keyset.page_target, json!(page))] {
                 path.set(&mut request.body, value)
                     .map_err(|error| PollError::Request {
                         page: request_number,
                         reason: error.to_string(),
-                    })
-            };
-            set(&mut request, &keyset.range_target, range)?;
-            set(&mut request, &keyset.page_target, json!(page))?;
-            let response =
-                self.fetcher
-                    .fetch(&request, &context.shutdown)
-                    .await
-                    .map_err(|error| match error {
-                        FetchError::Shutdown => PollError::Shutdown,
-                        FetchError::Failed { reason, .. } => PollError::Fetch {
-                            page: request_number,
-                            reason,
-                        },
                     })?;
+            }
+            Ok::<_, PollError>(request)
+        };
+        let first = request_for(lower, page, 1)?;
+        let mut prefetched = None;
+        for request_number in 1..=self.page_limit {
+            let fetched = match prefetched.take() {
+                Some(fetched) => fetched,
+                // Every later request was sent ahead, while the page before it was published.
+                None => self.fetcher.fetch(&first, &context.shutdown).await,
+            };
+            let response = fetched.map_err(|error| fetch_error(request_number, error))?;
             let mut body = response.body;
             let items = match body.as_object().and_then(|map| keyset.items.get(map)) {
                 Some(Value::Array(items)) => items.clone(),
@@ -183,11 +181,21 @@ impl HttpJsonInput {
                 let _ = keyset.items.set(map, Value::Array(fresh));
             }
             let records = self.records(&mut body, request_number)?;
+            drop(body);
             let count = records.len();
             let mut next = cursor.clone();
             next.insert(keyset.cursor_field.clone(), json!(next_lower));
-            if count > 0 || next != *cursor {
-                self.publish(context, records, &next, request_number).await?;
+            let next_request = if request_number < self.page_limit {
+                Some(request_for(next_lower, next_page, request_number + 1)?)
+            } else {
+                None
+            };
+            let records = (count > 0 || next != *cursor).then_some(records);
+            let publishing = records.is_some();
+            prefetched = self
+                .publish_and_prefetch(context, records, &next, request_number, next_request.as_ref())
+                .await?;
+            if publishing {
                 *cursor = next;
             }
             summary.events += count;

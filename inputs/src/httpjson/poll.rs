@@ -7,7 +7,9 @@
 //!
 //! Every page request is derived from the previous *request* (not from the
 //! cursor), so values such as MISP's `timestamp` stay the same on every page
-//! of a poll even though the cursor moves while pages are published.
+//! of a poll even though the cursor moves while pages are published. That
+//! also lets the next page be requested while the current one is published
+//! ([`HttpJsonInput::publish_and_prefetch`]).
 
 use serde_json::{json, Map, Value};
 use threatbeat_core::{Batch, Event, InputContext, PublishError};
@@ -71,7 +73,7 @@ pub struct PollSummary {
     pub events: usize,
 }
 
-fn fetch_error(page: u32, error: FetchError) -> PollError {
+pub(super) fn fetch_error(page: u32, error: FetchError) -> PollError {
     match error {
         FetchError::Shutdown => PollError::Shutdown,
         FetchError::Failed { reason, .. } => PollError::Fetch { page, reason },
@@ -205,12 +207,13 @@ impl HttpJsonInput {
         let mut first_event = Value::Null;
         let mut last_event = Value::Null;
         let mut page: u32 = 1;
+        let mut prefetched = None;
         loop {
-            let Response { mut body, headers } = self
-                .fetcher
-                .fetch(&request, &context.shutdown)
-                .await
-                .map_err(|error| fetch_error(page, error))?;
+            let fetched = match prefetched.take() {
+                Some(fetched) => fetched,
+                None => self.fetcher.fetch(&request, &context.shutdown).await,
+            };
+            let Response { mut body, headers } = fetched.map_err(|error| fetch_error(page, error))?;
             let records = self.records(&mut body, page)?;
             if let Some(first) = records.first() {
                 if first_event.is_null() {
@@ -240,38 +243,105 @@ impl HttpJsonInput {
             }
             let template_context = Context::new(template_context);
             let next_cursor = self.next_cursor(cursor, &template_context);
+            let next_request = self.next_request(&request, &template_context, context, page);
+            // The page body is not needed any more: free it before the next one arrives.
+            drop(template_context);
             let count = records.len();
-            if count > 0 || next_cursor != *cursor {
-                self.publish(context, records, &next_cursor, page).await?;
+            let records = (count > 0 || next_cursor != *cursor).then_some(records);
+            let publishing = records.is_some();
+            prefetched = self
+                .publish_and_prefetch(context, records, &next_cursor, page, next_request.as_ref())
+                .await?;
+            if publishing {
                 *cursor = next_cursor;
             }
             summary.pages = page;
             summary.events += count;
             tracing::debug!(input = %context.id, page, events = count, "page published");
-            if self.pagination.is_empty() {
-                return Ok(summary);
+            match next_request {
+                Some(next) => {
+                    request = next;
+                    page += 1;
+                }
+                None => return Ok(summary),
             }
-            let mut next = request.clone();
-            for transform in &self.pagination {
-                match transform.apply(&mut next, &self.templates, &template_context) {
-                    Ok(Applied::Done) => {}
-                    Ok(Applied::Empty) => return Ok(summary),
-                    Err(reason) => {
-                        tracing::debug!(input = %context.id, page, target = transform.target_name(), reason, "pagination template failed; no more pages");
-                        return Ok(summary);
-                    }
+        }
+    }
+
+    /// The request for the page after `page`, from the pagination transforms,
+    /// or `None` when the poll ends there.
+    fn next_request(
+        &self,
+        request: &RequestState,
+        template_context: &Context,
+        context: &InputContext,
+        page: u32,
+    ) -> Option<RequestState> {
+        if self.pagination.is_empty() {
+            return None;
+        }
+        let mut next = request.clone();
+        for transform in &self.pagination {
+            match transform.apply(&mut next, &self.templates, template_context) {
+                Ok(Applied::Done) => {}
+                Ok(Applied::Empty) => return None,
+                Err(reason) => {
+                    tracing::debug!(input = %context.id, page, target = transform.target_name(), reason, "pagination template failed; no more pages");
+                    return None;
                 }
             }
-            if next == request {
-                tracing::warn!(input = %context.id, page, "pagination produced the same request again; stopping this poll");
-                return Ok(summary);
-            }
-            if page >= self.page_limit {
-                tracing::warn!(input = %context.id, page_limit = self.page_limit, "page_limit reached with more pages announced; the rest is fetched by the next poll");
-                return Ok(summary);
-            }
-            request = next;
-            page += 1;
         }
+        if next == *request {
+            tracing::warn!(input = %context.id, page, "pagination produced the same request again; stopping this poll");
+            return None;
+        }
+        if page >= self.page_limit {
+            tracing::warn!(input = %context.id, page_limit = self.page_limit, "page_limit reached with more pages announced; the rest is fetched by the next poll");
+            return None;
+        }
+        Some(next)
+    }
+
+    /// Publishes a page's `records` (when there are any to publish) while the
+    /// `next` page is fetched, so that the API prepares page n + 1 while the
+    /// processors and the queue work on page n. The next request never
+    /// depends on the publish: pages are derived from the previous request.
+    ///
+    /// A failed publish ends the poll at once, dropping the fetch in flight;
+    /// a failed fetch is returned for the caller to report after this page
+    /// was made durable, as if it had been sent afterwards.
+    pub(super) async fn publish_and_prefetch(
+        &self,
+        context: &InputContext,
+        records: Option<Vec<Value>>,
+        cursor: &Map<String, Value>,
+        page: u32,
+        next: Option<&RequestState>,
+    ) -> Result<Option<Result<Response, FetchError>>, PollError> {
+        let publish = async {
+            match records {
+                Some(records) => self.publish(context, records, cursor, page).await,
+                None => Ok(()),
+            }
+        };
+        let prefetch = async {
+            match next {
+                Some(request) => Some(self.fetcher.fetch(request, &context.shutdown).await),
+                None => None,
+            }
+        };
+        tokio::pin!(publish, prefetch);
+        let mut fetched = None;
+        let published = loop {
+            tokio::select! {
+                published = &mut publish => break published,
+                result = &mut prefetch, if fetched.is_none() => fetched = Some(result),
+            }
+        };
+        published?;
+        Ok(match fetched {
+            Some(fetched) => fetched,
+            None => prefetch.await,
+        })
     }
 }
