@@ -9,58 +9,17 @@ use std::io::Write;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use serde_json::{json, Map, Value};
-use threatbeat::modules::{builtin_definition, resolve};
-use threatbeat_core::{BuildContext, Event, Origin};
-use threatbeat_inputs::split::{Split, SplitConfig};
-use threatbeat_processors::Chain;
-use threatbeat_test_support::misp::{fixtures_dir, generate_events, load_events, Store};
+use misp_pages::{generated_page, misp_fileset, real_page, records};
+use serde_json::json;
+use threatbeat_core::Event;
 
-/// A `restSearch` answer of `events` as the simulator serves it (ids assigned).
-fn page(events: Vec<Value>) -> Vec<u8> {
-    let mut store = Store::default();
-    store.add(events);
-    let response: Vec<Value> = store
-        .events
-        .into_iter()
-        .map(|event| json!({"Event": Value::Object(event)}))
-        .collect();
-    serde_json::to_vec(&json!({ "response": response })).unwrap()
-}
-
-struct Misp {
-    split: Split,
-    chain: Chain,
-}
-
-fn misp_fileset() -> Misp {
-    let definition = builtin_definition("threatintel", "misp").unwrap();
-    let origin = Origin::named("bench");
-    let resolved = resolve(&definition, &Map::new(), &origin).unwrap();
-    let split_settings = resolved.input.settings["response"]["split"].clone();
-    let split_config: SplitConfig = serde_json::from_value(split_settings).unwrap();
-    Misp {
-        split: Split::build(&split_config, &origin).unwrap(),
-        chain: Chain::build(
-            &resolved.processors,
-            &resolved.processors_origin,
-            &BuildContext::default(),
-        )
-        .unwrap(),
-    }
-}
-
-fn records(misp: &Misp, body: &[u8]) -> Vec<Value> {
-    let document: Value = serde_json::from_slice(body).unwrap();
-    let mut out = Vec::new();
-    misp.split.apply(&document, &mut out).unwrap();
-    out
-}
+#[path = "support/misp_pages.rs"]
+mod misp_pages;
 
 fn benches(c: &mut Criterion) {
     let misp = misp_fileset();
-    let generated = page(generate_events(100, 10, 1_700_000_000));
-    let real = page(load_events(&fixtures_dir()).unwrap());
+    let generated = generated_page();
+    let real = real_page();
     for (name, body) in [("generated", &generated), ("real_fixtures", &real)] {
         let count = records(&misp, body).len() as u64;
         let mut group = c.benchmark_group(format!("{name}_page"));
