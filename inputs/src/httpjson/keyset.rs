@@ -139,10 +139,8 @@ impl HttpJsonInput {
                 // The whole window [lower, upper] was read: the next poll starts at `upper`.
                 let mut next = cursor.clone();
                 next.insert(keyset.cursor_field.clone(), json!(upper.max(lower)));
-                if next != *cursor {
-                    self.publish(context, Vec::new(), &next, request_number).await?;
-                    *cursor = next;
-                }
+                self.publish_and_prefetch(context, Vec::new(), cursor, next, request_number, None)
+                    .await?;
                 return Ok(summary);
             }
             let mut max_key = lower;
@@ -190,14 +188,16 @@ impl HttpJsonInput {
             } else {
                 None
             };
-            let records = (count > 0 || next != *cursor).then_some(records);
-            let publishing = records.is_some();
             prefetched = self
-                .publish_and_prefetch(context, records, &next, request_number, next_request.as_ref())
+                .publish_and_prefetch(
+                    context,
+                    records,
+                    cursor,
+                    next,
+                    request_number,
+                    next_request.as_ref(),
+                )
                 .await?;
-            if publishing {
-                *cursor = next;
-            }
             summary.events += count;
             lower = next_lower;
             page = next_page;

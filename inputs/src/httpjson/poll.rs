@@ -133,7 +133,7 @@ impl HttpJsonInput {
     /// processed events are queued and freed while the rest of the page waits
     /// (memory is bounded by the slice, not the page); a crash between slices
     /// replays the page, whose events keep their ids.
-    pub(super) async fn publish(
+    async fn publish(
         &self,
         context: &InputContext,
         records: Vec<Value>,
@@ -247,14 +247,9 @@ impl HttpJsonInput {
             // The page body is not needed any more: free it before the next one arrives.
             drop(template_context);
             let count = records.len();
-            let records = (count > 0 || next_cursor != *cursor).then_some(records);
-            let publishing = records.is_some();
             prefetched = self
-                .publish_and_prefetch(context, records, &next_cursor, page, next_request.as_ref())
+                .publish_and_prefetch(context, records, cursor, next_cursor, page, next_request.as_ref())
                 .await?;
-            if publishing {
-                *cursor = next_cursor;
-            }
             summary.pages = page;
             summary.events += count;
             tracing::debug!(input = %context.id, page, events = count, "page published");
@@ -302,10 +297,11 @@ impl HttpJsonInput {
         Some(next)
     }
 
-    /// Publishes a page's `records` (when there are any to publish) while the
-    /// `next` page is fetched, so that the API prepares page n + 1 while the
-    /// processors and the queue work on page n. The next request never
-    /// depends on the publish: pages are derived from the previous request.
+    /// Publishes a page's `records` with `next_cursor` (unless neither holds
+    /// anything new) and then moves `cursor` there, while the `next` page is
+    /// fetched: the API prepares page n + 1 while the processors and the
+    /// queue work on page n. The next request never depends on the publish:
+    /// pages are derived from the previous request.
     ///
     /// A failed publish ends the poll at once, dropping the fetch in flight;
     /// a failed fetch is returned for the caller to report after this page
@@ -313,35 +309,45 @@ impl HttpJsonInput {
     pub(super) async fn publish_and_prefetch(
         &self,
         context: &InputContext,
-        records: Option<Vec<Value>>,
-        cursor: &Map<String, Value>,
+        records: Vec<Value>,
+        cursor: &mut Map<String, Value>,
+        next_cursor: Map<String, Value>,
         page: u32,
         next: Option<&RequestState>,
     ) -> Result<Option<Result<Response, FetchError>>, PollError> {
-        let publish = async {
-            match records {
-                Some(records) => self.publish(context, records, cursor, page).await,
-                None => Ok(()),
+        let publishing = !records.is_empty() || next_cursor != *cursor;
+        // The futures borrow `next_cursor`: they end with this block.
+        let fetched = {
+            let publish = async {
+                if publishing {
+                    self.publish(context, records, &next_cursor, page).await
+                } else {
+                    Ok(())
+                }
+            };
+            let prefetch = async {
+                match next {
+                    Some(request) => Some(self.fetcher.fetch(request, &context.shutdown).await),
+                    None => None,
+                }
+            };
+            tokio::pin!(publish, prefetch);
+            let mut fetched = None;
+            let published = loop {
+                tokio::select! {
+                    published = &mut publish => break published,
+                    result = &mut prefetch, if fetched.is_none() => fetched = Some(result),
+                }
+            };
+            published?;
+            match fetched {
+                Some(fetched) => fetched,
+                None => prefetch.await,
             }
         };
-        let prefetch = async {
-            match next {
-                Some(request) => Some(self.fetcher.fetch(request, &context.shutdown).await),
-                None => None,
-            }
-        };
-        tokio::pin!(publish, prefetch);
-        let mut fetched = None;
-        let published = loop {
-            tokio::select! {
-                published = &mut publish => break published,
-                result = &mut prefetch, if fetched.is_none() => fetched = Some(result),
-            }
-        };
-        published?;
-        Ok(match fetched {
-            Some(fetched) => fetched,
-            None => prefetch.await,
-        })
+        if publishing {
+            *cursor = next_cursor;
+        }
+        Ok(fetched)
     }
 }
