@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{redact_text, LoadedConfig};
-use crate::modules::{resolve_entries, Definitions, ResolvedFileset};
+use crate::modules::{assign_pipeline_ids, resolve_entries, Definitions, ResolvedFileset};
 use crate::running::{PipelineSet, Source};
 use crate::supervisor::{build_pipeline, duplicate_pipeline, fingerprint, PipelinePlan};
 
@@ -217,6 +217,7 @@ impl Reloader {
                 (file.clone(), filesets)
             })
             .collect();
+        self.assign_ids_across_files(&definitions, &mut resolved);
         // A file keeps the ids it already runs; a newcomer claiming one of them is the one rejected.
         resolved.sort_by_key(|(file, _)| {
             !running
@@ -255,6 +256,40 @@ impl Reloader {
             }
         }
         Ok(desired)
+    }
+
+    /// Gives pipeline ids across the main file and every module file that
+    /// loads, as at start: instances of one fileset may sit in different
+    /// files. A file whose instance cannot be told apart from another's is
+    /// rejected (its running pipelines stay) and the others are numbered again.
+    fn assign_ids_across_files(
+        &self,
+        definitions: &Definitions,
+        resolved: &mut [(PathBuf, Result<Vec<ResolvedFileset>, ConfigError>)],
+    ) {
+        let mut main = self
+            .config
+            .inline_module_entries()
+            .and_then(|entries| resolve_entries(&entries, definitions))
+            .unwrap_or_default();
+        for _ in 0..=resolved.len() {
+            let loaded = resolved
+                .iter_mut()
+                .filter_map(|(_, filesets)| filesets.as_mut().ok())
+                .flat_map(|filesets| filesets.iter_mut());
+            let Err(error) = assign_pipeline_ids(main.iter_mut().chain(loaded)) else {
+                return;
+            };
+            match resolved
+                .iter_mut()
+                .find(|(file, filesets)| filesets.is_ok() && file.to_string_lossy() == error.file)
+            {
+                Some((_, filesets)) => *filesets = Err(error),
+                // The main file's own instances collide: it loaded at start, so
+                // this cannot happen until the agent restarts; keep what runs.
+                None => return,
+            }
+        }
     }
 
     /// Builds the plans of one file; unchanged pipelines get a plan without building.

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use threatbeat_core::{CursorStore, InputContext, InputError, Publisher};
+use serde_json::Value;
+use threatbeat_core::{CursorError, CursorStore, InputContext, InputError, Publisher};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -130,10 +131,37 @@ impl PipelineSet {
             .map(|(id, pipeline)| (id.as_str(), &pipeline.source, pipeline.fingerprint.as_str()))
     }
 
+    /// The stored cursor of `plan`. A fileset configured alone records its
+    /// source beside its cursor; once it is configured several times, the
+    /// instance with that source takes the cursor over under its new id.
+    fn load_cursor(&self, plan: &PipelinePlan) -> Result<Option<Value>, CursorError> {
+        if plan.id == plan.base_id {
+            if let Err(error) = self.cursors.record_source(&plan.id, &plan.source_key) {
+                tracing::warn!(pipeline = %plan.id, %error, "could not record the cursor's source");
+            }
+            return self.cursors.load(&plan.id);
+        }
+        if let Some(cursor) = self.cursors.load(&plan.id)? {
+            return Ok(Some(cursor));
+        }
+        if self.cursors.recorded_source(&plan.base_id).as_deref() != Some(plan.source_key.as_str()) {
+            return Ok(None);
+        }
+        let Some(cursor) = self.cursors.load(&plan.base_id)? else {
+            return Ok(None);
+        };
+        self.cursors.store(&plan.id, &cursor)?;
+        tracing::info!(
+            pipeline = %plan.id, from = %plan.base_id,
+            "this instance has the source the fileset had alone: it continues from that cursor"
+        );
+        Ok(Some(cursor))
+    }
+
     /// Starts `plan` from its stored cursor.
     pub fn start(&mut self, plan: PipelinePlan) {
         let id = plan.id.clone();
-        let cursor = match self.cursors.load(&id) {
+        let cursor = match self.load_cursor(&plan) {
             Ok(cursor) => cursor,
             Err(error) => {
                 // Starting over is safe: documents have stable ids, so a replay does not duplicate.

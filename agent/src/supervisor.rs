@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use threatbeat_outputs::queue::{QueueError, QueueSettings, QueuedOutput};
 
 use crate::config::LoadedConfig;
-use crate::modules::{resolve_entries, Definitions, ResolvedFileset};
+use crate::modules::{assign_pipeline_ids, resolve_entries, Definitions, ResolvedFileset};
 use crate::pipeline::OutputHandle;
 use crate::reload::Reloader;
 use crate::running::{PipelineSet, Source, Status};
@@ -38,8 +38,12 @@ pub struct Plan {
 
 /// One pipeline, built but not started.
 pub struct PipelinePlan {
-    /// `module/fileset`.
+    /// `module/fileset`, or `module/fileset/<instance>` when configured several times.
     pub id: String,
+    /// `module/fileset`, whose cursor an instance may adopt (see `running.rs`).
+    pub base_id: String,
+    /// The digest of the instance's source settings.
+    pub source_key: String,
     /// The input.
     pub input: Box<dyn Input>,
     /// The processor chains, in order: the definition's, the user's, the global ones.
@@ -83,6 +87,9 @@ pub fn resolve_by_source(config: &LoadedConfig) -> Result<Vec<(Source, Vec<Resol
         let filesets = resolve_entries(&config.module_file_entries(&file)?, &definitions)?;
         sources.push((Source::File(file), filesets));
     }
+    // Instances of one fileset may sit in different files: ids are given
+    // across all of them.
+    assign_pipeline_ids(sources.iter_mut().flat_map(|(_, filesets)| filesets.iter_mut()))?;
     let mut seen = std::collections::BTreeSet::new();
     for fileset in sources.iter().flat_map(|(_, filesets)| filesets) {
         if !seen.insert(fileset.id.clone()) {
@@ -95,7 +102,7 @@ pub fn resolve_by_source(config: &LoadedConfig) -> Result<Vec<(Source, Vec<Resol
 /// The error for a fileset enabled in two places (they would share one cursor).
 pub fn duplicate_pipeline(fileset: &ResolvedFileset) -> ConfigError {
     fileset.input.origin.error(format!(
-        "{} is enabled in more than one place; its pipelines would share one cursor, so enable it once",
+        "{} is enabled in more than one place; its pipelines would share one cursor: give each entry its own `id:`, or enable it once",
         fileset.id
     ))
 }
@@ -124,6 +131,8 @@ pub fn build_pipeline(
         Chain::build(&config.settings.processors, &global_origin, &context)?,
     ];
     Ok(PipelinePlan {
+        base_id: fileset.base_id(),
+        source_key: fileset.source_key.clone(),
         id: fileset.id,
         input,
         chains,

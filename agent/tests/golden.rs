@@ -1,23 +1,30 @@
-//! Golden tests: Elastic's own sample input/expected pairs
-//! (`shared/fixtures/filebeat-threatintel/<feed>/`) replayed through the
-//! resolved fileset's processors, compared field by field.
+//! Golden tests: Elastic's own input/expected pairs of Filebeat's
+//! `threatintel` module (`test-support/data/filebeat-threatintel/<fileset>/`)
+//! through the real binary, each fileset read by its own input, compared
+//! field by field.
 //!
 //! Each `*.log` line is one API record after Filebeat's split; each
 //! `*.log-expected.json` holds the documents Filebeat's harness read back
-//! from Elasticsearch. Later feeds reuse [`run_golden_folder`] by naming a
-//! fixture folder and a fileset.
+//! from Elasticsearch. The MISP records are put back together into the MISP
+//! events they were split from and served by the MISP simulator to the
+//! fileset's httpjson input; the other feeds' records are read by the
+//! fileset's `file` input (`var.input: file`, NDJSON of the API's records).
 //!
 //! Run: `cargo test -p threatbeat --test golden -- --nocapture` (prints the
 //! per-file summary: documents matched / fields compared / mismatches).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use threatbeat::modules::{builtin_definition, resolve};
 use threatbeat_core::{BuildContext, Event, Origin};
 use threatbeat_processors::Chain;
-use threatbeat_test_support::golden::{compare, Report};
+use threatbeat_test_support::agent::{read_ndjson, AgentHome};
+use threatbeat_test_support::data::filebeat_threatintel;
+use threatbeat_test_support::golden::{compare, compare_unordered, Report};
+use threatbeat_test_support::misp::{MispSimulator, API_KEY};
 
 /// Fields the golden files hold that only Filebeat's harness, its `log`
 /// input or Elasticsearch's ingest node produce, plus what the harness
@@ -38,10 +45,307 @@ const IGNORED: &[&str] = &[
     "ecs.version",
     "agent.*",
     "host.name",
+    // The document id and index, which the file output writes beside the
+    // document (Elasticsearch stores them as `_id`/`_index`, not in `_source`).
+    "@metadata.*",
 ];
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/filebeat-threatintel")
+/// Filebeat's harness deletes `@timestamp` for these datasets before writing
+/// the golden files (reference §1.1); it is kept for `misp` and `threatq`.
+const TIMESTAMP_NOT_COMPARED: &[&str] = &["@timestamp"];
+
+/// The harness reads back at most 100 documents, so the expected files of
+/// the long fixtures cover their first 100 lines only.
+const HARNESS_DOCUMENTS: usize = 100;
+
+/// The complete lines of a golden `.log` file that Filebeat's harness read:
+/// its `log` input does not read a last line without a newline, and only
+/// the first [`HARNESS_DOCUMENTS`] have expectations.
+fn harness_lines(log: &Path) -> Vec<String> {
+    let text = fs::read_to_string(log).unwrap_or_else(|error| panic!("{}: {error}", log.display()));
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .take(HARNESS_DOCUMENTS)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn expected_documents(log: &Path) -> Vec<Value> {
+    let path = PathBuf::from(format!("{}-expected.json", log.display()));
+    let text = fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// The `.log` files of a fixture folder that have an expected file, sorted.
+fn golden_logs(fileset: &str, extension: &str) -> Vec<PathBuf> {
+    let directory = filebeat_threatintel(fileset);
+    let mut logs: Vec<PathBuf> = fs::read_dir(&directory)
+        .unwrap_or_else(|error| panic!("{}: {error}", directory.display()))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.to_string_lossy().ends_with(extension))
+        .filter(|path| PathBuf::from(format!("{}-expected.json", path.display())).is_file())
+        .collect();
+    logs.sort();
+    assert!(!logs.is_empty(), "no golden pairs in {}", directory.display());
+    logs
+}
+
+/// Runs `threatbeat run --once` in `home` and returns the file output's documents.
+fn run_once(home: &AgentHome) -> Vec<Value> {
+    let output = home.run_once();
+    assert!(
+        output.status.success(),
+        "threatbeat run --once failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    read_ndjson(&home.path("out"))
+}
+
+/// The main file: the module entry `entry` (indented under `threatbeat.modules:`),
+/// documents written to `out/`.
+fn main_config(entry: &str) -> String {
+    format!("path.data: data\nthreatbeat.modules:\n{entry}output.file:\n  path: out\n  filename: documents\n")
+}
+
+/// The documents `threatintel/<fileset>` produces from `lines` read by its
+/// `file` input, with `vars` (YAML lines `var.x: y`) added to the entry.
+fn through_file_input(fileset: &str, lines: &[String], vars: &[&str]) -> Vec<Value> {
+    let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
+    home.write("records.ndjson", &(lines.join("\n") + "\n"));
+    let mut entry = format!(
+        "  - module: threatintel\n    {fileset}:\n      var.input: file\n      var.paths: [records.ndjson]\n"
+    );
+    for var in vars {
+        entry.push_str(&format!("      {var}\n"));
+    }
+    home.write("threatbeat.yml", &main_config(&entry));
+    run_once(&home)
+}
+
+/// Prints every report and fails with the diffs of those that differ.
+fn assert_all_passed(reports: &[Report]) {
+    for report in reports {
+        println!("{}", report.summary());
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|report| !report.passed())
+        .map(|report| format!("{}\n{}", report.summary(), report.diff()))
+        .collect();
+    assert!(failed.is_empty(), "golden mismatches:\n{}", failed.join("\n"));
+}
+
+/// Every golden pair of `fileset` through its `file` input, compared with
+/// [`IGNORED`] plus `extra_ignored`. Returns the documents matched.
+fn file_input_goldens(fileset: &str, extra_ignored: &[&str], vars: &[&str]) -> usize {
+    let ignored: Vec<&str> = IGNORED.iter().chain(extra_ignored).copied().collect();
+    let reports: Vec<Report> = golden_logs(fileset, ".log")
+        .iter()
+        .map(|log| {
+            let documents = through_file_input(fileset, &harness_lines(log), vars);
+            let name = log
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            compare_unordered(&name, &documents, &expected_documents(log), &ignored)
+        })
+        .collect();
+    assert_all_passed(&reports);
+    reports.iter().map(|report| report.documents_matched).sum()
+}
+
+/// The MISP events the records of a golden `.log` were split from: each
+/// record is one event with `Attribute` (and `Object.Attribute`) reduced to
+/// one element, or the cross product of both; the distinct elements are
+/// gathered back into lists, in the order they first appear.
+fn misp_events(lines: &[String]) -> Vec<Value> {
+    struct Gathered {
+        event: Map<String, Value>,
+        attributes: Vec<Value>,
+        objects: Vec<(Map<String, Value>, Vec<Value>)>,
+    }
+    fn uuid(value: &Value) -> Option<&str> {
+        value.get("uuid").and_then(Value::as_str)
+    }
+    let mut events: Vec<Gathered> = Vec::new();
+    for line in lines {
+        let record: Value = serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON: {error}"));
+        let Some(Value::Object(mut event)) = record.get("Event").cloned() else {
+            panic!("a MISP record without Event: {line}");
+        };
+        let attribute = event.remove("Attribute");
+        let object = event.remove("Object");
+        let position = match events
+            .iter()
+            .position(|gathered| gathered.event.get("uuid") == event.get("uuid"))
+        {
+            Some(position) => position,
+            None => {
+                events.push(Gathered {
+                    event,
+                    attributes: Vec::new(),
+                    objects: Vec::new(),
+                });
+                events.len() - 1
+            }
+        };
+        let gathered = &mut events[position];
+        if let Some(attribute) = attribute.filter(Value::is_object) {
+            if !gathered
+                .attributes
+                .iter()
+                .any(|known| uuid(known) == uuid(&attribute))
+            {
+                gathered.attributes.push(attribute);
+            }
+        }
+        if let Some(Value::Object(mut object)) = object {
+            let member = object.remove("Attribute").filter(Value::is_object);
+            let index = match gathered
+                .objects
+                .iter()
+                .position(|(known, _)| known.get("uuid") == object.get("uuid"))
+            {
+                Some(index) => index,
+                None => {
+                    gathered.objects.push((object, Vec::new()));
+                    gathered.objects.len() - 1
+                }
+            };
+            let members = &mut gathered.objects[index].1;
+            if let Some(member) = member {
+                if !members.iter().any(|known| uuid(known) == uuid(&member)) {
+                    members.push(member);
+                }
+            }
+        }
+    }
+    events
+        .into_iter()
+        .map(|gathered| {
+            let mut event = gathered.event;
+            event.insert("Attribute".into(), Value::Array(gathered.attributes));
+            let objects = gathered.objects.into_iter().map(|(mut object, members)| {
+                object.insert("Attribute".into(), Value::Array(members));
+                Value::Object(object)
+            });
+            event.insert("Object".into(), Value::Array(objects.collect()));
+            json!({ "Event": event })
+        })
+        .collect()
+}
+
+/// The documents `threatintel/misp` produces when the MISP simulator serves
+/// `events` to its httpjson input.
+async fn through_misp_api(events: Vec<Value>) -> Vec<Value> {
+    let misp = MispSimulator::start_verbatim(events).await;
+    let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
+    let entry = format!(
+        "  - module: threatintel\n    misp:\n      var.url: {url}\n      var.api_token: {API_KEY}\n      var.first_interval: 400000h\n      var.limit: 2\n",
+        url = misp.url("/events/restSearch")
+    );
+    home.write("threatbeat.yml", &main_config(&entry));
+    tokio::task::spawn_blocking(move || run_once(&home))
+        .await
+        .expect("the agent run finishes")
+}
+
+/// The three MISP golden files through the MISP simulator and the fileset's
+/// httpjson input. `misp_sample_with_ext_attributes` holds Filebeat's cross
+/// product of plain and object attributes; our split gives one document per
+/// attribute instead (docs/inputs/httpjson.md, "Sibling splits"), so there
+/// `misp.context.attribute.*` is not compared and the plain attributes of
+/// events with objects are the only extra documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threatintel_misp_matches_elastic_goldens_through_its_api() {
+    let mut reports = Vec::new();
+    let mut matched = 0;
+    for log in golden_logs("misp", ".log") {
+        let name = log
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let events = misp_events(&harness_lines(&log));
+        let documents = through_misp_api(events.clone()).await;
+        let expected = expected_documents(&log);
+        let cross_product = name.contains("ext_attributes");
+        let mut ignored = IGNORED.to_vec();
+        if cross_product {
+            ignored.push("misp.context.attribute.*");
+        }
+        let mut report = compare_unordered(&name, &documents, &expected, &ignored);
+        if cross_product {
+            // The extra documents are exactly the plain attributes of the
+            // events that also hold objects: each an indicator of its own.
+            let plain_beside_objects: BTreeSet<String> = events
+                .iter()
+                .filter(|event| {
+                    event["Event"]["Object"]
+                        .as_array()
+                        .is_some_and(|objects| !objects.is_empty())
+                })
+                .flat_map(|event| {
+                    event["Event"]["Attribute"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter_map(|attribute| attribute["uuid"].as_str().map(str::to_owned))
+                .collect();
+            let expected_uuids: BTreeSet<&str> = expected
+                .iter()
+                .filter_map(|document| document["misp.attribute.uuid"].as_str())
+                .collect();
+            let extra: BTreeSet<String> = documents
+                .iter()
+                .filter_map(|document| document["misp"]["attribute"]["uuid"].as_str())
+                .filter(|uuid| !expected_uuids.contains(uuid))
+                .map(str::to_owned)
+                .collect();
+            assert!(!plain_beside_objects.is_empty());
+            assert_eq!(extra, plain_beside_objects, "{name}: the extra documents");
+            assert_eq!(documents.len(), expected.len() + plain_beside_objects.len());
+            report.actual_documents = expected.len();
+        }
+        matched += report.documents_matched;
+        reports.push(report);
+    }
+    assert_all_passed(&reports);
+    assert_eq!(
+        reports.len(),
+        3,
+        "misp_sample, misp_sample_cidr, misp_sample_with_ext_attributes"
+    );
+    assert_eq!(matched, 15 + 1 + 26);
+}
+
+/// The MISP records read from an NDJSON file by the fileset's `file` input:
+/// the restSearch-shaped split serves exported events, so the records are
+/// written as one restSearch answer, as a MISP export holds them.
+#[test]
+fn threatintel_misp_file_input_matches_elastic_goldens() {
+    let log = filebeat_threatintel("misp").join("misp_sample.ndjson.log");
+    let events = misp_events(&harness_lines(&log));
+    let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
+    home.write("export.json", &json!({ "response": events }).to_string());
+    let entry = "  - module: threatintel\n    misp:\n      var.input: file\n      var.paths: [export.json]\n";
+    home.write("threatbeat.yml", &main_config(entry));
+    let documents = run_once(&home);
+    let report = compare_unordered(
+        "misp_sample.ndjson.log (file input)",
+        &documents,
+        &expected_documents(&log),
+        IGNORED,
+    );
+    assert_all_passed(&[report]);
 }
 
 /// Builds the chain of `module/fileset` with `overrides` as the user's vars.
@@ -58,86 +362,20 @@ fn fileset_chain(module: &str, fileset: &str, overrides: &Map<String, Value>) ->
     .unwrap_or_else(|error| panic!("{error}"))
 }
 
-/// Replays one `.log` file through `chain` and compares with its expected
-/// file, ignoring [`IGNORED`] plus `extra_ignored`.
-fn run_golden_file(chain: &Chain, log: &Path, extra_ignored: &[&str]) -> Report {
-    let text = fs::read_to_string(log).unwrap();
-    let expected_path = PathBuf::from(format!("{}-expected.json", log.display()));
-    let expected: Vec<Value> = serde_json::from_str(&fs::read_to_string(&expected_path).unwrap()).unwrap();
-    // Filebeat's `log` input does not read a last line without a newline.
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..end],
-        None => "",
-    };
-    let mut actual = Vec::new();
-    for (number, line) in complete
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-    {
-        let record: Value = serde_json::from_str(line)
-            .unwrap_or_else(|error| panic!("{}:{}: not JSON: {error}", log.display(), number + 1));
-        if let Some(event) = chain.run(Event::from_value(record)) {
-            actual.push(Value::Object(event.fields));
-        }
-    }
-    // The harness reads back at most 100 documents.
-    actual.truncate(100);
-    let name = log.file_name().unwrap().to_string_lossy().into_owned();
-    let ignored: Vec<&str> = IGNORED.iter().chain(extra_ignored).copied().collect();
-    compare(&name, &actual, &expected, &ignored)
-}
-
-/// Runs every `*.log` with an expected file in `folder` and fails with a
-/// readable diff if any differs. Returns the reports.
-///
-/// `extra_ignored` is for harness quirks of one feed only: Filebeat's harness
-/// deletes `@timestamp` for otx, abuseurl, abusemalware, anomali,
-/// anomalithreatstream, malwarebazaar and recordedfuture (reference §1.1),
-/// so those feeds pass `&["@timestamp"]`; MISP passes nothing.
-fn run_golden_folder(
-    folder: &str,
-    module: &str,
-    fileset: &str,
-    overrides: &Map<String, Value>,
-    extra_ignored: &[&str],
-) -> Vec<Report> {
-    let chain = fileset_chain(module, fileset, overrides);
-    let directory = fixtures().join(folder);
-    let mut logs: Vec<PathBuf> = fs::read_dir(&directory)
-        .unwrap_or_else(|error| panic!("{}: {error}", directory.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
-        .filter(|path| PathBuf::from(format!("{}-expected.json", path.display())).is_file())
-        .collect();
-    logs.sort();
-    assert!(!logs.is_empty(), "no golden pairs in {}", directory.display());
-    let reports: Vec<Report> = logs
+/// `log`'s records through `chain`, compared position by position.
+fn chain_report(chain: &Chain, log: &Path) -> Report {
+    let actual: Vec<Value> = harness_lines(log)
         .iter()
-        .map(|log| run_golden_file(&chain, log, extra_ignored))
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|record| chain.run(Event::from_value(record)))
+        .map(|event| Value::Object(event.fields))
         .collect();
-    for report in &reports {
-        println!("{}", report.summary());
-    }
-    let failed: Vec<String> = reports
-        .iter()
-        .filter(|report| !report.passed())
-        .map(|report| format!("{}\n{}", report.summary(), report.diff()))
-        .collect();
-    assert!(failed.is_empty(), "golden mismatches:\n{}", failed.join("\n"));
-    reports
-}
-
-#[test]
-fn threatintel_misp_matches_elastic_goldens() {
-    let reports = run_golden_folder("misp", "threatintel", "misp", &Map::new(), &[]);
-    let documents: usize = reports.iter().map(|report| report.documents_matched).sum();
-    assert_eq!(
-        reports.len(),
-        3,
-        "misp_sample, misp_sample_cidr, misp_sample_with_ext_attributes"
-    );
-    assert_eq!(documents, 15 + 1 + 26);
+    compare(
+        "misp_sample.ndjson.log",
+        &actual,
+        &expected_documents(log),
+        IGNORED,
+    )
 }
 
 /// The harness must notice a difference: switching on our tag-append
@@ -147,7 +385,10 @@ fn appending_tags_is_a_visible_switchable_deviation() {
     let mut overrides = Map::new();
     overrides.insert("var.append_event_tags".into(), Value::Bool(true));
     let chain = fileset_chain("threatintel", "misp", &overrides);
-    let report = run_golden_file(&chain, &fixtures().join("misp/misp_sample.ndjson.log"), &[]);
+    let report = chain_report(
+        &chain,
+        &filebeat_threatintel("misp").join("misp_sample.ndjson.log"),
+    );
     assert!(!report.passed());
     assert_eq!(report.mismatches.len(), 15, "{}", report.diff());
     for mismatch in &report.mismatches {
@@ -166,8 +407,8 @@ fn event_reference_links_to_the_misp_event_when_configured() {
         Value::from("https://misp.example/"),
     );
     let chain = fileset_chain("threatintel", "misp", &overrides);
-    let line = fs::read_to_string(fixtures().join("misp/misp_sample_cidr.ndjson.log")).unwrap();
-    let record: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let lines = harness_lines(&filebeat_threatintel("misp").join("misp_sample_cidr.ndjson.log"));
+    let record: Value = serde_json::from_str(&lines[0]).unwrap();
     let event = chain.run(Event::from_value(record)).unwrap();
     let id = event.fields["misp"]["id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -188,9 +429,10 @@ fn benchmark_misp_chain_throughput() {
         "misp_sample.ndjson.log",
         "misp_sample_with_ext_attributes.ndjson.log",
     ] {
-        let text = fs::read_to_string(fixtures().join("misp").join(name)).unwrap();
+        let lines = harness_lines(&filebeat_threatintel("misp").join(name));
         records.extend(
-            text.lines()
+            lines
+                .iter()
                 .map(|line| serde_json::from_str::<Value>(line).unwrap()),
         );
     }
@@ -210,4 +452,48 @@ fn benchmark_misp_chain_throughput() {
         total as f64 / elapsed.as_secs_f64(),
         chain.len()
     );
+}
+
+#[test]
+fn abuseurl_matches_elastic_goldens() {
+    assert_eq!(file_input_goldens("abuseurl", TIMESTAMP_NOT_COMPARED, &[]), 100);
+}
+
+#[test]
+fn abusemalware_matches_elastic_goldens() {
+    assert_eq!(
+        file_input_goldens("abusemalware", TIMESTAMP_NOT_COMPARED, &[]),
+        25
+    );
+}
+
+#[test]
+fn malwarebazaar_matches_elastic_goldens() {
+    assert_eq!(
+        file_input_goldens("malwarebazaar", TIMESTAMP_NOT_COMPARED, &[]),
+        11
+    );
+}
+
+#[test]
+fn otx_matches_elastic_goldens() {
+    assert_eq!(file_input_goldens("otx", TIMESTAMP_NOT_COMPARED, &[]), 83);
+}
+
+#[test]
+fn anomali_matches_elastic_goldens() {
+    assert_eq!(file_input_goldens("anomali", TIMESTAMP_NOT_COMPARED, &[]), 100);
+}
+
+#[test]
+fn anomalithreatstream_matches_elastic_goldens() {
+    assert_eq!(
+        file_input_goldens("anomalithreatstream", TIMESTAMP_NOT_COMPARED, &[]),
+        100
+    );
+}
+
+#[test]
+fn threatq_matches_elastic_goldens() {
+    assert_eq!(file_input_goldens("threatq", &[], &[]), 9);
 }

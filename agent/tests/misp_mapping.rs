@@ -25,10 +25,8 @@ fn chain(module: &str, fileset: &str) -> Chain {
 
 /// A real record of Elastic's golden input (one event, one attribute).
 fn event_record() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/filebeat-threatintel/misp/misp_sample_cidr.ndjson.log"
-    );
+    let path =
+        threatbeat_test_support::data::fixture("filebeat-threatintel/misp/misp_sample_cidr.ndjson.log");
     serde_json::from_str(fs::read_to_string(path).unwrap().lines().next().unwrap()).unwrap()
 }
 

@@ -1,8 +1,7 @@
-//! Real MISP events (`shared/fixtures/misp/events`) through the fileset's
+//! Real MISP events (`test-support/data/misp/events`) through the fileset's
 //! own input split and its mapping, as the agent runs them.
 
 use std::fs;
-use std::path::Path;
 
 use serde_json::{json, Map, Value};
 use threatbeat::modules::{builtin_definition, resolve};
@@ -35,9 +34,8 @@ fn split_and_chain() -> (Split, Chain) {
 /// attributes (no cross product), each an indicator with its own id.
 #[test]
 fn a_real_event_with_objects_gives_one_document_per_attribute() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/misp/events/dcso/samples/5bf26acf-d95c-4892-a05d-4db5950d210f.json"
+    let path = threatbeat_test_support::data::fixture(
+        "misp/events/dcso/samples/5bf26acf-d95c-4892-a05d-4db5950d210f.json",
     );
     // A restSearch answer: {"response": [{"Event": {...}}]}.
     let body: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
@@ -104,7 +102,7 @@ fn a_real_event_with_objects_gives_one_document_per_attribute() {
 #[test]
 fn every_real_fixture_event_maps_cleanly() {
     let (split, chain) = split_and_chain();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/misp/events");
+    let root = threatbeat_test_support::data::misp_events_dir();
     let mut files = Vec::new();
     let mut pending = vec![root];
     while let Some(dir) = pending.pop() {

@@ -97,6 +97,29 @@ impl CursorStore {
         Ok(())
     }
 
+    /// The source digest recorded for `pipeline_id` by [`CursorStore::record_source`].
+    pub fn recorded_source(&self, pipeline_id: &str) -> Option<String> {
+        let text = fs::read_to_string(self.file_for(pipeline_id).with_extension("source")).ok()?;
+        Some(text.trim().to_owned())
+    }
+
+    /// Records which source `pipeline_id`'s cursor belongs to (a digest of
+    /// the settings naming the source), so that when the same fileset is
+    /// configured a second time, the instance with this source, and only
+    /// it, takes over the cursor. Unchanged digests are not written again.
+    pub fn record_source(&self, pipeline_id: &str, source_key: &str) -> Result<(), CursorError> {
+        if self.recorded_source(pipeline_id).as_deref() == Some(source_key) {
+            return Ok(());
+        }
+        let path = self.file_for(pipeline_id).with_extension("source");
+        let io_error = |source| CursorError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&self.directory).map_err(io_error)?;
+        fs::write(&path, source_key).map_err(io_error)
+    }
+
     /// Forgets the cursor of `pipeline_id` (the next run starts from `first_interval`).
     pub fn remove(&self, pipeline_id: &str) -> Result<(), CursorError> {
         let path = self.file_for(pipeline_id);

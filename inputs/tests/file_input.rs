@@ -3,14 +3,14 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::{json, Value};
 use threatbeat_core::{BuildContext, Origin, PluginConfig};
 
-fn fixtures() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures"))
+fn fixtures() -> PathBuf {
+    threatbeat_test_support::data::data_dir()
 }
 
 fn attribute_total(event: &Value) -> usize {

@@ -10,14 +10,9 @@ use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
 
 use common::{output, output_config};
 
-const GOLDEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/filebeat-threatintel/misp"
-);
-
 fn golden_events() -> Vec<Event> {
     let mut events = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(GOLDEN)
+    let mut files: Vec<_> = std::fs::read_dir(threatbeat_test_support::data::filebeat_threatintel("misp"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.to_string_lossy().ends_with("-expected.json"))

@@ -163,17 +163,67 @@ pub fn compare(name: &str, actual: &[Value], expected: &[Value], ignore: &[&str]
         ..Report::default()
     };
     for (index, (ours, theirs)) in actual.iter().zip(expected).enumerate() {
-        let ours = normalise(ours, ignore);
+        report.add_pair(index, &normalise(ours, ignore), &normalise(theirs, ignore));
+    }
+    report
+}
+
+/// Compares documents whatever their order: each expected document (in
+/// order) is paired with the not yet paired produced document that agrees
+/// with it on the most fields, as `shared/bench/golden.py` does. An input
+/// that delivers records concurrently or in its own order is compared
+/// fairly; produced documents left unpaired count in `actual_documents`.
+pub fn compare_unordered(name: &str, actual: &[Value], expected: &[Value], ignore: &[&str]) -> Report {
+    let mut report = Report {
+        name: name.to_owned(),
+        actual_documents: actual.len(),
+        expected_documents: expected.len(),
+        ..Report::default()
+    };
+    let mut candidates: Vec<Option<Flat>> = actual
+        .iter()
+        .map(|document| Some(normalise(document, ignore)))
+        .collect();
+    for (index, theirs) in expected.iter().enumerate() {
         let theirs = normalise(theirs, ignore);
+        let best = candidates
+            .iter()
+            .enumerate()
+            .filter_map(|(position, candidate)| {
+                candidate
+                    .as_ref()
+                    .map(|ours| (position, agreement(ours, &theirs)))
+            })
+            .max_by_key(|&(position, agreeing)| (agreeing, std::cmp::Reverse(position)))
+            .map(|(position, _)| position);
+        let ours = best
+            .and_then(|position| candidates[position].take())
+            .unwrap_or_default();
+        report.add_pair(index, &ours, &theirs);
+    }
+    report
+}
+
+/// Fields with equal values in both documents.
+fn agreement(ours: &Flat, theirs: &Flat) -> usize {
+    theirs
+        .iter()
+        .filter(|(key, value)| ours.get(*key) == Some(*value))
+        .count()
+}
+
+impl Report {
+    /// Compares one produced document with the expected one it is paired with.
+    fn add_pair(&mut self, index: usize, ours: &Flat, theirs: &Flat) {
         let mut keys: Vec<&String> = ours.keys().chain(theirs.keys()).collect();
         keys.sort();
         keys.dedup();
-        report.fields_compared += keys.len();
-        let before = report.mismatches.len();
+        self.fields_compared += keys.len();
+        let before = self.mismatches.len();
         for key in keys {
             let (a, e) = (ours.get(key), theirs.get(key));
             if a != e {
-                report.mismatches.push(Mismatch {
+                self.mismatches.push(Mismatch {
                     document: index,
                     field: key.clone(),
                     actual: a.cloned(),
@@ -181,11 +231,10 @@ pub fn compare(name: &str, actual: &[Value], expected: &[Value], ignore: &[&str]
                 });
             }
         }
-        if report.mismatches.len() == before {
-            report.documents_matched += 1;
+        if self.mismatches.len() == before {
+            self.documents_matched += 1;
         }
     }
-    report
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub struct FilesetEntry {
     pub name: String,
     /// `enabled` (default true).
     pub enabled: bool,
+    /// `id`: names this instance when the fileset is configured several times.
+    pub id: Option<String>,
     /// `var.*` overrides, by variable name.
     pub vars: Map<String, Value>,
     /// `input:` settings deep-merged over the templated input config.
@@ -48,7 +50,7 @@ pub struct FilesetEntry {
     pub origin: Origin,
 }
 
-const FILESET_KEYS: &str = "enabled, var.*, input, processors";
+const FILESET_KEYS: &str = "enabled, id, var.*, input, processors";
 
 /// Parses a YAML list of module entries (a `modules.d/*.yml` file, or the
 /// value of `threatbeat.modules`). `Value::Null` is an empty list.
@@ -131,6 +133,7 @@ fn parse_fileset(
     let mut entry = FilesetEntry {
         name: name.to_owned(),
         enabled: true,
+        id: None,
         vars: Map::new(),
         input: Map::new(),
         processors: Value::Null,
@@ -140,6 +143,14 @@ fn parse_fileset(
         let key_origin = origin.child(key);
         match key.split_once('.') {
             None if key == "enabled" => entry.enabled = as_bool(value, &key_origin)?,
+            None if key == "id" => match value {
+                Value::String(id) if super::instances::valid_instance_id(id) => entry.id = Some(id.clone()),
+                _ => {
+                    return Err(key_origin.error(format!(
+                        "`id` names this instance of the fileset: 1 to 64 letters, digits, `-` or `_`, found {value}"
+                    )))
+                }
+            },
             None if key == "var" => match value {
                 Value::Object(vars) => entry.vars.extend(vars.clone()),
                 Value::Null => {}
@@ -180,13 +191,14 @@ fn parse_fileset(
 
 /// Resolves every enabled fileset of `entries` against `definitions`.
 /// Unknown modules and filesets are errors naming the entry and the known names;
-/// the same fileset enabled twice is an error (the two would share one cursor).
+/// a fileset enabled several times gets one pipeline id per instance, and two
+/// instances that cannot be told apart are an error
+/// ([`super::assign_pipeline_ids`]).
 pub fn resolve_entries(
     entries: &[ModuleEntry],
     definitions: &Definitions,
 ) -> Result<Vec<ResolvedFileset>, ConfigError> {
     let mut resolved: Vec<ResolvedFileset> = Vec::new();
-    let mut seen: BTreeMap<String, Origin> = BTreeMap::new();
     for entry in entries {
         let known = definitions.filesets(&entry.module);
         if known.is_empty() {
@@ -206,6 +218,7 @@ pub fn resolve_entries(
                 .map(|definition| FilesetEntry {
                     name: definition.fileset.clone(),
                     enabled: true,
+                    id: None,
                     vars: Map::new(),
                     input: Map::new(),
                     processors: Value::Null,
@@ -238,15 +251,11 @@ pub fn resolve_entries(
             }
             one.user_processors = fileset.processors.clone();
             one.user_processors_origin = fileset.origin.child("processors");
-            if let Some(first) = seen.insert(one.id.clone(), fileset.origin.clone()) {
-                return Err(fileset.origin.error(format!(
-                    "{} is enabled twice (also in {} key `{}`); enable each fileset once",
-                    one.id, first.file, first.key
-                )));
-            }
+            one.instance = fileset.id.clone();
             resolved.push(one);
         }
     }
+    super::assign_pipeline_ids(resolved.iter_mut())?;
     Ok(resolved)
 }
 

@@ -4,6 +4,7 @@
 
 mod definition;
 mod entries;
+mod instances;
 mod resolve;
 mod template;
 
@@ -12,6 +13,7 @@ pub use definition::{
     BUILTIN_DEFINITIONS_DIR,
 };
 pub use entries::{parse_module_list, resolve_entries, FilesetEntry, ModuleEntry};
+pub use instances::{assign_pipeline_ids, SOURCE_VARS};
 pub use resolve::{resolve, ResolvedFileset};
 pub use template::Templater;
 

@@ -11,8 +11,17 @@ use super::template::Templater;
 /// A fileset ready to be built into a pipeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedFileset {
-    /// `module/fileset`: the pipeline id, also used for the cursor file.
+    /// The pipeline id, also used for the cursor file: `module/fileset`, or
+    /// `module/fileset/<instance>` when the fileset is configured several
+    /// times (see [`super::instances`]).
     pub id: String,
+    /// The entry's `id:`, which names this instance among several.
+    pub instance: Option<String>,
+    /// A digest of the settings that say where the data comes from: it tells
+    /// unnamed instances apart and lets one adopt the cursor it had alone.
+    pub source_key: String,
+    /// Where the fileset's entry was written.
+    pub origin: Origin,
     /// The module (`threatintel`).
     pub module: String,
     /// The fileset (`misp`).
@@ -84,8 +93,11 @@ pub fn resolve(
         None => None,
     };
 
-    Ok(ResolvedFileset {
+    let mut resolved = ResolvedFileset {
         id: definition.id(),
+        instance: None,
+        source_key: String::new(),
+        origin: origin.clone(),
         module: definition.module.clone(),
         fileset: definition.fileset.clone(),
         input: PluginConfig {
@@ -99,7 +111,16 @@ pub fn resolve(
         vars,
         user_processors: Value::Null,
         user_processors_origin: origin.child("processors"),
-    })
+    };
+    resolved.source_key = super::instances::source_key(&resolved);
+    Ok(resolved)
+}
+
+impl ResolvedFileset {
+    /// `module/fileset`, whatever the instance.
+    pub fn base_id(&self) -> String {
+        format!("{}/{}", self.module, self.fileset)
+    }
 }
 
 /// `{"var.url": x}`, `{"var": {"url": x}}` and `{"url": x}` all mean `url = x`.

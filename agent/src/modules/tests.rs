@@ -257,3 +257,84 @@ fn every_builtin_definition_parses_and_resolves_with_defaults() {
         resolve(definition, &Map::new(), &Origin::named("test")).unwrap();
     }
 }
+
+/// Pipeline ids of `yaml`'s enabled filesets, or the error.
+fn pipeline_ids(definitions: &Definitions, yaml: &str) -> Result<Vec<String>, threatbeat_core::ConfigError> {
+    let origin = Origin::named("modules.d/intel.yml");
+    let entries = parse_module_list(&parse_yaml(yaml, &origin).unwrap(), &origin)?;
+    Ok(resolve_entries(&entries, definitions)?
+        .into_iter()
+        .map(|fileset| fileset.id)
+        .collect())
+}
+
+#[test]
+fn a_fileset_configured_once_keeps_its_plain_pipeline_id() {
+    let (_config, definitions) = definitions();
+    let ids = pipeline_ids(
+        &definitions,
+        "- module: intel\n  feed:\n    var.url: https://a.example/x\n",
+    )
+    .unwrap();
+    assert_eq!(ids, ["intel/feed"]);
+    let named = pipeline_ids(&definitions, "- module: intel\n  feed:\n    id: prod\n").unwrap();
+    assert_eq!(named, ["intel/feed/prod"]);
+}
+
+#[test]
+fn several_instances_are_told_apart_by_their_id_or_their_source() {
+    let (_config, definitions) = definitions();
+    let two_servers = "- module: intel\n  feed:\n    var.url: https://a.example/x\n- module: intel\n  feed:\n    var.url: https://b.example/x\n";
+    let ids = pipeline_ids(&definitions, two_servers).unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    assert!(ids
+        .iter()
+        .all(|id| id.starts_with("intel/feed/") && id.len() == "intel/feed/".len() + 8));
+
+    // Settings that do not name the source leave the ids alone: editing
+    // them, or a rotated key, keeps each instance's cursor.
+    let edited = "- module: intel\n  feed:\n    var.url: https://a.example/x\n    var.interval: 5m\n    var.api_token: new\n- module: intel\n  feed:\n    var.tags: [x]\n    var.url: https://b.example/x\n";
+    assert_eq!(pipeline_ids(&definitions, edited).unwrap(), ids);
+
+    let named = "- module: intel\n  feed:\n    id: a\n- module: intel\n  feed:\n    id: b\n";
+    assert_eq!(
+        pipeline_ids(&definitions, named).unwrap(),
+        ["intel/feed/a", "intel/feed/b"]
+    );
+}
+
+#[test]
+fn instances_that_cannot_be_told_apart_are_an_error_naming_both_entries() {
+    let (_config, definitions) = definitions();
+    let same_source = "- module: intel\n  feed:\n    var.url: https://a.example/x\n- module: intel\n  feed:\n    var.url: https://a.example/x\n    var.api_token: other\n";
+    let error = pipeline_ids(&definitions, same_source).unwrap_err();
+    assert_eq!(
+        (error.file.as_str(), error.key.as_str()),
+        ("modules.d/intel.yml", "1.feed")
+    );
+    assert!(
+        error.reason.contains(
+            "enabled twice with the same source (var.input: httpjson, var.url: https://a.example/x"
+        ),
+        "{}",
+        error.reason
+    );
+    assert!(
+        error.reason.contains("also in modules.d/intel.yml key `0.feed`"),
+        "{}",
+        error.reason
+    );
+    assert!(
+        error.reason.contains("give each entry its own `id:`"),
+        "{}",
+        error.reason
+    );
+
+    let same_id = "- module: intel\n  feed:\n    id: a\n- module: intel\n  feed:\n    id: a\n    var.url: https://b.example/x\n";
+    let error = pipeline_ids(&definitions, same_id).unwrap_err();
+    assert!(error.reason.contains("the same `id: a`"), "{}", error.reason);
+
+    let bad_id = pipeline_ids(&definitions, "- module: intel\n  feed:\n    id: \"a/b\"\n").unwrap_err();
+    assert_eq!(bad_id.key, "0.feed.id");
+}

@@ -15,7 +15,7 @@ pub fn generated_page() -> Vec<u8> {
     page(generate_events(100, 10, 1_700_000_000))
 }
 
-/// The real events of `../shared/fixtures/misp` (galaxies, objects, tags).
+/// The real events of `test-support/data/misp` (galaxies, objects, tags).
 pub fn real_page() -> Vec<u8> {
     page(load_events(&fixtures_dir()).expect("the MISP fixtures load"))
 }

@@ -114,6 +114,18 @@ impl MispSimulator {
     pub async fn start(events: Vec<Value>) -> Self {
         let mut store = Store::default();
         store.add(events.into_iter().flat_map(store::unwrap_events).collect());
+        Self::serve(store).await
+    }
+
+    /// A simulator serving `events` exactly as written, their ids included
+    /// (see [`Store::add_verbatim`]).
+    pub async fn start_verbatim(events: Vec<Value>) -> Self {
+        let mut store = Store::default();
+        store.add_verbatim(events.into_iter().flat_map(store::unwrap_events).collect());
+        Self::serve(store).await
+    }
+
+    async fn serve(store: Store) -> Self {
         let state = State {
             store,
             api_keys: vec![API_KEY.to_owned()],
@@ -133,7 +145,7 @@ impl MispSimulator {
         }
     }
 
-    /// A simulator holding the 73 real events of `shared/fixtures/misp/events`.
+    /// A simulator holding the 73 real events of `test-support/data/misp/events`.
     pub async fn start_with_fixtures() -> Self {
         let events = load_events(&fixtures_dir()).expect("the MISP fixtures load");
         Self::start(events).await

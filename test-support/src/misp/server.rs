@@ -175,7 +175,7 @@ async fn route(
             &json!({"User": {"id": "1", "email": "admin@sim.test", "org_id": "1", "role_id": "1"}, "Role": {"id": "1", "name": "admin", "perm_auth": true}, "UserSetting": [], "Organisation": {"id": "1", "name": "SIM"}}),
         ),
         (&Method::GET, "/attributes/describeTypes.json", _) => {
-            let file = super::fixtures_dir().join("../describeTypes.json");
+            let file = crate::data::fixture("misp/describeTypes.json");
             match std::fs::read(&file).ok().and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok()) {
                 Some(types) => json_response(StatusCode::OK, &types),
                 None => misp_error(StatusCode::INTERNAL_SERVER_ERROR, "An Internal Error Has Occurred.", path),

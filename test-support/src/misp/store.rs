@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-/// The folder of real MISP events (`shared/fixtures/misp/events`).
+/// The folder of real MISP events (`test-support/data/misp/events`).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/misp/events")
+    crate::data::misp_events_dir()
 }
 
 /// Reads every `*.json` file under `dir` (recursively), sorted by path, and
@@ -168,6 +168,17 @@ impl Store {
             event.insert("attribute_count".into(), json!(attribute_count.to_string()));
             self.events.push(event);
         }
+    }
+
+    /// Adds events exactly as written, ids included, as `misp-sim
+    /// --events-file` serves them: for records whose server-local ids are
+    /// part of an expected output (Elastic's golden files).
+    pub fn add_verbatim(&mut self, events: Vec<Value>) {
+        self.events
+            .extend(events.into_iter().filter_map(|event| match event {
+                Value::Object(event) => Some(event),
+                _ => None,
+            }));
     }
 
     /// Total attributes (plain and in objects, deleted excluded).
