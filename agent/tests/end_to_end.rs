@@ -101,7 +101,7 @@ async fn every_attribute_becomes_exactly_one_document() {
     // Two more polls (each re-reads the newest event from the cursor) add nothing.
     let polled_again = wait_for(PATIENCE, || polls(&misp.searches()).len() >= 3).await;
     assert!(polled_again, "{}", agent.log_tail());
-    let status = agent.terminate().await;
+    let status = tokio::task::block_in_place(|| agent.terminate());
     assert!(status.success(), "{status}\n{}", agent.log_tail());
 
     assert_exactly_once(&cluster, &expected);
@@ -218,7 +218,7 @@ async fn kill_9_outages_and_429s_still_give_exactly_once() {
 
     // A last pass that exits once its poll is done and the queue drained.
     let mut agent = workspace.spawn(true);
-    let status = agent.wait_exit().await;
+    let status = tokio::task::block_in_place(|| agent.wait_exit());
     assert!(status.success(), "{status}\n{}", agent.log());
     assert!(cluster.items_rejected_with_429() > 0, "the 429s were exercised");
     assert_exactly_once(&cluster, &expected);
@@ -271,7 +271,7 @@ async fn a_kill_mid_pagination_loses_nothing() {
 
     misp.clear_failures();
     let mut agent = workspace.spawn(true);
-    let status = agent.wait_exit().await;
+    let status = tokio::task::block_in_place(|| agent.wait_exit());
     assert!(status.success(), "{status}\n{}", agent.log());
     assert_exactly_once(&cluster, &expected);
     assert_eq!(workspace.queue_pending_events(), 0);
@@ -286,7 +286,7 @@ async fn a_restart_after_a_completed_poll_asks_only_for_changes_since_the_cursor
     let mut workspace = Workspace::new(&misp, &cluster.url());
 
     let mut agent = workspace.spawn(true);
-    let status = agent.wait_exit().await;
+    let status = tokio::task::block_in_place(|| agent.wait_exit());
     assert!(status.success(), "{status}\n{}", agent.log());
     assert_exactly_once(&cluster, &expected_records(&misp));
     let first_poll = misp.searches();
@@ -304,7 +304,7 @@ async fn a_restart_after_a_completed_poll_asks_only_for_changes_since_the_cursor
     misp.add_events(fresh_events(4, 3, fresh_start, 1));
     misp.clear_log();
     let mut agent = workspace.spawn(true);
-    let status = agent.wait_exit().await;
+    let status = tokio::task::block_in_place(|| agent.wait_exit());
     assert!(status.success(), "{status}\n{}", agent.log());
 
     let second_poll = misp.searches();

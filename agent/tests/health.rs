@@ -73,6 +73,8 @@ impl Output for SwitchableOutput {
 fn pipeline(id: &str, input: Box<dyn Input>) -> PipelinePlan {
     PipelinePlan {
         id: id.into(),
+        base_id: id.into(),
+        source_key: String::new(),
         input,
         chains: vec![Chain::build(
             &serde_json::Value::Null,

@@ -94,6 +94,8 @@ fn plan(data: &std::path::Path, batches: Vec<Batch>, accept: usize) -> (Plan, Ha
     let plan = Plan {
         pipelines: vec![PipelinePlan {
             id: "test/feed".into(),
+            base_id: "test/feed".into(),
+            source_key: String::new(),
             input: Box::new(input),
             chains: vec![chain],
             index: Some("threatbeat-test".into()),

@@ -87,3 +87,43 @@ fn a_misspelt_var_in_a_filebeat_block_names_file_and_key() {
     assert!(output.contains("threatbeat.yml"), "{output}");
     assert!(output.contains("json_object_array"), "{output}");
 }
+
+/// Filebeat's own `modules.d/threatintel.yml.disabled`, all nine filesets.
+fn filebeat_module_file() -> String {
+    let path = threatbeat_test_support::data::fixture("filebeat/threatintel.yml.disabled");
+    fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+fn test_config_with_module_file(module_file: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("threatbeat.yml"), "output.console: {}\n").unwrap();
+    fs::create_dir_all(dir.path().join("modules.d")).unwrap();
+    fs::write(dir.path().join("modules.d/threatintel.yml"), module_file).unwrap();
+    let checked = threatbeat(dir.path(), &["-c", "threatbeat.yml", "test", "config"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    (checked.status.success() && text.contains("Config OK"), text)
+}
+
+#[test]
+fn filebeats_shipped_threatintel_module_file_loads_unchanged() {
+    let (ok, text) = test_config_with_module_file(&filebeat_module_file());
+    assert!(ok, "as shipped (every fileset disabled):\n{text}");
+}
+
+/// Every fileset enabled, with the placeholders a user fills in (a server
+/// name, a secret): nine pipelines, each validated in full.
+#[test]
+fn filebeats_threatintel_module_file_with_every_fileset_enabled_loads() {
+    let filled = filebeat_module_file()
+        .replace("enabled: false", "enabled: true")
+        .replace("https://SERVER/", "https://misp.example.org/")
+        .replace("<Add your secret here>", "s3cret-for-the-sdk")
+        .replace("var.listen_port: 8080", "var.listen_port: 18080");
+    assert_eq!(filled.matches("enabled: true").count(), 9);
+    let (ok, text) = test_config_with_module_file(&filled);
+    assert!(ok, "every fileset enabled:\n{text}");
+}

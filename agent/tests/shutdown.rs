@@ -102,7 +102,7 @@ output.elasticsearch:
         agent.logs().contains("shutdown requested")
     });
     assert!(
-        agent.child.try_wait().unwrap().is_none(),
+        agent.process.is_running(),
         "still flushing after the first signal"
     );
     agent.signal("TERM");

@@ -81,19 +81,9 @@ impl AgentHome {
     pub fn spawn_with(&mut self, args: &[&str]) -> AgentProcess {
         self.runs += 1;
         let log = self.path(&format!("run-{}.log", self.runs));
-        let file = File::create(&log).unwrap_or_else(|error| panic!("{}: {error}", log.display()));
-        let stdout = file.try_clone().expect("a second handle on the log file");
-        let child = self
-            .command()
-            .args(args)
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .unwrap_or_else(|error| panic!("{}: {error}", self.binary.display()));
-        AgentProcess {
-            child: Some(child),
-            log,
-        }
+        let mut command = self.command();
+        command.args(args);
+        AgentProcess::spawn(command, log)
     }
 }
 
@@ -105,6 +95,21 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
+    /// Starts `command` with its stdout and stderr going to the file `log`.
+    pub fn spawn(mut command: Command, log: PathBuf) -> Self {
+        let file = File::create(&log).unwrap_or_else(|error| panic!("{}: {error}", log.display()));
+        let stdout = file.try_clone().expect("a second handle on the log file");
+        let child = command
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|error| panic!("{:?}: {error}", command.get_program()));
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
     /// The operating system's process id, while the process is running.
     pub fn id(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -206,6 +211,21 @@ pub fn read_ndjson(path: &Path) -> Vec<Value> {
                 .collect::<Vec<Value>>()
         })
         .collect()
+}
+
+/// [`wait_until`] for async tests: sleeps on the runtime between polls, so
+/// simulators on the same runtime keep serving.
+pub async fn wait_until_async(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls `condition` every 50 ms until it holds (true) or `timeout` passes (false).

@@ -1,17 +1,17 @@
 //! Running the real `threatbeat` binary against the MISP and Elasticsearch
-//! simulators: a temporary config folder, a child-process guard that kills
-//! the agent when a test fails, polling waits, and the expected set of
-//! (event uuid, attribute uuid) pairs computed from what MISP serves.
+//! simulators: a home configured for them (the process guard and waits are
+//! `threatbeat_test_support::agent`'s), and the expected set of (event uuid,
+//! attribute uuid) pairs computed from what MISP serves.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use threatbeat_core::CursorStore;
 use threatbeat_outputs::queue::{DiskQueue, DiskSettings, FsyncPolicy, QueueStore};
+use threatbeat_test_support::agent::AgentHome;
+pub use threatbeat_test_support::agent::{wait_until_async as wait_for, AgentProcess, PATIENCE};
 use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
 use threatbeat_test_support::misp::{fake_uuid, fixtures_dir, generate_events, MispSimulator, API_KEY};
 
@@ -21,8 +21,6 @@ pub const INDEX: &str = "logs-ti_threatbeat.misp-default";
 pub const PIPELINE: &str = "threatintel/misp";
 /// Events per MISP page (`var.limit`), small so that a few hundred attributes span many pages.
 pub const PAGE_LIMIT: usize = 5;
-/// Generous: the machine has two noisy cores.
-pub const PATIENCE: Duration = Duration::from_secs(60);
 
 const QUEUE_MAX_SIZE: u64 = 256 * 1024;
 const QUEUE_SEGMENT_SIZE: u64 = 32 * 1024;
@@ -162,20 +160,6 @@ pub fn assert_exactly_once(cluster: &ElasticsearchSimulator, expected: &BTreeSet
     );
 }
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes.
-pub async fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A small deterministic xorshift generator; the seed is printed so a failing run can be replayed.
 pub struct Random(u64);
 
@@ -207,15 +191,14 @@ impl Random {
 
 /// A temporary agent home: `threatbeat.yml`, `modules.d/threatintel.yml`, `data/`.
 pub struct Workspace {
-    dir: tempfile::TempDir,
-    runs: usize,
+    home: AgentHome,
 }
 
 impl Workspace {
     /// Writes a config polling `misp` every second (`var.first_interval` reaching
     /// back far enough for the real events) into the cluster at `es_url`.
     pub fn new(misp: &MispSimulator, es_url: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
         let main = format!(
             "logging.level: info
 output.elasticsearch:
@@ -233,7 +216,7 @@ queue.disk:
   shutdown_timeout: 60s
 "
         );
-        fs::write(dir.path().join("threatbeat.yml"), main).unwrap();
+        home.write("threatbeat.yml", &main);
         let module = format!(
             "- module: threatintel
   misp:
@@ -247,14 +230,13 @@ queue.disk:
 ",
             url = misp.url("/events/restSearch"),
         );
-        fs::create_dir_all(dir.path().join("modules.d")).unwrap();
-        fs::write(dir.path().join("modules.d/threatintel.yml"), module).unwrap();
-        Self { dir, runs: 0 }
+        home.write("modules.d/threatintel.yml", &module);
+        Self { home }
     }
 
     /// `path.data`.
     pub fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.home.path("data")
     }
 
     /// The stored cursor of the MISP pipeline.
@@ -276,100 +258,9 @@ queue.disk:
 
     /// Starts `threatbeat run -e` (`--once` for one pass), logging to `run-<n>.log`.
     pub fn spawn(&mut self, once: bool) -> AgentProcess {
-        self.runs += 1;
-        let log = self.dir.path().join(format!("run-{}.log", self.runs));
-        let file = File::create(&log).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_threatbeat"));
-        command
-            .current_dir(self.dir.path())
-            .arg("run")
-            .args(once.then_some("--once"))
-            .args(["-e", "-c", "threatbeat.yml"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file));
-        AgentProcess {
-            child: Some(command.spawn().unwrap()),
-            log,
+        match once {
+            true => self.home.spawn_with(&["run", "--once"]),
+            false => self.home.spawn(),
         }
     }
-}
-
-/// A running agent; killed (SIGKILL) when dropped, so a failing test leaves no process behind.
-pub struct AgentProcess {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl AgentProcess {
-    /// SIGKILL, then reap.
-    pub fn kill_9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM (a graceful stop), then wait for the exit.
-    pub async fn terminate(&mut self) -> ExitStatus {
-        if let Some(child) = &self.child {
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success(), "kill -TERM failed");
-        }
-        self.wait_exit().await
-    }
-
-    /// Waits (up to [`PATIENCE`]) for the process to exit by itself.
-    pub async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let child = self.child.as_mut().expect("the agent was already reaped");
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not exit in time:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
-    }
-
-    /// The last 40 lines of the agent's output, for failure messages.
-    pub fn log_tail(&self) -> String {
-        log_tail(&self.log)
-    }
-
-    /// The agent's whole output so far.
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if self.child.is_some() && std::thread::panicking() {
-            eprintln!("agent output ({}):\n{}", self.log.display(), self.log_tail());
-        }
-        self.kill_9();
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }

@@ -7,13 +7,12 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// Generous: the machine may be slow and busy.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub use threatbeat_test_support::agent::PATIENCE;
+use threatbeat_test_support::agent::{wait_until, AgentProcess};
 
 /// A fileset definition reading NDJSON files, labelling every event with `var.label`.
 pub const DEFINITION: &str = r#"
@@ -97,38 +96,29 @@ impl Home {
         command
     }
 
-    /// Starts `threatbeat run -e -c threatbeat.yml ARGS`; stderr goes to `stderr.txt`.
+    /// Starts `threatbeat run -e -c threatbeat.yml ARGS`; its output goes to `agent.log`.
     pub fn start(&self, args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let log = self.path("stderr.txt");
-        let stderr = File::create(&log).unwrap();
-        let stdout = File::create(self.path("stdout.txt")).unwrap();
-        let child = self
-            .command(env)
+        let mut command = self.command(env);
+        command
             .args(["run", "-e", "-c"])
             .arg(self.path("threatbeat.yml"))
-            .args(args)
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap();
+            .args(args);
         Agent {
-            child,
-            log,
+            process: AgentProcess::spawn(command, self.path("agent.log")),
             output: self.path("out/events.ndjson"),
         }
     }
 }
 
-/// A running agent; killed when dropped.
+/// A running agent (killed when dropped) and the file its output writes.
 pub struct Agent {
-    pub child: Child,
-    pub log: PathBuf,
+    pub process: AgentProcess,
     pub output: PathBuf,
 }
 
 impl Agent {
     pub fn logs(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// The documents written so far (a line being written is skipped).
@@ -149,57 +139,36 @@ impl Agent {
             .collect()
     }
 
-    /// Polls until `done` holds; panics with the logs after [`PATIENCE`].
+    /// Polls until `done` holds; panics with the logs if the agent exits
+    /// first or after [`PATIENCE`]. Returns how long it took.
     pub fn wait_for(&mut self, what: &str, mut done: impl FnMut(&Agent) -> bool) -> Duration {
         let started = Instant::now();
-        while started.elapsed() < PATIENCE {
-            if done(self) {
-                return started.elapsed();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "the agent exited ({status}) while waiting for {what}:\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let mut exited = false;
+        let held = wait_until(PATIENCE, || {
+            exited = !self.process.is_running();
+            exited || done(self)
+        });
+        if held && !exited {
+            return started.elapsed();
         }
-        panic!(
-            "timed out waiting for {what}; written: {:?}\nlogs:\n{}",
-            self.records(),
-            self.logs()
-        );
+        match exited {
+            true => panic!("the agent exited while waiting for {what}:\n{}", self.logs()),
+            false => panic!(
+                "timed out waiting for {what}; written: {:?}\nlogs:\n{}",
+                self.records(),
+                self.logs()
+            ),
+        }
     }
 
     /// Sends `signal` (`TERM`, `INT`) to the agent.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.signal(signal);
     }
 
     /// Waits (generously) for the agent to exit.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        while started.elapsed() < PATIENCE {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        panic!("the agent did not exit:\n{}", self.logs());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.wait_exit()
     }
 }
 
