@@ -1,10 +1,14 @@
 //! Input plugins. Every input is registered in [`registry`], one line each.
 //!
 //! - [`httpjson`]: polls REST APIs (MISP, abuse.ch, OTX, ...) with paging and a cursor.
-//! - [`file`]: reads JSON, NDJSON and MISP feed folders through the same split.
+//! - [`http_endpoint`]: listens for records pushed over HTTP(S) (webhooks, ThreatStream).
+//! - [`file`]: reads JSON, NDJSON, CSV and MISP feed folders through the same split.
+//! - [`csv`]: CSV with a header row into objects (httpjson `decode_as: text/csv`, file `format: csv`).
 
+pub mod csv;
 pub mod decode;
 pub mod file;
+pub mod http_endpoint;
 pub mod httpjson;
 pub mod metrics;
 pub mod split;
@@ -15,6 +19,7 @@ use threatbeat_core::{Input, Registry};
 pub fn registry() -> Registry<dyn Input> {
     let mut registry = Registry::new("input");
     registry.register("file", file::build);
+    registry.register("http_endpoint", http_endpoint::build);
     registry.register("httpjson", httpjson::build);
     registry
 }

@@ -17,6 +17,7 @@ use threatbeat_core::{
     Batch, BuildContext, ConfigError, Event, Input, InputContext, InputError, PluginConfig,
 };
 
+use crate::csv::{decode_csv, CsvConfig, RowError};
 use crate::decode::{decode_json, decode_ndjson, DecodeError};
 use crate::metrics::{unix_now, InputMetrics};
 use crate::split::{Split, SplitConfig};
@@ -36,6 +37,8 @@ pub enum Format {
     Ndjson,
     /// MISP event files (`{"Event": {...}}`), as in a feed folder.
     MispFeed,
+    /// CSV with a header row: one record per row (see [`crate::csv`]).
+    Csv,
 }
 
 /// The `file` input config.
@@ -50,6 +53,9 @@ pub struct FileConfig {
     /// How one document becomes records (same as httpjson's `response.split`).
     #[serde(default)]
     pub split: Option<SplitConfig>,
+    /// CSV settings (`format: csv`, or `auto` on a `.csv` file).
+    #[serde(default)]
+    pub csv: CsvConfig,
     /// How often the paths are scanned for new or changed files. Default 10s.
     #[serde(
         default = "default_scan_frequency",
@@ -66,6 +72,7 @@ fn default_scan_frequency() -> Duration {
 pub struct FileInput {
     patterns: Vec<String>,
     format: Format,
+    csv: CsvConfig,
     split: Option<Split>,
     scan_frequency: Duration,
 }
@@ -99,6 +106,7 @@ pub fn build(config: &PluginConfig, context: &BuildContext) -> Result<Box<dyn In
     Ok(Box::new(FileInput {
         patterns,
         format: parsed.format,
+        csv: parsed.csv,
         split,
         scan_frequency: parsed.scan_frequency,
     }))
@@ -149,7 +157,7 @@ impl FileInput {
                             let wanted = file
                                 .extension()
                                 .and_then(|ext| ext.to_str())
-                                .is_some_and(|ext| matches!(ext, "json" | "ndjson" | "jsonl"));
+                                .is_some_and(|ext| matches!(ext, "json" | "ndjson" | "jsonl" | "csv"));
                             if wanted && file.is_file() {
                                 files.entry(file).or_insert(self.format);
                             }
@@ -164,9 +172,21 @@ impl FileInput {
     }
 
     /// Reads one file into records.
-    fn read(&self, path: &Path, format: Format) -> Result<Vec<Value>, String> {
+    fn read(&self, path: &Path, format: Format, input: &str) -> Result<Vec<Value>, String> {
         let bytes = std::fs::read(path).map_err(|error| format!("cannot read: {error}"))?;
+        let format = if format == Format::Auto && is_csv_name(path) {
+            Format::Csv
+        } else {
+            format
+        };
         let documents = match format {
+            Format::Csv => {
+                let rows = decode_csv(&bytes, &self.csv).map_err(|error| error.to_string())?;
+                log_skipped_rows(input, &path.display().to_string(), &rows.errors);
+                // Each row is a document of its own, so a `split` meant for
+                // saved API answers passes rows through unchanged.
+                rows.records
+            }
             Format::Json | Format::MispFeed => vec![decode_json(&bytes).map_err(|error| error.to_string())?],
             Format::Ndjson => {
                 decode_ndjson(&bytes).map_err(|(line, error)| format!("line {line}: {error}"))?
@@ -220,7 +240,7 @@ impl FileInput {
             if cursor.get(&key) == Some(&current) {
                 continue;
             }
-            let records = match self.read(&path, format) {
+            let records = match self.read(&path, format, &context.id) {
                 Ok(records) => records,
                 Err(reason) => {
                     tracing::error!(input = %context.id, file = %key, error = %reason, "file skipped; it is tried again at the next scan");
@@ -253,6 +273,30 @@ impl FileInput {
             }
         }
         Ok(failures)
+    }
+}
+
+/// Whether a file is CSV by its name: one of its extensions is `csv`
+/// (`risklist.csv`, and Elastic's `rf_ip_default.csv.log` samples).
+fn is_csv_name(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.split('.').skip(1).any(|ext| ext.eq_ignore_ascii_case("csv")))
+}
+
+/// Logs the rows a CSV decode skipped (the first ten one by one, then a count).
+pub(crate) fn log_skipped_rows(input: &str, source: &str, errors: &[RowError]) {
+    const LOGGED: usize = 10;
+    for error in errors.iter().take(LOGGED) {
+        tracing::warn!(input, source, line = error.line, error = %error.reason, "CSV row skipped");
+    }
+    if errors.len() > LOGGED {
+        tracing::warn!(
+            input,
+            source,
+            skipped = errors.len(),
+            "CSV rows skipped in all (only the first {LOGGED} are logged)"
+        );
     }
 }
 

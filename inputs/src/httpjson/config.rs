@@ -9,6 +9,7 @@ use serde_json::Value;
 use threatbeat_core::tls::TlsSettings;
 use threatbeat_core::Secret;
 
+use crate::csv::CsvConfig;
 use crate::split::SplitConfig;
 use threatbeat_core::duration;
 
@@ -235,6 +236,25 @@ pub struct ResponseConfig {
     /// At most this many pages per poll (a guard against a server that never stops).
     #[serde(default = "default_page_limit")]
     pub page_limit: u32,
+    /// How a body is decoded: JSON (default) or CSV with a header row.
+    #[serde(default)]
+    pub decode_as: DecodeAs,
+    /// CSV settings for `decode_as: text/csv`.
+    #[serde(default)]
+    pub csv: CsvConfig,
+}
+
+/// `response.decode_as`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum DecodeAs {
+    /// One JSON document (default).
+    #[default]
+    #[serde(rename = "application/json")]
+    Json,
+    /// CSV with a header row: the body becomes an array of objects, one per
+    /// row, keyed by the header's names (Filebeat's `text/csv`).
+    #[serde(rename = "text/csv")]
+    Csv,
 }
 
 impl Default for ResponseConfig {
@@ -244,6 +264,8 @@ impl Default for ResponseConfig {
             transforms: Vec::new(),
             pagination: Vec::new(),
             page_limit: default_page_limit(),
+            decode_as: DecodeAs::default(),
+            csv: CsvConfig::default(),
         }
     }
 }

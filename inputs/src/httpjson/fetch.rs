@@ -12,8 +12,9 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::client::Auth;
-use super::config::{Encoding, Method, RetryConfig};
+use super::config::{DecodeAs, Encoding, Method, RetryConfig};
 use super::transform::RequestState;
+use crate::csv::{decode_csv, CsvConfig};
 use crate::decode::{decode_json, misp_error_message, snippet};
 use crate::metrics::InputMetrics;
 
@@ -72,6 +73,10 @@ pub struct Fetcher {
     pub id: String,
     /// Counters of requests and pages.
     pub metrics: InputMetrics,
+    /// JSON or CSV bodies.
+    pub decode_as: DecodeAs,
+    /// CSV settings.
+    pub csv: CsvConfig,
 }
 
 /// Waits `duration` unless `shutdown` fires first.
@@ -189,7 +194,19 @@ impl Fetcher {
             Method::GET => self.client.get(url.clone()),
             Method::POST => self.client.post(url.clone()),
         };
-        builder = builder.header("Accept", "application/json");
+        // The default `Accept` only when the request sets none: a TAXII
+        // server answers 406 to a request that also accepts plain JSON.
+        if !request
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("accept"))
+        {
+            let accept = match self.decode_as {
+                DecodeAs::Json => "application/json",
+                DecodeAs::Csv => "text/csv",
+            };
+            builder = builder.header("Accept", accept);
+        }
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -265,6 +282,15 @@ impl Fetcher {
                 } else {
                     None
                 },
+            });
+        }
+        if self.decode_as == DecodeAs::Csv {
+            let rows = decode_csv(&bytes, &self.csv)
+                .map_err(|error| failed(format!("{status} but {error}"), true))?;
+            crate::file::log_skipped_rows(&self.id, request.url.as_str(), &rows.errors);
+            return Ok(Response {
+                body: Value::Array(rows.records),
+                headers,
             });
         }
         let body = decode_json(&bytes).map_err(|error| failed(format!("{status} but {error}"), true))?;

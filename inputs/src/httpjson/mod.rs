@@ -165,6 +165,8 @@ impl HttpJsonInput {
                 last_sent: Mutex::new(None),
                 id: context.pipeline_id.clone(),
                 metrics: InputMetrics::new(&context.pipeline_id),
+                decode_as: config.response.decode_as,
+                csv: config.response.csv.clone(),
             },
             templates: templates.finish(),
             base_request: RequestState::new(url, headers, body),

@@ -72,6 +72,7 @@ impl TemplateBuilder {
         environment.add_function("parse_date", parse_date);
         environment.add_function("format_date", format_date);
         environment.add_function("link_header", link_header);
+        environment.add_function("next_range", next_range);
         Self {
             environment,
             count: 0,
@@ -258,6 +259,43 @@ fn link_header(value: Option<String>, rel: Option<String>) -> String {
     String::new()
 }
 
+/// The `Range` value of the page after the one a `Content-Range` header
+/// (`items 0-99/250`, `items 0-99/*`) describes, `size` items long, or ""
+/// when that page was the last: its end reached the total, or (total
+/// unknown) it was shorter than `size`, or there is no usable header (a
+/// server that ignores `Range` answers everything at once).
+fn next_range(content_range: Option<String>, size: i64) -> String {
+    let Some(value) = content_range else {
+        return String::new();
+    };
+    let parse = || -> Option<(String, i64, i64, Option<i64>)> {
+        let (unit, rest) = value.trim().split_once(' ')?;
+        let (span, total) = rest.trim().split_once('/')?;
+        let (start, end) = span.split_once('-')?;
+        let start = start.trim().parse::<i64>().ok()?;
+        let end = end.trim().parse::<i64>().ok()?;
+        let total = match total.trim() {
+            "*" => None,
+            number => Some(number.parse::<i64>().ok()?),
+        };
+        Some((unit.to_owned(), start, end, total))
+    };
+    let Some((unit, start, end, total)) = parse() else {
+        return String::new();
+    };
+    if size < 1 || end < start {
+        return String::new();
+    }
+    let last = match total {
+        Some(total) => end + 1 >= total,
+        None => end - start + 1 < size,
+    };
+    if last {
+        return String::new();
+    }
+    format!("{unit} {}-{}", end + 1, end + size)
+}
+
 /// Parses a time: epoch seconds, RFC 3339, RFC 2822, `YYYY-MM-DD`, or a strftime `format`.
 fn parse_date(text: String, format: Option<String>) -> Result<i64, Error> {
     let text = text.trim();
@@ -415,6 +453,28 @@ mod tests {
             render("[% for item in body.items %][[ item.id ]][% endfor %]", context).unwrap(),
             "12"
         );
+    }
+
+    #[test]
+    fn next_range_pages_until_the_total_or_a_short_page() {
+        let next = |header: Value| {
+            render(
+                "[[ next_range(last_response.header['content-range'], 100) ]]",
+                json!({"last_response": {"header": header}}),
+            )
+            .unwrap()
+        };
+        assert_eq!(next(json!({"content-range": "items 0-99/250"})), "items 100-199");
+        assert_eq!(next(json!({"content-range": "items 200-249/250"})), "");
+        assert_eq!(next(json!({"content-range": "items 100-199/*"})), "items 200-299");
+        assert_eq!(next(json!({"content-range": "items 100-149/*"})), "");
+        assert_eq!(
+            next(json!({})),
+            "",
+            "no Content-Range: the server sent everything"
+        );
+        assert_eq!(next(json!({"content-range": "bytes */1000"})), "");
+        assert_eq!(next(json!({"content-range": "garbage"})), "");
     }
 
     #[test]
