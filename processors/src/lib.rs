@@ -9,14 +9,19 @@ pub mod chain;
 pub mod condition;
 pub mod metrics;
 
+mod collect;
+mod collect_by_key;
 mod common;
 mod convert;
+mod decode_json;
+mod dissect;
 mod document;
 mod expiry;
 mod fields;
 mod fingerprint;
 mod format;
 mod lookup;
+mod split_list;
 mod tags;
 mod uri;
 mod values;
@@ -33,9 +38,16 @@ pub fn registry() -> Registry<dyn Processor> {
     registry
         .register("add_fields", factory::<fields::AddFieldsConfig>)
         .register("append", factory::<values::AppendConfig>)
+        .register("collect", factory::<collect::CollectConfig>)
+        .register("collect_by_key", factory::<collect_by_key::CollectByKeyConfig>)
         .register("convert", factory::<convert::ConvertConfig>)
         .register("copy_fields", factory::<fields::CopyFieldsConfig>)
         .register("copy_tags", factory::<tags::CopyTagsConfig>)
+        .register(
+            "decode_json_fields",
+            factory::<decode_json::DecodeJsonFieldsConfig>,
+        )
+        .register("dissect", factory::<dissect::DissectConfig>)
         .register("drop_event", factory::<fields::DropEventConfig>)
         .register("drop_fields", factory::<fields::DropFieldsConfig>)
         .register("encode_json", factory::<document::EncodeJsonConfig>)
@@ -49,6 +61,7 @@ pub fn registry() -> Registry<dyn Processor> {
         .register("rename", factory::<fields::RenameConfig>)
         .register("set", factory::<fields::SetConfig>)
         .register("split", factory::<lookup::SplitConfig>)
+        .register("split_list", factory::<split_list::SplitListConfig>)
         .register("timestamp", factory::<convert::TimestampConfig>)
         .register("uppercase", factory::<values::UppercaseConfig>)
         .register("uri_parts", factory::<uri::UriPartsConfig>);
