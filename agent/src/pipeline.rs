@@ -259,10 +259,11 @@ impl Pipeline {
         let metrics = crate::metrics::agent();
         let label = [self.id.as_str()];
         let received = batch.events.len();
+        let read_at = Value::String(read_time());
         let events: Vec<Event> = batch
             .events
             .into_iter()
-            .filter_map(|event| self.process(event))
+            .filter_map(|event| self.process(event, &read_at))
             .collect();
         let dropped = (received - events.len()) as u64;
         self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
@@ -296,9 +297,15 @@ impl Pipeline {
         })
     }
 
-    fn process(&self, mut event: Event) -> Option<Event> {
+    fn process(&self, mut event: Event, read_at: &Value) -> Option<Event> {
         for chain in &self.chains {
             event = chain.run(event)?;
+        }
+        // As in Beats, every event carries the time it was read unless its
+        // mapping took one from the data: data streams refuse documents
+        // without `@timestamp`, and feeds such as OTX's export have no time.
+        if !event.fields.contains_key("@timestamp") {
+            event.fields.insert("@timestamp".to_owned(), read_at.clone());
         }
         if event.index().is_none() {
             if let Some(index) = &self.index {
@@ -307,4 +314,9 @@ impl Pipeline {
         }
         Some(event)
     }
+}
+
+/// Now, as the `timestamp` processor writes times (`2017-08-28T14:24:36.000Z`).
+fn read_time() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
