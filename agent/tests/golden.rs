@@ -23,63 +23,10 @@ use threatbeat_core::{BuildContext, Event, Origin};
 use threatbeat_processors::Chain;
 use threatbeat_test_support::agent::{read_ndjson, AgentHome};
 use threatbeat_test_support::data::filebeat_threatintel;
-use threatbeat_test_support::golden::{compare, compare_unordered, Report};
+use threatbeat_test_support::golden::{
+    compare, compare_unordered, expected_documents, filebeat_ignored, harness_lines, Report,
+};
 use threatbeat_test_support::misp::{MispSimulator, API_KEY};
-
-/// Fields the golden files hold that only Filebeat's harness, its `log`
-/// input or Elasticsearch's ingest node produce, plus what the harness
-/// itself strips (reference §1.1). Nothing else is ignored.
-const IGNORED: &[&str] = &[
-    // Added by Filebeat's `log` input and module framework in the test run.
-    "input.type",
-    "log.offset",
-    "log.file.path",
-    "fileset.name",
-    "service.type",
-    // `add_locale` on the test machine (`-02:00`): host-dependent.
-    "event.timezone",
-    // Ingest time: never reproducible.
-    "event.ingested",
-    "event.created",
-    // Removed by the Filebeat harness before writing the golden files.
-    "ecs.version",
-    "agent.*",
-    "host.name",
-    // The document id and index, which the file output writes beside the
-    // document (Elasticsearch stores them as `_id`/`_index`, not in `_source`).
-    "@metadata.*",
-];
-
-/// Filebeat's harness deletes `@timestamp` for these datasets before writing
-/// the golden files (reference §1.1); it is kept for `misp` and `threatq`.
-const TIMESTAMP_NOT_COMPARED: &[&str] = &["@timestamp"];
-
-/// The harness reads back at most 100 documents, so the expected files of
-/// the long fixtures cover their first 100 lines only.
-const HARNESS_DOCUMENTS: usize = 100;
-
-/// The complete lines of a golden `.log` file that Filebeat's harness read:
-/// its `log` input does not read a last line without a newline, and only
-/// the first [`HARNESS_DOCUMENTS`] have expectations.
-fn harness_lines(log: &Path) -> Vec<String> {
-    let text = fs::read_to_string(log).unwrap_or_else(|error| panic!("{}: {error}", log.display()));
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..end],
-        None => "",
-    };
-    complete
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .take(HARNESS_DOCUMENTS)
-        .map(str::to_owned)
-        .collect()
-}
-
-fn expected_documents(log: &Path) -> Vec<Value> {
-    let path = PathBuf::from(format!("{}-expected.json", log.display()));
-    let text = fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-}
 
 /// The `.log` files of a fixture folder that have an expected file, sorted.
 fn golden_logs(fileset: &str, extension: &str) -> Vec<PathBuf> {
@@ -115,17 +62,20 @@ fn main_config(entry: &str) -> String {
     format!("path.data: data\nthreatbeat.modules:\n{entry}output.file:\n  path: out\n  filename: documents\n")
 }
 
-/// The documents `threatintel/<fileset>` produces from `lines` read by its
-/// `file` input, with `vars` (YAML lines `var.x: y`) added to the entry.
-fn through_file_input(fileset: &str, lines: &[String], vars: &[&str]) -> Vec<Value> {
+/// The documents `threatintel/<fileset>` produces from the records of the
+/// golden `log` read by its `file` input: NDJSON records, or a CSV file
+/// (header row first) for `*.csv.log` goldens, which the input decodes by the
+/// `.csv` extension.
+fn through_file_input(fileset: &str, log: &Path) -> Vec<Value> {
     let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
-    home.write("records.ndjson", &(lines.join("\n") + "\n"));
-    let mut entry = format!(
-        "  - module: threatintel\n    {fileset}:\n      var.input: file\n      var.paths: [records.ndjson]\n"
+    let records = match log.to_string_lossy().ends_with(".csv.log") {
+        true => "records.csv",
+        false => "records.ndjson",
+    };
+    home.write(records, &(harness_lines(log).join("\n") + "\n"));
+    let entry = format!(
+        "  - module: threatintel\n    {fileset}:\n      var.input: file\n      var.paths: [{records}]\n"
     );
-    for var in vars {
-        entry.push_str(&format!("      {var}\n"));
-    }
     home.write("threatbeat.yml", &main_config(&entry));
     run_once(&home)
 }
@@ -143,19 +93,32 @@ fn assert_all_passed(reports: &[Report]) {
     assert!(failed.is_empty(), "golden mismatches:\n{}", failed.join("\n"));
 }
 
-/// Every golden pair of `fileset` through its `file` input, compared with
-/// [`IGNORED`] plus `extra_ignored`. Returns the documents matched.
-fn file_input_goldens(fileset: &str, extra_ignored: &[&str], vars: &[&str]) -> usize {
-    let ignored: Vec<&str> = IGNORED.iter().chain(extra_ignored).copied().collect();
+/// Every golden pair of `fileset` through its `file` input. Returns the
+/// documents matched.
+fn file_input_goldens(fileset: &str) -> usize {
     let reports: Vec<Report> = golden_logs(fileset, ".log")
         .iter()
         .map(|log| {
-            let documents = through_file_input(fileset, &harness_lines(log), vars);
+            let documents = through_file_input(fileset, log);
+            // Data streams refuse documents without a time: the mapping's, or
+            // the time the record was read (Filebeat's too).
+            for document in &documents {
+                let stamp = document["@timestamp"].as_str().unwrap_or_default();
+                assert!(
+                    chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+                    "{fileset}: no @timestamp in {document}"
+                );
+            }
             let name = log
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            compare_unordered(&name, &documents, &expected_documents(log), &ignored)
+            compare_unordered(
+                &name,
+                &documents,
+                &expected_documents(log),
+                &filebeat_ignored(fileset),
+            )
         })
         .collect();
     assert_all_passed(&reports);
@@ -277,7 +240,7 @@ async fn threatintel_misp_matches_elastic_goldens_through_its_api() {
         let documents = through_misp_api(events.clone()).await;
         let expected = expected_documents(&log);
         let cross_product = name.contains("ext_attributes");
-        let mut ignored = IGNORED.to_vec();
+        let mut ignored = filebeat_ignored("misp");
         if cross_product {
             ignored.push("misp.context.attribute.*");
         }
@@ -343,7 +306,7 @@ fn threatintel_misp_file_input_matches_elastic_goldens() {
         "misp_sample.ndjson.log (file input)",
         &documents,
         &expected_documents(&log),
-        IGNORED,
+        &filebeat_ignored("misp"),
     );
     assert_all_passed(&[report]);
 }
@@ -374,7 +337,7 @@ fn chain_report(chain: &Chain, log: &Path) -> Report {
         "misp_sample.ndjson.log",
         &actual,
         &expected_documents(log),
-        IGNORED,
+        &filebeat_ignored("misp"),
     )
 }
 
@@ -456,44 +419,42 @@ fn benchmark_misp_chain_throughput() {
 
 #[test]
 fn abuseurl_matches_elastic_goldens() {
-    assert_eq!(file_input_goldens("abuseurl", TIMESTAMP_NOT_COMPARED, &[]), 100);
+    assert_eq!(file_input_goldens("abuseurl"), 100);
 }
 
 #[test]
 fn abusemalware_matches_elastic_goldens() {
-    assert_eq!(
-        file_input_goldens("abusemalware", TIMESTAMP_NOT_COMPARED, &[]),
-        25
-    );
+    assert_eq!(file_input_goldens("abusemalware"), 25);
 }
 
 #[test]
 fn malwarebazaar_matches_elastic_goldens() {
-    assert_eq!(
-        file_input_goldens("malwarebazaar", TIMESTAMP_NOT_COMPARED, &[]),
-        11
-    );
+    assert_eq!(file_input_goldens("malwarebazaar"), 11);
 }
 
 #[test]
 fn otx_matches_elastic_goldens() {
-    assert_eq!(file_input_goldens("otx", TIMESTAMP_NOT_COMPARED, &[]), 83);
+    assert_eq!(file_input_goldens("otx"), 83);
 }
 
 #[test]
 fn anomali_matches_elastic_goldens() {
-    assert_eq!(file_input_goldens("anomali", TIMESTAMP_NOT_COMPARED, &[]), 100);
+    assert_eq!(file_input_goldens("anomali"), 100);
 }
 
 #[test]
 fn anomalithreatstream_matches_elastic_goldens() {
-    assert_eq!(
-        file_input_goldens("anomalithreatstream", TIMESTAMP_NOT_COMPARED, &[]),
-        100
-    );
+    assert_eq!(file_input_goldens("anomalithreatstream"), 100);
+}
+
+/// The 7.x search API's records (`rf_assorted.json.log`) and Filebeat 8's
+/// CSV risk lists of the four entity types.
+#[test]
+fn recordedfuture_matches_elastic_goldens() {
+    assert_eq!(file_input_goldens("recordedfuture"), 40 + 4 * 9);
 }
 
 #[test]
 fn threatq_matches_elastic_goldens() {
-    assert_eq!(file_input_goldens("threatq", &[], &[]), 9);
+    assert_eq!(file_input_goldens("threatq"), 9);
 }

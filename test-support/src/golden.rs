@@ -7,8 +7,84 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
+
+/// Fields the golden files of Filebeat's module tests hold that only
+/// Filebeat's harness, its `log` input or Elasticsearch's ingest node
+/// produce, plus what the harness strips itself (reference §1.1), and the
+/// metadata our file output writes beside each document. Nothing else is
+/// ignored.
+pub const FILEBEAT_HARNESS_FIELDS: &[&str] = &[
+    // Added by Filebeat's `log` input and module framework in the test run.
+    "input.type",
+    "log.offset",
+    "log.file.path",
+    "fileset.name",
+    "service.type",
+    // `add_locale` on the test machine (`-02:00`): host-dependent.
+    "event.timezone",
+    // Ingest time: never reproducible.
+    "event.ingested",
+    "event.created",
+    // Removed by the Filebeat harness before writing the golden files.
+    "ecs.version",
+    "agent.*",
+    "host.name",
+    // The document id and index, which the file output writes beside the
+    // document (Elasticsearch stores them as `_id`/`_index`, not in `_source`).
+    "@metadata.*",
+];
+
+/// The datasets whose `@timestamp` Filebeat's harness deletes before writing
+/// the golden files; it is kept (and compared) for `misp` and `threatq`.
+const TIMESTAMP_DELETED: &[&str] = &[
+    "otx",
+    "abuseurl",
+    "abusemalware",
+    "anomali",
+    "anomalithreatstream",
+    "malwarebazaar",
+    "recordedfuture",
+];
+
+/// Filebeat's harness reads back at most this many documents, so the
+/// expected files of the long fixtures cover their first lines only.
+pub const HARNESS_DOCUMENTS: usize = 100;
+
+/// The fields not compared in the golden files of `fileset`.
+pub fn filebeat_ignored(fileset: &str) -> Vec<&'static str> {
+    let mut ignored = FILEBEAT_HARNESS_FIELDS.to_vec();
+    if TIMESTAMP_DELETED.contains(&fileset) {
+        ignored.push("@timestamp");
+    }
+    ignored
+}
+
+/// The lines of a golden `.log` file that Filebeat's harness read: its `log`
+/// input does not read a last line without a newline, blank lines are no
+/// records, and only the first [`HARNESS_DOCUMENTS`] have expectations.
+pub fn harness_lines(log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_else(|error| panic!("{}: {error}", log.display()));
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .take(HARNESS_DOCUMENTS)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The documents of a golden `.log` file's `-expected.json`.
+pub fn expected_documents(log: &Path) -> Vec<Value> {
+    let path = PathBuf::from(format!("{}-expected.json", log.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
 
 /// A document as dotted keys (`threat.indicator.ip`) to leaf values.
 pub type Flat = BTreeMap<String, Value>;

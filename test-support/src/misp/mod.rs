@@ -1,6 +1,6 @@
 //! A MISP server simulator (misp-api.md): `POST /events/restSearch` and
 //! `/attributes/restSearch` (with or without `.json`) over real events from
-//! `shared/fixtures/misp/events`, or generated ones, plus the three GETs
+//! `test-support/data/misp/events`, or generated ones, plus the three GETs
 //! PyMISP makes when it connects, an OAuth2 token endpoint for auth tests,
 //! fault injection and a request log.
 //!

@@ -1,0 +1,296 @@
+//! `threatintel/recordedfuture` end to end: the real binary, the fileset's own
+//! httpjson input and the Recorded Future simulator
+//! (`threatbeat_test_support::recordedfuture`) on loopback, for both of
+//! Filebeat's generations.
+//!
+//! * Elastic's golden risk lists (CSV) served by the simulator give Elastic's
+//!   golden documents, one request per poll;
+//! * a bad CSV row is logged and skipped, the rows around it are kept;
+//! * the 7.x search API pages with `from` until the total and a restart asks
+//!   `lastSeen` from the stored cursor;
+//! * a bad token (401, RF's error body) fails the poll loudly, publishes nothing;
+//! * an HTML answer is logged with the fileset and the URL, and the next run recovers.
+
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::{json, Value};
+use threatbeat_test_support::agent::{read_ndjson, AgentHome};
+use threatbeat_test_support::data::filebeat_threatintel;
+use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored};
+use threatbeat_test_support::recordedfuture::{Fault, RecordedFutureSimulator, TOKEN};
+
+const CURSOR: &str = "data/registry/threatintel_recordedfuture.json";
+
+const HEADER: &str = "\"Name\",\"Risk\",\"RiskString\",\"EvidenceDetails\"\n";
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_threatbeat"))
+}
+
+/// A home whose only pipeline is `threatintel/recordedfuture` with `vars`.
+fn home(token: &str, vars: &str) -> AgentHome {
+    let home = AgentHome::new(binary());
+    home.write(
+        "threatbeat.yml",
+        &format!(
+            r#"path.data: data
+threatbeat.modules:
+  - module: threatintel
+    recordedfuture:
+      var.api_token: {token}
+      # Fail fast: the tests look at one attempt at a time.
+      input.request.retry: {{max_attempts: 1, wait_min: 10ms, wait_max: 10ms}}
+{vars}
+output.file: {{path: out, filename: docs}}
+"#
+        ),
+    );
+    home
+}
+
+fn risk_list_vars(rf: &RecordedFutureSimulator, entity: &str) -> String {
+    format!(
+        "      var.endpoint: {}\n      var.entity: {entity}\n      var.list: default",
+        rf.url("/v2")
+    )
+}
+
+async fn run_once(home: &AgentHome) -> Output {
+    let mut command = home.command();
+    command.args(["run", "--once"]);
+    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+        .await
+        .expect("the blocking task finishes")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn documents(home: &AgentHome) -> Vec<Value> {
+    let out = home.path("out");
+    if !out.exists() {
+        return Vec::new();
+    }
+    read_ndjson(&out)
+}
+
+fn cursor(home: &AgentHome) -> Option<Value> {
+    serde_json::from_str(&fs::read_to_string(home.path(CURSOR)).ok()?).ok()
+}
+
+fn unique_ids(documents: &[Value]) -> usize {
+    let mut ids: Vec<&str> = documents
+        .iter()
+        .map(|document| {
+            document["@metadata"]["_id"]
+                .as_str()
+                .expect("every document has an id")
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
+fn row(name: &str, risk: u32) -> String {
+    format!(
+        "\"{name}\",\"{risk}\",\"1/50\",\"{{\"\"EvidenceDetails\"\": [{{\"\"Rule\"\": \"\"Recent C&C Server\"\", \"\"Criticality\"\": 4.0}}]}}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_risk_lists_served_as_csv_give_the_golden_documents() {
+    let rf = RecordedFutureSimulator::start().await;
+    let folder = filebeat_threatintel("recordedfuture");
+    for entity in ["domain", "hash", "ip", "url"] {
+        let name = format!("rf_{entity}_default.csv.log");
+        rf.set_risk_list(entity, &fs::read_to_string(folder.join(&name)).unwrap());
+        let expected: Vec<Value> =
+            serde_json::from_str(&fs::read_to_string(folder.join(format!("{name}-expected.json"))).unwrap())
+                .unwrap();
+        let home = home(TOKEN, &risk_list_vars(&rf, entity));
+        rf.clear_log();
+        let output = run_once(&home).await;
+        assert!(output.status.success(), "{entity}: {}", stderr(&output));
+        let documents = documents(&home);
+        let report = compare_unordered(&name, &documents, &expected, &filebeat_ignored("recordedfuture"));
+        assert!(report.passed(), "{}\n{}", report.summary(), report.diff());
+        assert_eq!(documents.len(), 9, "{entity}: the header row is no document");
+        assert_eq!(unique_ids(&documents), 9);
+        assert_eq!(
+            documents[0]["@metadata"]["index"],
+            "logs-ti_threatbeat.recordedfuture-default"
+        );
+
+        // The whole list in one request; no paging, no cursor.
+        let requests = rf.requests();
+        assert_eq!(requests.len(), 1, "{entity}: {requests:#?}");
+        assert_eq!(requests[0].path, format!("/v2/{entity}/risklist"));
+        assert_eq!(requests[0].param("format"), Some("csv/splunk"));
+        assert_eq!(requests[0].param("gzip"), Some("false"));
+        assert_eq!(requests[0].param("list"), Some("default"));
+        assert!(cursor(&home).is_none_or(|cursor| cursor == json!({})), "{entity}");
+
+        // Downloading the same list again gives the same ids.
+        let output = run_once(&home).await;
+        assert!(output.status.success(), "{entity}: {}", stderr(&output));
+        assert_eq!(
+            unique_ids(&crate::documents(&home)),
+            9,
+            "{entity}: same ids on a re-read"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_csv_row_is_logged_and_the_rows_around_it_are_kept() {
+    let rf = RecordedFutureSimulator::start().await;
+    let csv = format!(
+        "{HEADER}{}\"203.0.113.9\",\"50\"\n{}\"unterminated,\"1\",\"1/1\",\"{{}}\"\n{}",
+        row("198.51.100.1", 90),
+        row("198.51.100.2", 80),
+        row("198.51.100.3", 70)
+    );
+    rf.set_risk_list("ip", &csv);
+    let home = home(TOKEN, &risk_list_vars(&rf, "ip"));
+    let output = run_once(&home).await;
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    let mut ips: Vec<String> = documents(&home)
+        .iter()
+        .map(|document| document["threat"]["indicator"]["ip"].as_str().unwrap().to_owned())
+        .collect();
+    ips.sort();
+    assert_eq!(ips, ["198.51.100.1", "198.51.100.2", "198.51.100.3"]);
+    assert!(log.contains("CSV row skipped"), "{log}");
+    assert!(log.contains("2 cells, the header has 4"), "{log}");
+    assert!(log.contains("/v2/ip/risklist"), "{log}");
+}
+
+fn result(number: usize, last_seen: &str) -> Value {
+    json!({
+        "entity": {"id": format!("ip:198.51.100.{number}"), "name": format!("198.51.100.{number}"), "type": "IpAddress"},
+        "timestamps": {"firstSeen": "2021-01-01T00:00:00.000Z", "lastSeen": last_seen},
+        "risk": {"score": 75, "riskString": "3/64", "criticalityLabel": "Malicious", "evidenceDetails": [{"rule": "Recent C&C Server"}]},
+        "intelCard": format!("https://app.recordedfuture.com/live/sc/entity/ip%3A198.51.100.{number}"),
+        "location": {"asn": "AS64500", "organization": "Example Net", "location": {"city": "Oslo", "country": "Norway", "continent": "Europe"}},
+    })
+}
+
+/// An RFC 3339 time `seconds` ago (RF's layout).
+fn ago(seconds: i64) -> String {
+    threatbeat_test_support::taxii::timestamp_ago(seconds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_api_pages_until_the_total_and_a_restart_asks_from_the_cursor() {
+    let rf = RecordedFutureSimulator::start().await;
+    let first_seen: Vec<String> = (1..=25).map(|number| ago(3600 - number as i64)).collect();
+    rf.add_entities(
+        "ip",
+        (1..=25)
+            .map(|number| result(number, &first_seen[number - 1]))
+            .collect(),
+    );
+    let vars = format!(
+        "      var.url: \"{}?limit=10&fields=entity,timestamps,risk,intelCard,location&metadata=false\"",
+        rf.url("/v2/ip/search")
+    );
+    let home = home(TOKEN, &vars);
+    let output = run_once(&home).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let requests = rf.requests();
+    let offsets: Vec<Option<&str>> = requests.iter().map(|request| request.param("from")).collect();
+    assert_eq!(offsets, [None, Some("10"), Some("20")], "{requests:#?}");
+    for request in &requests {
+        assert_eq!(request.param("orderby"), Some("lastSeen"));
+        assert_eq!(request.param("direction"), Some("asc"));
+        assert_eq!(request.param("lastSeen"), requests[0].param("lastSeen"));
+        assert!(request.param("lastSeen").unwrap().starts_with('['));
+    }
+    let all = documents(&home);
+    assert_eq!(all.len(), 25);
+    let first = all
+        .iter()
+        .find(|document| document["threat"]["indicator"]["ip"] == "198.51.100.1")
+        .unwrap();
+    assert_eq!(first["threat"]["indicator"]["type"], "ipv4-addr");
+    assert_eq!(first["threat"]["indicator"]["as"]["number"], 64500);
+    assert_eq!(first["threat"]["indicator"]["geo"]["city_name"], "Oslo");
+    assert_eq!(first["event"]["risk_score"], 75.0);
+    assert_eq!(first["recordedfuture"]["risk_string"], "3/64");
+    assert_eq!(cursor(&home), Some(json!({"timestamp": first_seen[24]})));
+
+    // Seen again while the agent was down: the next run asks from the cursor.
+    rf.add_entities(
+        "ip",
+        (26..=28)
+            .map(|number| result(number, &ago(10 - number as i64 + 26)))
+            .collect(),
+    );
+    rf.clear_log();
+    let output = run_once(&home).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let requests = rf.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(
+        requests[0].param("lastSeen"),
+        Some(format!("[{},]", first_seen[24]).as_str())
+    );
+    let all = documents(&home);
+    // RF's bound is inclusive: the boundary entity comes again, with the same id.
+    assert_eq!(
+        unique_ids(&all),
+        28,
+        "nothing lost, no new id for the boundary entity"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_fails_the_poll_with_the_fileset_and_url_and_publishes_nothing() {
+    let rf = RecordedFutureSimulator::start().await;
+    rf.set_risk_list("ip", &format!("{HEADER}{}", row("198.51.100.1", 90)));
+    let home = home("not-the-token", &risk_list_vars(&rf, "ip"));
+    let output = run_once(&home).await;
+    let log = stderr(&output);
+    assert!(!output.status.success(), "{log}");
+    assert!(log.contains("threatintel/recordedfuture"), "{log}");
+    assert!(log.contains(&rf.url("/v2/ip/risklist")), "{log}");
+    assert!(log.contains("401"), "{log}");
+    assert!(
+        log.contains("Missing or invalid token"),
+        "RF's own message:\n{log}"
+    );
+    assert!(
+        !log.contains("not-the-token"),
+        "the token is never logged:\n{log}"
+    );
+    assert!(documents(&home).is_empty());
+    assert_eq!(rf.requests().len(), 1, "a 401 is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_answer_is_logged_and_the_next_run_recovers() {
+    let rf = RecordedFutureSimulator::start().await;
+    rf.set_risk_list(
+        "ip",
+        &format!("{HEADER}{}{}", row("198.51.100.1", 90), row("198.51.100.2", 80)),
+    );
+    let home = home(TOKEN, &risk_list_vars(&rf, "ip"));
+    rf.push_faults([Fault::HtmlPage]);
+    let output = run_once(&home).await;
+    let log = stderr(&output);
+    assert!(!output.status.success(), "{log}");
+    assert!(log.contains("threatintel/recordedfuture"), "{log}");
+    assert!(log.contains(&rf.url("/v2/ip/risklist")), "{log}");
+    assert!(log.contains("HTML"), "{log}");
+    assert!(documents(&home).is_empty());
+
+    let output = run_once(&home).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(documents(&home).len(), 2);
+}
