@@ -8,12 +8,11 @@
 //! (same `_id`), never duplicate.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
 use threatbeat_test_support::abusech::{AbusechSimulator, Endpoint, Fault, RequestRecord};
-use threatbeat_test_support::agent::{read_ndjson, AgentHome};
+use threatbeat_test_support::agent::{document_ids, stderr_text, AgentHome};
 use threatbeat_test_support::data::filebeat_threatintel;
 use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
 use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored};
@@ -119,41 +118,6 @@ threatbeat.modules:
 
 const FILE_OUTPUT: &str = "output.file: {path: out, filename: docs}";
 
-/// `run --once` off the async runtime, so the simulator keeps answering.
-async fn run_once(home: &AgentHome) -> Output {
-    let command = home.command();
-    tokio::task::spawn_blocking(move || {
-        let mut command = command;
-        command.args(["run", "--once"]).output().expect("the binary runs")
-    })
-    .await
-    .expect("the blocking task finished")
-}
-
-fn stderr(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn documents(home: &AgentHome) -> Vec<Value> {
-    read_ndjson(&home.path("out"))
-}
-
-fn ids(documents: &[Value]) -> Vec<String> {
-    documents
-        .iter()
-        .map(|document| {
-            document["@metadata"]["_id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("a document without _id: {document}"))
-                .to_owned()
-        })
-        .collect()
-}
-
 fn feed_requests(sim: &AbusechSimulator) -> Vec<RequestRecord> {
     sim.requests()
         .into_iter()
@@ -171,12 +135,17 @@ async fn golden_records_served_by_the_api_give_the_golden_documents() {
         sim.require_auth_keys(&[KEY]);
         feed.serve(&sim, feed.records());
         let home = home(feed, &sim, &format!("      var.auth_key: {KEY}"), FILE_OUTPUT);
-        let output = run_once(&home).await;
-        assert!(output.status.success(), "{}: {}", feed.fileset, stderr(&output));
+        let output = home.run_once_async().await;
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            feed.fileset,
+            stderr_text(&output)
+        );
 
         let report = compare_unordered(
             feed.log,
-            &documents(&home),
+            &home.documents(),
             &feed.expected(),
             &filebeat_ignored(feed.fileset),
         );
@@ -231,8 +200,8 @@ async fn a_second_poll_of_the_same_data_overwrites_instead_of_duplicating() {
         );
         let home = home(feed, &sim, "", &output_block);
 
-        let first = run_once(&home).await;
-        assert!(first.status.success(), "{}", stderr(&first));
+        let first = home.run_once_async().await;
+        assert!(first.status.success(), "{}", stderr_text(&first));
         let after_first = cluster.ids(&feed.index());
         assert_eq!(
             after_first.len(),
@@ -241,8 +210,8 @@ async fn a_second_poll_of_the_same_data_overwrites_instead_of_duplicating() {
             feed.fileset
         );
 
-        let second = run_once(&home).await;
-        assert!(second.status.success(), "{}", stderr(&second));
+        let second = home.run_once_async().await;
+        assert!(second.status.success(), "{}", stderr_text(&second));
         assert_eq!(
             cluster.document_count(&feed.index()),
             records.len(),
@@ -253,8 +222,8 @@ async fn a_second_poll_of_the_same_data_overwrites_instead_of_duplicating() {
 
         // Nothing recent: `{"query_status": "no_results"}` is no document and no error.
         feed.serve(&sim, Vec::new());
-        let third = run_once(&home).await;
-        assert!(third.status.success(), "{}", stderr(&third));
+        let third = home.run_once_async().await;
+        assert!(third.status.success(), "{}", stderr_text(&third));
         assert_eq!(cluster.document_count(&feed.index()), records.len());
 
         let requests = feed_requests(&sim);
@@ -279,12 +248,12 @@ async fn ids_are_stable_across_polls_and_equal_to_elastics() {
     let records = PAYLOADS.records();
     PAYLOADS.serve(&sim, records.clone());
     let home = home(PAYLOADS, &sim, "", FILE_OUTPUT);
-    let first = run_once(&home).await;
-    assert!(first.status.success(), "{}", stderr(&first));
-    let first_ids = ids(&documents(&home));
-    let second = run_once(&home).await;
-    assert!(second.status.success(), "{}", stderr(&second));
-    let all = ids(&documents(&home));
+    let first = home.run_once_async().await;
+    assert!(first.status.success(), "{}", stderr_text(&first));
+    let first_ids = document_ids(&home.documents());
+    let second = home.run_once_async().await;
+    assert!(second.status.success(), "{}", stderr_text(&second));
+    let all = document_ids(&home.documents());
     assert_eq!(all.len(), 2 * records.len());
     assert_eq!(
         &all[records.len()..],
@@ -323,8 +292,8 @@ async fn a_missing_or_unknown_auth_key_fails_the_poll_clearly() {
         sim.require_auth_keys(&[KEY]);
         feed.serve(&sim, feed.records());
         let home = home(feed, &sim, key_line, FILE_OUTPUT);
-        let output = run_once(&home).await;
-        let log = stderr(&output);
+        let output = home.run_once_async().await;
+        let log = stderr_text(&output);
         assert!(
             !output.status.success(),
             "{}: the run reports the failure\n{log}",
@@ -338,7 +307,7 @@ async fn a_missing_or_unknown_auth_key_fails_the_poll_clearly() {
             !log.contains("not-a-registered-key"),
             "the key is a secret:\n{log}"
         );
-        assert!(documents(&home).is_empty(), "nothing published");
+        assert!(home.documents().is_empty(), "nothing published");
         let requests = feed_requests(&sim);
         assert_eq!(requests.len(), 1, "an auth failure is not retried: {requests:?}");
         assert_eq!(requests[0].status, status);
@@ -361,18 +330,18 @@ async fn a_malformed_answer_is_logged_and_the_next_poll_recovers() {
             "      input.request.retry: {max_attempts: 2, wait_min: 10ms, wait_max: 20ms}",
             FILE_OUTPUT,
         );
-        let failed = run_once(&home).await;
-        let log = stderr(&failed);
+        let failed = home.run_once_async().await;
+        let log = stderr_text(&failed);
         assert!(!failed.status.success(), "{fault:?}: the poll fails\n{log}");
         assert!(log.contains("threatintel/abuseurl"), "{log}");
         assert!(log.contains(&sim.url(URLS.path)), "{log}");
         assert!(log.contains("request failed, retrying"), "{log}");
-        assert!(documents(&home).is_empty(), "nothing published");
+        assert!(home.documents().is_empty(), "nothing published");
         assert_eq!(feed_requests(&sim).len(), 2);
 
-        let recovered = run_once(&home).await;
-        assert!(recovered.status.success(), "{}", stderr(&recovered));
-        assert_eq!(documents(&home).len(), records.len());
+        let recovered = home.run_once_async().await;
+        assert!(recovered.status.success(), "{}", stderr_text(&recovered));
+        assert_eq!(home.documents().len(), records.len());
         assert_eq!(feed_requests(&sim).len(), 3);
     }
 }
@@ -387,8 +356,8 @@ async fn a_rate_limit_is_waited_out_within_the_poll() {
     sim.push_faults([Fault::RateLimited(Some(1))]);
     let home = home(URLS, &sim, "", FILE_OUTPUT);
     let started = std::time::Instant::now();
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After was honoured"
@@ -398,7 +367,7 @@ async fn a_rate_limit_is_waited_out_within_the_poll() {
         requests.iter().map(|request| request.status).collect::<Vec<_>>(),
         vec![429, 200]
     );
-    let documents = documents(&home);
+    let documents = home.documents();
     assert_eq!(documents.len(), records.len());
-    assert!(stderr(&output).contains("429"), "the wait is logged");
+    assert!(stderr_text(&output).contains("429"), "the wait is logged");
 }

@@ -11,19 +11,15 @@
 //! * a truncated or HTML answer is logged with the fileset and the URL, the
 //!   cursor stays, and the next run recovers.
 
-use std::fs;
 use std::path::Path;
-use std::process::Output;
 
 use serde_json::{json, Value};
-use threatbeat_test_support::agent::{read_ndjson, AgentHome};
+use threatbeat_test_support::agent::{stderr_text, unique_ids, AgentHome};
 use threatbeat_test_support::data::filebeat_threatintel;
-use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored};
+use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair};
 use threatbeat_test_support::taxii::{timestamp_ago, Fault, TaxiiSimulator, COLLECTION_PATH};
 
 /// The cursor file of the pipeline `threatintel/anomali`.
-const CURSOR: &str = "data/registry/threatintel_anomali.json";
-
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_threatbeat"))
 }
@@ -56,61 +52,6 @@ output.file: {{path: out, filename: docs}}
     home
 }
 
-/// `run --once` off the async runtime, so that the simulator keeps serving.
-async fn run_once(home: &AgentHome) -> Output {
-    let mut command = home.command();
-    command.args(["run", "--once"]);
-    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
-        .await
-        .expect("the blocking task finishes")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn documents(home: &AgentHome) -> Vec<Value> {
-    let out = home.path("out");
-    if !out.exists() {
-        return Vec::new();
-    }
-    read_ndjson(&out)
-}
-
-fn cursor(home: &AgentHome) -> Option<Value> {
-    serde_json::from_str(&fs::read_to_string(home.path(CURSOR)).ok()?).ok()
-}
-
-fn unique_ids(documents: &[Value]) -> usize {
-    let mut ids: Vec<&str> = documents
-        .iter()
-        .map(|document| {
-            document["@metadata"]["_id"]
-                .as_str()
-                .expect("every document has an id")
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.len()
-}
-
-/// The first 100 records of Elastic's sample (those with expectations) and the expectations.
-fn golden_records() -> (Vec<Value>, Vec<Value>) {
-    let folder = filebeat_threatintel("anomali");
-    let log = fs::read_to_string(folder.join("anomali_limo.ndjson.log")).unwrap();
-    let records = log
-        .lines()
-        .take(100)
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let expected = serde_json::from_str(
-        &fs::read_to_string(folder.join("anomali_limo.ndjson.log-expected.json")).unwrap(),
-    )
-    .unwrap();
-    (records, expected)
-}
-
 fn indicator(number: usize) -> Value {
     json!({
         "type": "indicator",
@@ -128,13 +69,13 @@ fn indicator(number: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_records_served_by_taxii_give_the_golden_documents_and_range_paging_ends() {
     let taxii = TaxiiSimulator::start().await;
-    let (records, expected) = golden_records();
+    let (records, expected) = golden_pair("anomali", "anomali_limo.ndjson.log");
     taxii.add_objects(records, &ago(60));
     let home = home(&taxii, "guest", "      var.page_size: 40");
 
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let documents = documents(&home);
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    let documents = home.documents();
     let report = compare_unordered(
         "anomali_limo.ndjson.log",
         &documents,
@@ -184,36 +125,45 @@ async fn a_restart_asks_from_the_stored_taxii_date_and_loses_or_repeats_nothing(
     taxii.add_objects((1..=25).map(indicator).collect(), &first_added);
     // Added before the first look-back window (24 h): never asked for.
     let home = home(&taxii, "guest", "");
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(documents(&home).len(), 25);
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    assert_eq!(home.documents().len(), 25);
     let first_request = &taxii.requests()[0];
     assert_eq!(first_request.range.as_deref(), Some("items 0-9999"));
     assert!(first_request.param("added_after").unwrap().ends_with(".000Z"));
-    assert_eq!(cursor(&home), Some(json!({"timestamp": first_added})));
+    assert_eq!(
+        home.cursor("threatintel/anomali"),
+        Some(json!({"timestamp": first_added}))
+    );
 
     // Objects added while the agent is down.
     let second_added = ago(1);
     taxii.add_objects((26..=32).map(indicator).collect(), &second_added);
     taxii.clear_log();
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
     let requests = taxii.requests();
     assert_eq!(requests.len(), 1, "{requests:#?}");
     assert_eq!(requests[0].param("added_after"), Some(first_added.as_str()));
     assert_eq!(requests[0].items, 7);
-    let all = documents(&home);
+    let all = home.documents();
     assert_eq!(all.len(), 32, "25 from the first run, 7 from the second");
     assert_eq!(unique_ids(&all), 32, "no document twice");
-    assert_eq!(cursor(&home), Some(json!({"timestamp": second_added})));
+    assert_eq!(
+        home.cursor("threatintel/anomali"),
+        Some(json!({"timestamp": second_added}))
+    );
 
     // Nothing new: an empty bundle, the cursor stays.
     taxii.clear_log();
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
     assert_eq!(taxii.requests()[0].items, 0);
-    assert_eq!(documents(&home).len(), 32);
-    assert_eq!(cursor(&home), Some(json!({"timestamp": second_added})));
+    assert_eq!(home.documents().len(), 32);
+    assert_eq!(
+        home.cursor("threatintel/anomali"),
+        Some(json!({"timestamp": second_added}))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,8 +171,8 @@ async fn a_bad_password_fails_the_poll_with_the_fileset_and_url_and_publishes_no
     let taxii = TaxiiSimulator::start().await;
     taxii.add_objects((1..=3).map(indicator).collect(), &ago(5));
     let home = home(&taxii, "not-the-password", "");
-    let output = run_once(&home).await;
-    let log = stderr(&output);
+    let output = home.run_once_async().await;
+    let log = stderr_text(&output);
     assert!(
         !output.status.success(),
         "a failed poll fails `run --once`:\n{log}"
@@ -238,8 +188,8 @@ async fn a_bad_password_fails_the_poll_with_the_fileset_and_url_and_publishes_no
         !log.contains("not-the-password"),
         "the password is never logged:\n{log}"
     );
-    assert!(documents(&home).is_empty());
-    assert!(cursor(&home).is_none());
+    assert!(home.documents().is_empty());
+    assert!(home.cursor("threatintel/anomali").is_none());
     assert_eq!(taxii.requests().len(), 1, "a 401 is not retried");
 }
 
@@ -250,30 +200,30 @@ async fn a_malformed_answer_is_logged_keeps_the_cursor_and_the_next_run_recovers
         let first_added = ago(10);
         taxii.add_objects((1..=15).map(indicator).collect(), &first_added);
         let home = home(&taxii, "guest", "");
-        let output = run_once(&home).await;
-        assert!(output.status.success(), "{}", stderr(&output));
+        let output = home.run_once_async().await;
+        assert!(output.status.success(), "{}", stderr_text(&output));
         taxii.add_objects((16..=18).map(indicator).collect(), &ago(1));
 
         taxii.push_faults([fault.clone()]);
-        let output = run_once(&home).await;
-        let log = stderr(&output);
+        let output = home.run_once_async().await;
+        let log = stderr_text(&output);
         assert!(!output.status.success(), "{fault:?}: the poll fails:\n{log}");
         assert!(log.contains("threatintel/anomali"), "{fault:?}:\n{log}");
         assert!(log.contains(&taxii.url(COLLECTION_PATH)), "{fault:?}:\n{log}");
         assert_eq!(
-            cursor(&home),
+            home.cursor("threatintel/anomali"),
             Some(json!({"timestamp": first_added})),
             "{fault:?}"
         );
         assert_eq!(
-            documents(&home).len(),
+            home.documents().len(),
             15,
             "{fault:?}: nothing from the bad answer"
         );
 
-        let output = run_once(&home).await;
-        assert!(output.status.success(), "{fault:?}: {}", stderr(&output));
-        let all = documents(&home);
+        let output = home.run_once_async().await;
+        assert!(output.status.success(), "{fault:?}: {}", stderr_text(&output));
+        let all = home.documents();
         assert_eq!(all.len(), 18, "{fault:?}");
         assert_eq!(unique_ids(&all), 18, "{fault:?}");
     }
@@ -290,12 +240,12 @@ async fn the_file_input_reads_the_golden_sample_into_the_golden_documents() {
             folder.join("anomali_limo.ndjson.log").display()
         ),
     );
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let documents = documents(&home);
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    let documents = home.documents();
     assert_eq!(documents.len(), 642);
     assert_eq!(unique_ids(&documents), 642);
-    let (_, expected) = golden_records();
+    let (_, expected) = golden_pair("anomali", "anomali_limo.ndjson.log");
     let report = compare_unordered(
         "anomali_limo.ndjson.log",
         &documents,

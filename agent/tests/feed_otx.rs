@@ -11,18 +11,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use threatbeat_test_support::agent::{read_ndjson, AgentHome};
-use threatbeat_test_support::data::filebeat_threatintel;
-use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored};
+use threatbeat_test_support::agent::{stderr_text, unique_ids, AgentHome};
+use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair};
 use threatbeat_test_support::otx::{parse_time, Fault, OtxSimulator, API_KEY, AUTH_REQUIRED, EXPORT_PATH};
 
 /// The cursor file of the pipeline `threatintel/otx`.
-const CURSOR: &str = "data/registry/threatintel_otx.json";
-
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_threatbeat"))
 }
@@ -67,79 +63,22 @@ output.file: {{path: out, filename: docs}}
     home
 }
 
-/// `run --once` off the async runtime, so that the simulator keeps serving.
-async fn run_once(home: &AgentHome) -> Output {
-    let mut command = home.command();
-    command.args(["run", "--once"]);
-    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
-        .await
-        .expect("the blocking task finishes")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn documents(home: &AgentHome) -> Vec<Value> {
-    let out = home.path("out");
-    if !out.exists() {
-        return Vec::new();
-    }
-    read_ndjson(&out)
-}
-
-fn cursor(home: &AgentHome) -> Option<Value> {
-    let text = fs::read_to_string(home.path(CURSOR)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// The golden fixture's records (only complete lines, as Filebeat reads them).
-fn golden_records() -> (Vec<Value>, Vec<Value>) {
-    let folder = filebeat_threatintel("otx");
-    let log = fs::read_to_string(folder.join("otx_sample.ndjson.log")).unwrap();
-    let complete = &log[..log.rfind('\n').unwrap_or(0)];
-    let records = complete
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let expected = serde_json::from_str(
-        &fs::read_to_string(folder.join("otx_sample.ndjson.log-expected.json")).unwrap(),
-    )
-    .unwrap();
-    (records, expected)
-}
-
 fn indicator(id: i64, value: &str, kind: &str) -> Value {
     json!({"id": id, "indicator": value, "type": kind})
-}
-
-fn ids(documents: &[Value]) -> Vec<String> {
-    let mut ids: Vec<String> = documents
-        .iter()
-        .map(|document| {
-            document["@metadata"]["_id"]
-                .as_str()
-                .expect("every document has an id")
-                .to_owned()
-        })
-        .collect();
-    ids.sort();
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_records_served_as_an_export_give_the_golden_documents_and_paging_ends() {
     let otx = OtxSimulator::start().await;
-    let (records, expected) = golden_records();
+    let (records, expected) = golden_pair("otx", "otx_sample.ndjson.log");
     otx.add_indicators(records.clone(), now() - 3600);
     otx.set_page_size(10);
     let home = home(&otx, API_KEY, "");
 
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
 
-    let documents = documents(&home);
+    let documents = home.documents();
     let report = compare_unordered(
         "otx_sample.ndjson.log",
         &documents,
@@ -190,8 +129,8 @@ async fn the_first_poll_looks_back_first_interval_and_sends_filebeats_request() 
         "      var.types: \"domain,IPv4\"\n      var.first_interval: 24h",
     );
     let before = now();
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
 
     let exports = otx.exports();
     assert_eq!(exports.len(), 1);
@@ -201,7 +140,7 @@ async fn the_first_poll_looks_back_first_interval_and_sends_filebeats_request() 
         (before - 86400 - 5..=now() - 86400 + 5).contains(&since),
         "{since}"
     );
-    let documents = documents(&home);
+    let documents = home.documents();
     assert_eq!(documents.len(), 1, "only the indicator of the last 24 h");
     assert_eq!(
         documents[0]["threat"]["indicator"]["url"]["domain"],
@@ -220,12 +159,14 @@ async fn a_restart_asks_from_the_stored_cursor_and_loses_or_repeats_nothing() {
         now() - 3 * 3600,
     );
     let home = home(&otx, API_KEY, "");
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(documents(&home).len(), 25);
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    assert_eq!(home.documents().len(), 25);
 
     // Filebeat's cursor: now - lookback_range (2 h), RFC 3339.
-    let stored = cursor(&home).expect("a cursor after the first run");
+    let stored = home
+        .cursor("threatintel/otx")
+        .expect("a cursor after the first run");
     let stored_since = stored["timestamp"].as_str().expect("cursor.timestamp").to_owned();
     let stored_time = epoch(&stored_since);
     assert!(
@@ -241,16 +182,14 @@ async fn a_restart_asks_from_the_stored_cursor_and_loses_or_repeats_nothing() {
         now() - 60,
     );
     otx.clear_log();
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
 
     let exports = otx.exports();
     assert_eq!(exports[0].param("modified_since"), Some(stored_since.as_str()));
-    let documents = documents(&home);
+    let documents = home.documents();
     assert_eq!(documents.len(), 32, "25 from the first run, 7 from the second");
-    let mut unique = ids(&documents);
-    unique.dedup();
-    assert_eq!(unique.len(), 32, "no document twice");
+    assert_eq!(unique_ids(&documents), 32, "no document twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,8 +197,8 @@ async fn a_bad_key_fails_the_poll_with_the_fileset_and_url_and_publishes_nothing
     let otx = OtxSimulator::start().await;
     otx.add_indicators(vec![indicator(1, "198.51.100.1", "IPv4")], now() - 60);
     let home = home(&otx, "not-the-key", "");
-    let output = run_once(&home).await;
-    let log = stderr(&output);
+    let output = home.run_once_async().await;
+    let log = stderr_text(&output);
     assert!(
         !output.status.success(),
         "a failed poll fails `run --once`:\n{log}"
@@ -269,8 +208,12 @@ async fn a_bad_key_fails_the_poll_with_the_fileset_and_url_and_publishes_nothing
     assert!(log.contains("403"), "{log}");
     assert!(log.contains(AUTH_REQUIRED), "OTX's own message is shown:\n{log}");
     assert!(!log.contains("not-the-key"), "the key is never logged:\n{log}");
-    assert!(documents(&home).is_empty());
-    assert!(cursor(&home).is_none(), "no cursor: {:?}", cursor(&home));
+    assert!(home.documents().is_empty());
+    assert!(
+        home.cursor("threatintel/otx").is_none(),
+        "no cursor: {:?}",
+        home.cursor("threatintel/otx")
+    );
     // A 403 is not retried.
     assert_eq!(otx.exports().len(), 1);
 }
@@ -288,9 +231,9 @@ async fn a_malformed_answer_is_logged_keeps_the_cursor_and_the_next_run_recovers
         otx.set_page_size(10);
         let home = home(&otx, API_KEY, "");
 
-        let output = run_once(&home).await;
-        assert!(output.status.success(), "{}", stderr(&output));
-        let after_first = cursor(&home).expect("cursor");
+        let output = home.run_once_async().await;
+        assert!(output.status.success(), "{}", stderr_text(&output));
+        let after_first = home.cursor("threatintel/otx").expect("cursor");
         otx.add_indicators(
             (16..=18)
                 .map(|id| indicator(id, &format!("198.51.100.{id}"), "IPv4"))
@@ -299,29 +242,27 @@ async fn a_malformed_answer_is_logged_keeps_the_cursor_and_the_next_run_recovers
         );
 
         otx.push_faults([fault.clone()]);
-        let output = run_once(&home).await;
-        let log = stderr(&output);
+        let output = home.run_once_async().await;
+        let log = stderr_text(&output);
         assert!(!output.status.success(), "{fault:?}: the poll fails:\n{log}");
         assert!(log.contains("threatintel/otx"), "{fault:?}:\n{log}");
         assert!(log.contains(&otx.url(EXPORT_PATH)), "{fault:?}:\n{log}");
         assert_eq!(
-            cursor(&home),
+            home.cursor("threatintel/otx"),
             Some(after_first.clone()),
             "{fault:?}: cursor unmoved"
         );
         assert_eq!(
-            documents(&home).len(),
+            home.documents().len(),
             15,
             "{fault:?}: nothing published from the bad answer"
         );
 
         // The next run recovers and reads what the bad answer hid.
-        let output = run_once(&home).await;
-        assert!(output.status.success(), "{fault:?}: {}", stderr(&output));
-        let documents = documents(&home);
-        let mut unique = ids(&documents);
-        unique.dedup();
-        assert_eq!(unique.len(), 18, "{fault:?}");
+        let output = home.run_once_async().await;
+        assert!(output.status.success(), "{fault:?}: {}", stderr_text(&output));
+        let documents = home.documents();
+        assert_eq!(unique_ids(&documents), 18, "{fault:?}");
     }
 }
 
@@ -344,13 +285,13 @@ async fn a_rate_limited_request_waits_retry_after_and_goes_on() {
     );
     home.write("threatbeat.yml", &config);
     let started = Instant::now();
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After: 1 was honoured"
     );
     let statuses: Vec<u16> = otx.exports().iter().map(|request| request.status).collect();
     assert_eq!(statuses, [429, 200, 200]);
-    assert_eq!(documents(&home).len(), 12);
+    assert_eq!(home.documents().len(), 12);
 }

@@ -13,15 +13,12 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Output;
 
 use serde_json::{json, Value};
-use threatbeat_test_support::agent::{read_ndjson, AgentHome};
+use threatbeat_test_support::agent::{stderr_text, unique_ids, AgentHome};
 use threatbeat_test_support::data::filebeat_threatintel;
 use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored};
 use threatbeat_test_support::recordedfuture::{Fault, RecordedFutureSimulator, TOKEN};
-
-const CURSOR: &str = "data/registry/threatintel_recordedfuture.json";
 
 const HEADER: &str = "\"Name\",\"Risk\",\"RiskString\",\"EvidenceDetails\"\n";
 
@@ -57,44 +54,6 @@ fn risk_list_vars(rf: &RecordedFutureSimulator, entity: &str) -> String {
     )
 }
 
-async fn run_once(home: &AgentHome) -> Output {
-    let mut command = home.command();
-    command.args(["run", "--once"]);
-    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
-        .await
-        .expect("the blocking task finishes")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn documents(home: &AgentHome) -> Vec<Value> {
-    let out = home.path("out");
-    if !out.exists() {
-        return Vec::new();
-    }
-    read_ndjson(&out)
-}
-
-fn cursor(home: &AgentHome) -> Option<Value> {
-    serde_json::from_str(&fs::read_to_string(home.path(CURSOR)).ok()?).ok()
-}
-
-fn unique_ids(documents: &[Value]) -> usize {
-    let mut ids: Vec<&str> = documents
-        .iter()
-        .map(|document| {
-            document["@metadata"]["_id"]
-                .as_str()
-                .expect("every document has an id")
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.len()
-}
-
 fn row(name: &str, risk: u32) -> String {
     format!(
         "\"{name}\",\"{risk}\",\"1/50\",\"{{\"\"EvidenceDetails\"\": [{{\"\"Rule\"\": \"\"Recent C&C Server\"\", \"\"Criticality\"\": 4.0}}]}}\"\n"
@@ -113,9 +72,9 @@ async fn golden_risk_lists_served_as_csv_give_the_golden_documents() {
                 .unwrap();
         let home = home(TOKEN, &risk_list_vars(&rf, entity));
         rf.clear_log();
-        let output = run_once(&home).await;
-        assert!(output.status.success(), "{entity}: {}", stderr(&output));
-        let documents = documents(&home);
+        let output = home.run_once_async().await;
+        assert!(output.status.success(), "{entity}: {}", stderr_text(&output));
+        let documents = home.documents();
         let report = compare_unordered(&name, &documents, &expected, &filebeat_ignored("recordedfuture"));
         assert!(report.passed(), "{}\n{}", report.summary(), report.diff());
         assert_eq!(documents.len(), 9, "{entity}: the header row is no document");
@@ -132,13 +91,17 @@ async fn golden_risk_lists_served_as_csv_give_the_golden_documents() {
         assert_eq!(requests[0].param("format"), Some("csv/splunk"));
         assert_eq!(requests[0].param("gzip"), Some("false"));
         assert_eq!(requests[0].param("list"), Some("default"));
-        assert!(cursor(&home).is_none_or(|cursor| cursor == json!({})), "{entity}");
+        assert!(
+            home.cursor("threatintel/recordedfuture")
+                .is_none_or(|cursor| cursor == json!({})),
+            "{entity}"
+        );
 
         // Downloading the same list again gives the same ids.
-        let output = run_once(&home).await;
-        assert!(output.status.success(), "{entity}: {}", stderr(&output));
+        let output = home.run_once_async().await;
+        assert!(output.status.success(), "{entity}: {}", stderr_text(&output));
         assert_eq!(
-            unique_ids(&crate::documents(&home)),
+            unique_ids(&home.documents()),
             9,
             "{entity}: same ids on a re-read"
         );
@@ -156,10 +119,11 @@ async fn a_bad_csv_row_is_logged_and_the_rows_around_it_are_kept() {
     );
     rf.set_risk_list("ip", &csv);
     let home = home(TOKEN, &risk_list_vars(&rf, "ip"));
-    let output = run_once(&home).await;
-    let log = stderr(&output);
+    let output = home.run_once_async().await;
+    let log = stderr_text(&output);
     assert!(output.status.success(), "{log}");
-    let mut ips: Vec<String> = documents(&home)
+    let mut ips: Vec<String> = home
+        .documents()
         .iter()
         .map(|document| document["threat"]["indicator"]["ip"].as_str().unwrap().to_owned())
         .collect();
@@ -200,8 +164,8 @@ async fn the_search_api_pages_until_the_total_and_a_restart_asks_from_the_cursor
         rf.url("/v2/ip/search")
     );
     let home = home(TOKEN, &vars);
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
 
     let requests = rf.requests();
     let offsets: Vec<Option<&str>> = requests.iter().map(|request| request.param("from")).collect();
@@ -212,7 +176,7 @@ async fn the_search_api_pages_until_the_total_and_a_restart_asks_from_the_cursor
         assert_eq!(request.param("lastSeen"), requests[0].param("lastSeen"));
         assert!(request.param("lastSeen").unwrap().starts_with('['));
     }
-    let all = documents(&home);
+    let all = home.documents();
     assert_eq!(all.len(), 25);
     let first = all
         .iter()
@@ -223,7 +187,10 @@ async fn the_search_api_pages_until_the_total_and_a_restart_asks_from_the_cursor
     assert_eq!(first["threat"]["indicator"]["geo"]["city_name"], "Oslo");
     assert_eq!(first["event"]["risk_score"], 75.0);
     assert_eq!(first["recordedfuture"]["risk_string"], "3/64");
-    assert_eq!(cursor(&home), Some(json!({"timestamp": first_seen[24]})));
+    assert_eq!(
+        home.cursor("threatintel/recordedfuture"),
+        Some(json!({"timestamp": first_seen[24]}))
+    );
 
     // Seen again while the agent was down: the next run asks from the cursor.
     rf.add_entities(
@@ -233,15 +200,15 @@ async fn the_search_api_pages_until_the_total_and_a_restart_asks_from_the_cursor
             .collect(),
     );
     rf.clear_log();
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
     let requests = rf.requests();
     assert_eq!(requests.len(), 1, "{requests:#?}");
     assert_eq!(
         requests[0].param("lastSeen"),
         Some(format!("[{},]", first_seen[24]).as_str())
     );
-    let all = documents(&home);
+    let all = home.documents();
     // RF's bound is inclusive: the boundary entity comes again, with the same id.
     assert_eq!(
         unique_ids(&all),
@@ -255,8 +222,8 @@ async fn a_bad_token_fails_the_poll_with_the_fileset_and_url_and_publishes_nothi
     let rf = RecordedFutureSimulator::start().await;
     rf.set_risk_list("ip", &format!("{HEADER}{}", row("198.51.100.1", 90)));
     let home = home("not-the-token", &risk_list_vars(&rf, "ip"));
-    let output = run_once(&home).await;
-    let log = stderr(&output);
+    let output = home.run_once_async().await;
+    let log = stderr_text(&output);
     assert!(!output.status.success(), "{log}");
     assert!(log.contains("threatintel/recordedfuture"), "{log}");
     assert!(log.contains(&rf.url("/v2/ip/risklist")), "{log}");
@@ -269,7 +236,7 @@ async fn a_bad_token_fails_the_poll_with_the_fileset_and_url_and_publishes_nothi
         !log.contains("not-the-token"),
         "the token is never logged:\n{log}"
     );
-    assert!(documents(&home).is_empty());
+    assert!(home.documents().is_empty());
     assert_eq!(rf.requests().len(), 1, "a 401 is not retried");
 }
 
@@ -282,15 +249,15 @@ async fn an_html_answer_is_logged_and_the_next_run_recovers() {
     );
     let home = home(TOKEN, &risk_list_vars(&rf, "ip"));
     rf.push_faults([Fault::HtmlPage]);
-    let output = run_once(&home).await;
-    let log = stderr(&output);
+    let output = home.run_once_async().await;
+    let log = stderr_text(&output);
     assert!(!output.status.success(), "{log}");
     assert!(log.contains("threatintel/recordedfuture"), "{log}");
     assert!(log.contains(&rf.url("/v2/ip/risklist")), "{log}");
     assert!(log.contains("HTML"), "{log}");
-    assert!(documents(&home).is_empty());
+    assert!(home.documents().is_empty());
 
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(documents(&home).len(), 2);
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    assert_eq!(home.documents().len(), 2);
 }

@@ -9,19 +9,14 @@
 //! * a truncated or HTML answer is logged with the fileset and the URL, the cursor
 //!   stays, and the next run recovers.
 
-use std::fs;
 use std::path::Path;
-use std::process::Output;
 
 use serde_json::{json, Value};
-use threatbeat_test_support::agent::{read_ndjson, AgentHome};
-use threatbeat_test_support::data::filebeat_threatintel;
-use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored};
+use threatbeat_test_support::agent::{stderr_text, unique_ids, AgentHome};
+use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair};
 use threatbeat_test_support::threatq::{Fault, ThreatqSimulator, CLIENT_ID, CLIENT_SECRET, COLLECTION};
 
 /// The cursor file of the pipeline `threatintel/threatq`.
-const CURSOR: &str = "data/registry/threatintel_threatq.json";
-
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_threatbeat"))
 }
@@ -58,64 +53,6 @@ output.file: {{path: out, filename: docs}}
     home
 }
 
-/// `run --once` off the async runtime, so that the simulator keeps serving.
-async fn run_once(home: &AgentHome) -> Output {
-    let mut command = home.command();
-    command.args(["run", "--once"]);
-    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
-        .await
-        .expect("the blocking task finishes")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn documents(home: &AgentHome) -> Vec<Value> {
-    let out = home.path("out");
-    if !out.exists() {
-        return Vec::new();
-    }
-    read_ndjson(&out)
-}
-
-fn cursor(home: &AgentHome) -> Option<Value> {
-    let text = fs::read_to_string(home.path(CURSOR)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn unique_ids(documents: &[Value]) -> usize {
-    let mut ids: Vec<&str> = documents
-        .iter()
-        .map(|document| {
-            document["@metadata"]["_id"]
-                .as_str()
-                .expect("every document has an id")
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids.len()
-}
-
-/// The golden fixture's complete records (Filebeat does not read the last,
-/// unterminated line) and the expected documents.
-fn golden_records() -> (Vec<Value>, Vec<Value>) {
-    let folder = filebeat_threatintel("threatq");
-    let log = fs::read_to_string(folder.join("threatq_sample.ndjson.log")).unwrap();
-    let complete = &log[..log.rfind('\n').unwrap_or(0)];
-    let records = complete
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let expected = serde_json::from_str(
-        &fs::read_to_string(folder.join("threatq_sample.ndjson.log-expected.json")).unwrap(),
-    )
-    .unwrap();
-    (records, expected)
-}
-
 /// A ThreatQ indicator record, updated at `updated_at`.
 fn indicator(id: i64, value: &str, updated_at: &str, status: &str) -> Value {
     json!({
@@ -133,14 +70,14 @@ fn indicator(id: i64, value: &str, updated_at: &str, status: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_records_served_by_a_data_collection_give_the_golden_documents() {
     let tq = ThreatqSimulator::start().await;
-    let (records, expected) = golden_records();
+    let (records, expected) = golden_pair("threatq", "threatq_sample.ndjson.log");
     tq.add_indicators(records);
     let home = home(&tq, CLIENT_SECRET, "      var.limit: 4");
 
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
 
-    let documents = documents(&home);
+    let documents = home.documents();
     let report = compare_unordered(
         "threatq_sample.ndjson.log",
         &documents,
@@ -171,7 +108,7 @@ async fn golden_records_served_by_a_data_collection_give_the_golden_documents() 
     // The stored mark is the one after the last indicator read (the empty
     // page's mark is not stored, as Filebeat moves its cursor only with events).
     assert_eq!(
-        cursor(&home).expect("cursor")["cursor_mark"].as_str(),
+        home.cursor("threatintel/threatq").expect("cursor")["cursor_mark"].as_str(),
         exports[2].next_cursor_mark.as_deref()
     );
 }
@@ -186,16 +123,16 @@ async fn an_empty_page_sent_as_an_object_ends_paging_too() {
             .collect(),
     );
     let home = home(&tq, CLIENT_SECRET, "      var.limit: 2");
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(documents(&home).len(), 3);
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    assert_eq!(home.documents().len(), 3);
     let items: Vec<usize> = tq.exports().iter().map(|request| request.items).collect();
     assert_eq!(items, [2, 1, 0]);
     // Nothing new: one request from the stored mark, `data: {}`, no error.
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
     assert_eq!(tq.exports().len(), 4);
-    assert_eq!(documents(&home).len(), 3);
+    assert_eq!(home.documents().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,10 +151,10 @@ async fn a_restart_asks_from_the_stored_mark_and_an_update_is_a_new_version() {
             .collect(),
     );
     let home = home(&tq, CLIENT_SECRET, "");
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(documents(&home).len(), 5);
-    let stored = cursor(&home).expect("cursor")["cursor_mark"]
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    assert_eq!(home.documents().len(), 5);
+    let stored = home.cursor("threatintel/threatq").expect("cursor")["cursor_mark"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -226,12 +163,12 @@ async fn a_restart_asks_from_the_stored_mark_and_an_update_is_a_new_version() {
     tq.update_indicator(indicator(2, "203.0.113.2", "2024-03-02 10:00:00", "Expired"));
     tq.add_indicators(vec![indicator(6, "203.0.113.6", "2024-03-02 11:00:00", "Active")]);
     let before = tq.exports().len();
-    let output = run_once(&home).await;
-    assert!(output.status.success(), "{}", stderr(&output));
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
 
     let exports = tq.exports();
     assert_eq!(exports[before].param("cursorMark"), Some(stored.as_str()));
-    let documents = documents(&home);
+    let documents = home.documents();
     assert_eq!(
         documents.len(),
         7,
@@ -270,8 +207,8 @@ async fn bad_client_credentials_fail_the_poll_with_the_fileset_and_url_and_publi
         "Active",
     )]);
     let home = home(&tq, "wrong-secret", "");
-    let output = run_once(&home).await;
-    let log = stderr(&output);
+    let output = home.run_once_async().await;
+    let log = stderr_text(&output);
     assert!(
         !output.status.success(),
         "a failed poll fails `run --once`:\n{log}"
@@ -287,8 +224,8 @@ async fn bad_client_credentials_fail_the_poll_with_the_fileset_and_url_and_publi
         !log.contains("wrong-secret"),
         "the secret is never logged:\n{log}"
     );
-    assert!(documents(&home).is_empty());
-    assert!(cursor(&home).is_none());
+    assert!(home.documents().is_empty());
+    assert!(home.cursor("threatintel/threatq").is_none());
     assert!(tq.exports().is_empty(), "no API call without a token");
 }
 
@@ -303,14 +240,14 @@ async fn a_rejected_token_fails_the_poll_naming_the_url() {
     )]);
     tq.push_faults([Fault::TokenRejected, Fault::TokenRejected]);
     let home = home(&tq, CLIENT_SECRET, "");
-    let output = run_once(&home).await;
-    let log = stderr(&output);
+    let output = home.run_once_async().await;
+    let log = stderr_text(&output);
     assert!(!output.status.success(), "{log}");
     assert!(log.contains("threatintel/threatq"), "{log}");
     assert!(log.contains(&export_url(&tq)), "{log}");
     assert!(log.contains("access_denied") || log.contains("401"), "{log}");
-    assert!(documents(&home).is_empty());
-    assert!(cursor(&home).is_none());
+    assert!(home.documents().is_empty());
+    assert!(home.cursor("threatintel/threatq").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,9 +267,9 @@ async fn a_malformed_answer_is_logged_keeps_the_mark_and_the_next_run_recovers()
                 .collect(),
         );
         let home = home(&tq, CLIENT_SECRET, "");
-        let output = run_once(&home).await;
-        assert!(output.status.success(), "{}", stderr(&output));
-        let stored = cursor(&home).expect("cursor");
+        let output = home.run_once_async().await;
+        assert!(output.status.success(), "{}", stderr_text(&output));
+        let stored = home.cursor("threatintel/threatq").expect("cursor");
 
         tq.add_indicators(vec![indicator(
             4,
@@ -341,17 +278,21 @@ async fn a_malformed_answer_is_logged_keeps_the_mark_and_the_next_run_recovers()
             "Active",
         )]);
         tq.push_faults([fault.clone()]);
-        let output = run_once(&home).await;
-        let log = stderr(&output);
+        let output = home.run_once_async().await;
+        let log = stderr_text(&output);
         assert!(!output.status.success(), "{fault:?}: the poll fails:\n{log}");
         assert!(log.contains("threatintel/threatq"), "{fault:?}:\n{log}");
         assert!(log.contains(&export_url(&tq)), "{fault:?}:\n{log}");
-        assert_eq!(cursor(&home), Some(stored.clone()), "{fault:?}: mark unmoved");
-        assert_eq!(documents(&home).len(), 3, "{fault:?}");
+        assert_eq!(
+            home.cursor("threatintel/threatq"),
+            Some(stored.clone()),
+            "{fault:?}: mark unmoved"
+        );
+        assert_eq!(home.documents().len(), 3, "{fault:?}");
 
-        let output = run_once(&home).await;
-        assert!(output.status.success(), "{fault:?}: {}", stderr(&output));
-        let documents = documents(&home);
+        let output = home.run_once_async().await;
+        assert!(output.status.success(), "{fault:?}: {}", stderr_text(&output));
+        let documents = home.documents();
         assert_eq!(documents.len(), 4, "{fault:?}: the new indicator, once");
         assert_eq!(unique_ids(&documents), 4, "{fault:?}");
     }

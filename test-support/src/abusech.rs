@@ -34,8 +34,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -43,8 +41,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::server::{lock, Shared, SimServer};
 
 /// A misbehaviour injected into the next answer of a feed endpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,95 +112,59 @@ struct State {
     log: Vec<RequestRecord>,
 }
 
-type Shared = Arc<Mutex<State>>;
-
 /// A running abuse.ch simulator. Stops when dropped.
 pub struct AbusechSimulator {
-    state: Shared,
-    address: SocketAddr,
-    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    server: SimServer<State>,
 }
 
 impl AbusechSimulator {
     /// A simulator with no data (every feed answers `no_results`) and no key required.
     pub async fn start() -> Self {
-        let state: Shared = Arc::new(Mutex::new(State::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let address = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let router = Router::new().fallback(handle).with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let state = State::default();
         Self {
-            state,
-            address,
-            server: Some((stop, task)),
+            server: SimServer::start(state, |state| Router::new().fallback(handle).with_state(state)).await,
         }
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
     }
 
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        self.server.url(path)
     }
 
     /// Replaces the records of `/v1/urls/recent/`.
     pub fn set_urls(&self, urls: Vec<Value>) {
-        self.state().urls = urls;
+        self.server.state().urls = urls;
     }
 
     /// Replaces the records of `/v1/payloads/recent/`.
     pub fn set_payloads(&self, payloads: Vec<Value>) {
-        self.state().payloads = payloads;
+        self.server.state().payloads = payloads;
     }
 
     /// Replaces the records of MalwareBazaar's `get_recent`.
     pub fn set_samples(&self, samples: Vec<Value>) {
-        self.state().samples = samples;
+        self.server.state().samples = samples;
     }
 
     /// Requires `Auth-Key` to be one of `keys` from now on.
     pub fn require_auth_keys(&self, keys: &[&str]) {
-        self.state().auth_keys = Some(keys.iter().map(|key| (*key).to_owned()).collect());
+        self.server.state().auth_keys = Some(keys.iter().map(|key| (*key).to_owned()).collect());
     }
 
     /// Queues faults for the next feed requests, one each.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.state().faults.extend(faults);
+        self.server.state().faults.extend(faults);
     }
 
     /// Every request seen so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.state().log.clone()
+        self.server.state().log.clone()
     }
 
     /// Forgets the request log.
     pub fn clear_log(&self) {
-        self.state().log.clear();
+        self.server.state().log.clear();
     }
-}
-
-impl Drop for AbusechSimulator {
-    fn drop(&mut self) {
-        if let Some((stop, task)) = self.server.take() {
-            let _ = stop.send(());
-            task.abort();
-        }
-    }
-}
-
-fn lock(state: &Shared) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -277,7 +239,7 @@ fn parse_form(text: &str) -> Vec<(String, String)> {
 }
 
 async fn handle(
-    axum::extract::State(state): axum::extract::State<Shared>,
+    axum::extract::State(state): axum::extract::State<Shared<State>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -327,7 +289,7 @@ async fn handle(
 }
 
 async fn answer(
-    state: &Shared,
+    state: &Shared<State>,
     method: &Method,
     uri: &Uri,
     endpoint: Endpoint,

@@ -72,6 +72,29 @@ impl AgentHome {
             .unwrap_or_else(|error| panic!("{}: {error}", self.binary.display()))
     }
 
+    /// [`AgentHome::run_once`] off the async runtime, so that simulators
+    /// running on it keep answering.
+    pub async fn run_once_async(&self) -> Output {
+        let mut command = self.command();
+        command.args(["run", "--once"]);
+        tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+            .await
+            .expect("the blocking task finishes")
+    }
+
+    /// The documents the file output wrote under `out/` (the tests' convention:
+    /// `output.file: {path: out}`); none when nothing was written.
+    pub fn documents(&self) -> Vec<Value> {
+        read_ndjson(&self.path("out"))
+    }
+
+    /// The cursor `pipeline_id` stored under `data/` (the tests' `path.data`).
+    pub fn cursor(&self, pipeline_id: &str) -> Option<Value> {
+        threatbeat_core::CursorStore::new(&self.path("data"))
+            .load(pipeline_id)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
     /// Starts `run` (the daemon), its output going to `run-<n>.log`.
     pub fn spawn(&mut self) -> AgentProcess {
         self.spawn_with(&["run"])
@@ -186,6 +209,35 @@ impl Drop for AgentProcess {
         }
         self.kill_9();
     }
+}
+
+/// The text a finished command wrote to stderr.
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The `@metadata._id` of every document, in order.
+///
+/// # Panics
+/// When a document has none: every indicator must have a stable id.
+pub fn document_ids(documents: &[Value]) -> Vec<String> {
+    documents
+        .iter()
+        .map(|document| {
+            document["@metadata"]["_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a document without _id: {document}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// How many distinct `@metadata._id`s `documents` hold.
+pub fn unique_ids(documents: &[Value]) -> usize {
+    document_ids(documents)
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 /// Every JSON line of `path` (a file, or every file of a folder such as the

@@ -86,6 +86,18 @@ pub fn expected_documents(log: &Path) -> Vec<Value> {
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
+/// One golden pair of Filebeat's threatintel module: the records of
+/// `test-support/data/filebeat-threatintel/<fileset>/<log>` that the harness
+/// read (see [`harness_lines`]), parsed, and the expected documents.
+pub fn golden_pair(fileset: &str, log: &str) -> (Vec<Value>, Vec<Value>) {
+    let path = crate::data::filebeat_threatintel(fileset).join(log);
+    let records = harness_lines(&path)
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{}: {error}", path.display())))
+        .collect();
+    (records, expected_documents(&path))
+}
+
 /// A document as dotted keys (`threat.indicator.ip`) to leaf values.
 pub type Flat = BTreeMap<String, Value>;
 

@@ -1,5 +1,7 @@
-//! Simulators of MISP and Elasticsearch for threatbeat's tests, faithful to
-//! the facts in `shared/reference/`. The product binary never links this crate.
+//! What threatbeat's tests share: simulators of every feed's API and of
+//! Elasticsearch (faithful to the vendors' documented requests, envelopes and
+//! errors), running the real binary, the vendored test data and the golden
+//! comparison. The product binary never links this crate.
 pub mod abusech;
 pub mod agent;
 pub mod data;
@@ -8,6 +10,7 @@ pub mod golden;
 pub mod misp;
 pub mod otx;
 pub mod recordedfuture;
+pub mod server;
 pub mod taxii;
 pub mod threatq;
 pub mod tls;

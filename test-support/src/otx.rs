@@ -30,8 +30,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::Body;
 use axum::extract::Query;
@@ -39,8 +37,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Map, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::server::{lock, Shared, SimServer};
 
 /// The API key the simulator accepts (64 hex digits, as OTX keys are).
 pub const API_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -105,53 +103,32 @@ struct State {
 
 /// A running simulator. Stops when dropped.
 pub struct OtxSimulator {
-    state: Arc<Mutex<State>>,
-    address: SocketAddr,
-    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    server: SimServer<State>,
 }
 
 impl OtxSimulator {
     /// An empty simulator accepting [`API_KEY`], pages of 10 records.
     pub async fn start() -> Self {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             api_keys: vec![API_KEY.to_owned()],
             page_size: 10,
             ..State::default()
-        }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let address = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let router = Router::new().fallback(handle).with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        };
         Self {
-            state,
-            address,
-            server: Some((stop, task)),
+            server: SimServer::start(state, |state| Router::new().fallback(handle).with_state(state)).await,
         }
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
     }
 
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        self.server.url(path)
     }
 
     /// Adds export records, all last modified at `modified` (Unix seconds).
     /// A record without `title`, `description` or `content` gets OTX's
     /// `null`, `null`, `""`.
     pub fn add_indicators(&self, records: Vec<Value>, modified: i64) {
-        let mut state = self.state();
+        let mut state = self.server.state();
         for mut record in records {
             if let Value::Object(map) = &mut record {
                 map.entry("title").or_insert(Value::Null);
@@ -164,17 +141,17 @@ impl OtxSimulator {
 
     /// Records per page when the request gives no `limit`.
     pub fn set_page_size(&self, size: usize) {
-        self.state().page_size = size.max(1);
+        self.server.state().page_size = size.max(1);
     }
 
     /// Queues faults for the next export requests, one each.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.state().faults.extend(faults);
+        self.server.state().faults.extend(faults);
     }
 
     /// Every request seen so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.state().log.clone()
+        self.server.state().log.clone()
     }
 
     /// The export requests seen so far.
@@ -187,21 +164,8 @@ impl OtxSimulator {
 
     /// Forgets the request log.
     pub fn clear_log(&self) {
-        self.state().log.clear();
+        self.server.state().log.clear();
     }
-}
-
-impl Drop for OtxSimulator {
-    fn drop(&mut self) {
-        if let Some((stop, task)) = self.server.take() {
-            let _ = stop.send(());
-            task.abort();
-        }
-    }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -248,7 +212,7 @@ fn encode(text: &str) -> String {
 }
 
 async fn handle(
-    axum::extract::State(state): axum::extract::State<Arc<Mutex<State>>>,
+    axum::extract::State(state): axum::extract::State<Shared<State>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

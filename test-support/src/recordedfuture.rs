@@ -26,8 +26,6 @@
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::Body;
 use axum::extract::{Query, State as AxumState};
@@ -35,8 +33,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::server::{lock, Shared, SimServer};
 
 /// The token the simulator accepts.
 pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -89,54 +87,34 @@ struct State {
 
 /// A running simulator. Stops when dropped.
 pub struct RecordedFutureSimulator {
-    state: Arc<Mutex<State>>,
-    address: SocketAddr,
-    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    server: SimServer<State>,
 }
 
 impl RecordedFutureSimulator {
     /// An empty simulator accepting [`TOKEN`].
     pub async fn start() -> Self {
-        let state = Arc::new(Mutex::new(State::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let address = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let router = Router::new().fallback(handle).with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let state = State::default();
         Self {
-            state,
-            address,
-            server: Some((stop, task)),
+            server: SimServer::start(state, |state| Router::new().fallback(handle).with_state(state)).await,
         }
     }
 
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        self.server.url(path)
     }
 
     /// The CSV served as `entity`'s risk list (any `list`).
     pub fn set_risk_list(&self, entity: &str, csv: &str) {
-        lock(&self.state)
+        self.server
+            .state()
             .risk_lists
             .insert(entity.to_owned(), csv.to_owned());
     }
 
     /// Adds search results for `entity` (each with `timestamps.lastSeen`).
     pub fn add_entities(&self, entity: &str, results: Vec<Value>) {
-        let mut state = lock(&self.state);
+        let mut state = self.server.state();
         let list = state.entities.entry(entity.to_owned()).or_default();
         list.extend(results);
         list.sort_by(|a, b| last_seen(a).cmp(last_seen(b)));
@@ -144,26 +122,17 @@ impl RecordedFutureSimulator {
 
     /// Queues faults for the next requests, one each.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        lock(&self.state).faults.extend(faults);
+        self.server.state().faults.extend(faults);
     }
 
     /// Every request seen so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        lock(&self.state).log.clone()
+        self.server.state().log.clone()
     }
 
     /// Forgets the request log.
     pub fn clear_log(&self) {
-        lock(&self.state).log.clear();
-    }
-}
-
-impl Drop for RecordedFutureSimulator {
-    fn drop(&mut self) {
-        if let Some((stop, task)) = self.server.take() {
-            let _ = stop.send(());
-            task.abort();
-        }
+        self.server.state().log.clear();
     }
 }
 
@@ -189,7 +158,7 @@ fn rf_error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn handle(
-    AxumState(state): AxumState<Arc<Mutex<State>>>,
+    AxumState(state): AxumState<Shared<State>>,
     uri: Uri,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,

@@ -31,8 +31,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::Body;
 use axum::extract::{Query, State as AxumState};
@@ -41,8 +39,8 @@ use axum::response::Response;
 use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::server::{lock, Shared, SimServer};
 
 /// Limo's collection 41 objects path.
 pub const COLLECTION_PATH: &str = "/api/v1/taxii2/feeds/collections/41/objects";
@@ -106,54 +104,33 @@ struct State {
 
 /// A running simulator. Stops when dropped.
 pub struct TaxiiSimulator {
-    state: Arc<Mutex<State>>,
-    address: SocketAddr,
-    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    server: SimServer<State>,
 }
 
 impl TaxiiSimulator {
     /// An empty collection accepting `guest`/`guest`, pages of at most 10,000 objects.
     pub async fn start() -> Self {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             objects: Vec::new(),
             password: PASSWORD.to_owned(),
             max_page: 10_000,
             faults: VecDeque::new(),
             log: Vec::new(),
-        }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let address = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let router = Router::new().fallback(handle).with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        };
         Self {
-            state,
-            address,
-            server: Some((stop, task)),
+            server: SimServer::start(state, |state| Router::new().fallback(handle).with_state(state)).await,
         }
     }
 
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        self.server.url(path)
     }
 
     /// Adds objects, all added to the collection at `date_added`
     /// (`2024-05-20T10:00:00.000Z`; later calls must not go back in time).
     pub fn add_objects(&self, objects: Vec<Value>, date_added: &str) {
-        let mut state = lock(&self.state);
+        let mut state = self.server.state();
         state
             .objects
             .extend(objects.into_iter().map(|object| (date_added.to_owned(), object)));
@@ -161,36 +138,27 @@ impl TaxiiSimulator {
 
     /// The largest page served, whatever `Range` asks.
     pub fn set_max_page(&self, size: usize) {
-        lock(&self.state).max_page = size.max(1);
+        self.server.state().max_page = size.max(1);
     }
 
     /// Changes the password of the guest account.
     pub fn set_password(&self, password: &str) {
-        lock(&self.state).password = password.to_owned();
+        self.server.state().password = password.to_owned();
     }
 
     /// Queues faults for the next objects requests, one each.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        lock(&self.state).faults.extend(faults);
+        self.server.state().faults.extend(faults);
     }
 
     /// Every request seen so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        lock(&self.state).log.clone()
+        self.server.state().log.clone()
     }
 
     /// Forgets the request log.
     pub fn clear_log(&self) {
-        lock(&self.state).log.clear();
-    }
-}
-
-impl Drop for TaxiiSimulator {
-    fn drop(&mut self) {
-        if let Some((stop, task)) = self.server.take() {
-            let _ = stop.send(());
-            task.abort();
-        }
+        self.server.state().log.clear();
     }
 }
 
@@ -222,7 +190,7 @@ fn parse_range(value: &str) -> Option<(usize, usize)> {
 }
 
 async fn handle(
-    AxumState(state): AxumState<Arc<Mutex<State>>>,
+    AxumState(state): AxumState<Shared<State>>,
     uri: Uri,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,

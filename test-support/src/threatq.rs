@@ -36,8 +36,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Query;
@@ -46,8 +44,8 @@ use axum::response::Response;
 use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::server::{lock, Shared, SimServer};
 
 /// The client id the simulator accepts.
 pub const CLIENT_ID: &str = "threatbeat-client";
@@ -108,55 +106,34 @@ struct State {
 
 /// A running simulator. Stops when dropped.
 pub struct ThreatqSimulator {
-    state: Arc<Mutex<State>>,
-    address: SocketAddr,
-    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    server: SimServer<State>,
 }
 
 impl ThreatqSimulator {
     /// An empty simulator for [`CLIENT_ID`] / [`CLIENT_SECRET`] and [`COLLECTION`].
     pub async fn start() -> Self {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             token_lifetime: 3600,
             ..State::default()
-        }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let address = listener.local_addr().expect("local address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let router = Router::new().fallback(handle).with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        };
         Self {
-            state,
-            address,
-            server: Some((stop, task)),
+            server: SimServer::start(state, |state| Router::new().fallback(handle).with_state(state)).await,
         }
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
     }
 
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        self.server.url(path)
     }
 
     /// Adds indicator records (each needs `id` and `updated_at`).
     pub fn add_indicators(&self, records: Vec<Value>) {
-        self.state().indicators.extend(records);
+        self.server.state().indicators.extend(records);
     }
 
     /// Replaces the record with the same `id` (an update in ThreatQ).
     pub fn update_indicator(&self, record: Value) {
-        let mut state = self.state();
+        let mut state = self.server.state();
         match state.indicators.iter_mut().find(|old| old["id"] == record["id"]) {
             Some(old) => *old = record,
             None => state.indicators.push(record),
@@ -165,22 +142,22 @@ impl ThreatqSimulator {
 
     /// Answers an empty page with `"data": {}` (as Elastic's mock does).
     pub fn set_empty_data_as_object(&self, on: bool) {
-        self.state().empty_data_as_object = on;
+        self.server.state().empty_data_as_object = on;
     }
 
     /// Queues faults for the next export requests, one each.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.state().faults.extend(faults);
+        self.server.state().faults.extend(faults);
     }
 
     /// Tokens issued so far.
     pub fn tokens_issued(&self) -> usize {
-        self.state().tokens.len()
+        self.server.state().tokens.len()
     }
 
     /// Every request seen so far.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.state().log.clone()
+        self.server.state().log.clone()
     }
 
     /// The export requests seen so far.
@@ -190,19 +167,6 @@ impl ThreatqSimulator {
             .filter(|record| record.path.starts_with("/api/indicators/query/hash/"))
             .collect()
     }
-}
-
-impl Drop for ThreatqSimulator {
-    fn drop(&mut self) {
-        if let Some((stop, task)) = self.server.take() {
-            let _ = stop.send(());
-            task.abort();
-        }
-    }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -284,7 +248,7 @@ fn form(body: &Bytes) -> Vec<(String, String)> {
 }
 
 async fn handle(
-    axum::extract::State(state): axum::extract::State<Arc<Mutex<State>>>,
+    axum::extract::State(state): axum::extract::State<Shared<State>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
