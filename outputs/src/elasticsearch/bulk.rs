@@ -72,10 +72,7 @@ fn encode_to(
     if let Some(pipeline) = pipeline {
         metadata.insert("pipeline".to_owned(), Value::String(pipeline));
     }
-    let action_name = match op {
-        OpType::Create => "create",
-        OpType::Index => "index",
-    };
+    let action_name = op.as_str();
     let mut action = match serde_json::to_vec(&json!({ action_name: metadata })) {
         Ok(action) => action,
         Err(error) => return Err((event, format!("cannot encode the bulk action: {error}"))),
