@@ -1,5 +1,7 @@
-//! Bulk encoding (one `create`/`index` action line plus the source line per
-//! event) and decoding of the filtered bulk response.
+//! Bulk encoding and decoding of the filtered bulk response. Per event: a
+//! `create` or `index` action line plus the document; an `update` action
+//! line plus `{"doc": <partial document>}` (with `"doc_as_upsert": true` when
+//! asked); a `delete` action line alone.
 
 use std::collections::HashMap;
 
@@ -27,17 +29,49 @@ pub struct BulkItem {
     pub dead_letter: bool,
 }
 
+const UPDATE_PREFIX: &[u8] = b"{\"doc\":";
+const UPSERT_SUFFIX: &[u8] = b",\"doc_as_upsert\":true}";
+
 impl BulkItem {
     /// Bytes this item adds to a bulk body.
     pub fn len(&self) -> usize {
-        self.action.len() + self.event.source.len() + 1
+        let source = self.event.source.len();
+        // Each source line ends in `\n`; an update's adds the wrapper.
+        self.action.len()
+            + match self.op {
+                OpType::Delete => 0,
+                OpType::Update if self.event.doc_as_upsert() => {
+                    UPDATE_PREFIX.len() + source + UPSERT_SUFFIX.len() + 1
+                }
+                OpType::Update => UPDATE_PREFIX.len() + source + 2,
+                OpType::Create | OpType::Index => source + 1,
+            }
     }
 
-    /// Appends the action line and the source line to a bulk body.
+    /// Appends the action line and, unless it is a delete, the source line
+    /// to a bulk body. An update's document is wrapped as `{"doc": ...}`.
     pub fn write_to(&self, body: &mut Vec<u8>) {
         body.extend_from_slice(&self.action);
-        body.extend_from_slice(&self.event.source);
+        match self.op {
+            OpType::Delete => return,
+            OpType::Update => {
+                body.extend_from_slice(UPDATE_PREFIX);
+                body.extend_from_slice(&self.event.source);
+                if self.event.doc_as_upsert() {
+                    body.extend_from_slice(UPSERT_SUFFIX);
+                } else {
+                    body.push(b'}');
+                }
+            }
+            OpType::Create | OpType::Index => body.extend_from_slice(&self.event.source),
+        }
         body.push(b'\n');
+    }
+
+    /// `(index, _id)` when the item addresses one document: two items with
+    /// the same key must reach Elasticsearch in order.
+    pub fn document_key(&self) -> Option<(&str, &str)> {
+        self.event.id().map(|id| (self.index.as_str(), id))
     }
 }
 
@@ -69,7 +103,8 @@ fn encode_to(
     if let Some(id) = event.id() {
         metadata.insert("_id".to_owned(), Value::String(id.to_owned()));
     }
-    if let Some(pipeline) = pipeline {
+    // A delete runs no ingest pipeline (Elasticsearch ignores it there).
+    if let Some(pipeline) = pipeline.filter(|_| op != OpType::Delete) {
         metadata.insert("pipeline".to_owned(), Value::String(pipeline));
     }
     let action_name = op.as_str();
@@ -264,6 +299,74 @@ mod tests {
         );
         let (_, reason) = encode(Event::from_value(json!({})).encode().unwrap(), &settings).unwrap_err();
         assert!(reason.contains("event.module"));
+    }
+
+    fn body_lines(item: &BulkItem) -> Vec<Value> {
+        let mut body = Vec::new();
+        item.write_to(&mut body);
+        assert_eq!(body.len(), item.len(), "len() matches what is written");
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.ends_with('\n'));
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn encodes_index_update_and_delete() {
+        let settings = settings(json!({"hosts": ["h"], "index": "unused", "pipeline": "p"}));
+        let latest = "logs-ti_threatbeat_latest.misp";
+        let event = |op: OpType, fields: Value| {
+            let mut event = Event::from_value(fields);
+            event.set_id("ioc-1");
+            event.set_index(latest);
+            event.set_op_type(op);
+            event
+        };
+        let document =
+            json!({"@timestamp": "2026-01-02T00:00:00Z", "threat": {"indicator": {"ip": "10.0.0.1"}}});
+        let item = encode(
+            event(OpType::Index, document.clone()).encode().unwrap(),
+            &settings,
+        )
+        .unwrap();
+        assert_eq!(
+            body_lines(&item),
+            [
+                json!({"index": {"_index": latest, "_id": "ioc-1", "pipeline": "p"}}),
+                document.clone()
+            ]
+        );
+
+        let refresh = json!({"@timestamp": "2026-02-01T00:00:00Z"});
+        let item = encode(
+            event(OpType::Update, refresh.clone()).encode().unwrap(),
+            &settings,
+        )
+        .unwrap();
+        assert_eq!(item.op, OpType::Update);
+        assert_eq!(
+            body_lines(&item),
+            [
+                json!({"update": {"_index": latest, "_id": "ioc-1", "pipeline": "p"}}),
+                json!({"doc": refresh})
+            ]
+        );
+        let mut upsert = event(OpType::Update, refresh.clone());
+        upsert.metadata.insert("doc_as_upsert".into(), json!(true));
+        let item = encode(upsert.encode().unwrap(), &settings).unwrap();
+        assert_eq!(
+            body_lines(&item)[1],
+            json!({"doc": refresh, "doc_as_upsert": true})
+        );
+
+        let item = encode(event(OpType::Delete, document).encode().unwrap(), &settings).unwrap();
+        assert_eq!(
+            body_lines(&item),
+            [json!({"delete": {"_index": latest, "_id": "ioc-1"}})],
+            "a delete has no source line and no pipeline"
+        );
+        assert_eq!(item.document_key(), Some((latest, "ioc-1")));
     }
 
     #[test]
