@@ -177,12 +177,19 @@ struct RawItem {
 }
 
 /// Decodes a bulk response: `Ok(None)` when every item succeeded
-/// (`errors: false`), `Ok(Some(items))` otherwise; an error when the body
-/// is not a bulk response or has the wrong number of items.
-pub fn decode_response(body: &[u8], sent: usize) -> Result<Option<Vec<ItemResult>>, String> {
+/// (`errors: false`) and `every_item` is false, `Ok(Some(items))`
+/// otherwise; an error when the body is not a bulk response or has the
+/// wrong number of items. `every_item` serves batches with deletes: a
+/// delete that found nothing (404 `not_found`) is no error, so only its
+/// status tells it from one that deleted.
+pub fn decode_response(
+    body: &[u8],
+    sent: usize,
+    every_item: bool,
+) -> Result<Option<Vec<ItemResult>>, String> {
     let raw: RawResponse = serde_json::from_slice(body)
         .map_err(|error| format!("the bulk response is not valid JSON: {error}"))?;
-    if !raw.errors {
+    if !raw.errors && !every_item {
         return Ok(None);
     }
     if raw.items.len() != sent {
@@ -387,19 +394,34 @@ mod tests {
     #[test]
     fn decodes_filtered_responses() {
         assert_eq!(
-            decode_response(br#"{"errors":false,"items":[{"create":{"status":201}}]}"#, 1),
+            decode_response(
+                br#"{"errors":false,"items":[{"create":{"status":201}}]}"#,
+                1,
+                false
+            ),
             Ok(None)
         );
+        let deletes = decode_response(
+            br#"{"errors":false,"items":[{"delete":{"status":200}},{"delete":{"status":404}}]}"#,
+            2,
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((deletes[0].status, deletes[1].status), (200, 404));
+        assert_eq!(deletes[1].error_type, None);
         let items = decode_response(
             br#"{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse","caused_by":{"reason":"not an IP"}}}}]}"#,
             2,
+            false,
         )
         .unwrap()
         .unwrap();
         assert_eq!(items[0].status, 201);
         assert_eq!(items[1].error_type.as_deref(), Some("mapper_parsing_exception"));
         assert_eq!(items[1].reason.as_deref(), Some("failed to parse: not an IP"));
-        assert!(decode_response(br#"{"errors":true,"items":[]}"#, 1).is_err());
-        assert!(decode_response(b"<html>", 1).is_err());
+        assert!(decode_response(br#"{"errors":true,"items":[]}"#, 1, false).is_err());
+        assert!(decode_response(br#"{"errors":false}"#, 1, true).is_err());
+        assert!(decode_response(b"<html>", 1, false).is_err());
     }
 }

@@ -243,7 +243,10 @@ impl ElasticsearchOutput {
     }
 
     fn settle_items(&self, items: Vec<BulkItem>, body: &[u8]) -> ChunkResult {
-        let results = match bulk::decode_response(body, items.len()) {
+        let has_deletes = items
+            .iter()
+            .any(|item| item.op == threatbeat_core::OpType::Delete);
+        let results = match bulk::decode_response(body, items.len(), has_deletes) {
             Ok(None) => {
                 self.count_acked(&items, 0);
                 return ChunkResult {
