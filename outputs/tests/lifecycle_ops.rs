@@ -256,3 +256,42 @@ async fn lifecycle_events_through_the_disk_queue() {
         Some(indicator(99, "2026-01-02T00:00:00Z"))
     );
 }
+
+/// The rules' view of the final state: a refreshed indicator stays in the
+/// 30-day window, a stale one drops out, a deleted one is gone.
+#[tokio::test]
+async fn the_rules_see_the_final_state() {
+    use chrono::TimeZone;
+    use threatbeat_test_support::rules::{visibility_counts, visible_indicators, Rule};
+    let cluster = ElasticsearchSimulator::start().await;
+    let mut output = output(json!({"hosts": [cluster.url()]}));
+    let old = "2026-01-01T00:00:00Z";
+    output
+        .publish(
+            (0..3)
+                .map(|n| op(OpType::Index, &format!("d{n}"), indicator(n, old)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    output
+        .publish(vec![
+            op(OpType::Update, "d0", refresh("2026-02-10T00:00:00Z")),
+            op(OpType::Delete, "d2", json!({})),
+        ])
+        .await
+        .unwrap();
+    let now = chrono::Utc.with_ymd_and_hms(2026, 2, 15, 12, 0, 0).unwrap();
+    let visible = visible_indicators(&cluster, now);
+    assert_eq!(
+        visible
+            .iter()
+            .map(|item| (item.index.as_str(), item.id.as_str(), item.rule))
+            .collect::<Vec<_>>(),
+        [(LATEST, "d0", Rule::Ip)]
+    );
+    assert_eq!(
+        visibility_counts(&visible, "misp.attribute.uuid"),
+        [("uuid-0".to_owned(), 1)].into()
+    );
+}

@@ -5,4 +5,5 @@ pub mod data;
 pub mod elasticsearch;
 pub mod golden;
 pub mod misp;
+pub mod rules;
 pub mod tls;

@@ -36,6 +36,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use handlers::SIMULATED_VERSION;
+pub(crate) use state::wildcard_match;
 pub use state::{Credential, Faults, MappingRule, StoredDocument};
 
 /// State shared by the server task and the test.
