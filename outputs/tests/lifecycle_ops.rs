@@ -295,3 +295,89 @@ async fn the_rules_see_the_final_state() {
         [("uuid-0".to_owned(), 1)].into()
     );
 }
+
+/// `setup` installs the current-state template once: regular indices (they
+/// take `index`/`update`/`delete`), `threat.indicator.ip` as `ip` that
+/// ignores malformed values, with a keyword sub-field; a batch holding a
+/// CIDR is indexed whole there, while the data streams' template refuses
+/// the CIDR document.
+#[tokio::test]
+async fn setup_installs_the_current_state_template_and_a_cidr_fails_nothing() {
+    use threatbeat_outputs::elasticsearch::{setup, SetupAction, SetupSettings};
+    use threatbeat_test_support::rules::{visible_indicators, Rule};
+    let cluster = ElasticsearchSimulator::start().await;
+    let config = common::output_config(json!({"hosts": [cluster.url()]}));
+    let settings = SetupSettings::default();
+    let first = setup(&config, &BuildContext::default(), &settings).await.unwrap();
+    assert!(
+        first.steps.contains(&(
+            "index template threatbeat-latest".to_owned(),
+            SetupAction::Installed
+        )),
+        "{first:?}"
+    );
+    let second = setup(&config, &BuildContext::default(), &settings).await.unwrap();
+    assert!(!second.changed_anything(), "{second:?}");
+    assert_eq!(cluster.request_count("PUT _index_template"), 2);
+
+    let template = cluster.index_template("threatbeat-latest").unwrap();
+    assert_eq!(template["index_patterns"], json!(["logs-ti_threatbeat_latest.*"]));
+    assert!(template.get("data_stream").is_none());
+    assert!(template["template"]["settings"]["index"]
+        .get("lifecycle")
+        .is_none());
+    let mapped =
+        &template["template"]["mappings"]["properties"]["threat"]["properties"]["indicator"]["properties"];
+    assert_eq!(
+        mapped["ip"],
+        json!({"type": "ip", "ignore_malformed": true, "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}})
+    );
+    assert_eq!(mapped["url"]["properties"]["full"]["type"], "wildcard");
+    assert_eq!(mapped["last_seen"]["type"], "date");
+
+    let mut output = output(json!({"hosts": [cluster.url()]}));
+    let mut events: Vec<Event> = (0..5)
+        .map(|n| {
+            op(
+                OpType::Index,
+                &format!("d{n}"),
+                indicator(n, "2026-02-01T00:00:00Z"),
+            )
+        })
+        .collect();
+    events[2].fields["threat"]["indicator"]["ip"] = json!("198.51.100.0/24");
+    let mut history = events[2].clone();
+    history.set_op_type(OpType::Create);
+    history.set_index("logs-ti_threatbeat.misp-default");
+    events.push(op(OpType::Update, "d2", refresh("2026-02-02T00:00:00Z")));
+    output.publish(events).await.unwrap();
+    assert!(!cluster.is_data_stream(LATEST));
+    assert_eq!(
+        cluster.document_count(LATEST),
+        5,
+        "the CIDR document is indexed too"
+    );
+    assert_eq!(
+        cluster.document(LATEST, "d2").unwrap()["@timestamp"],
+        "2026-02-02T00:00:00Z",
+        "and its update applies"
+    );
+    let stats = output.stats().snapshot();
+    assert_eq!((stats.acked, stats.dropped), (6, 0), "{stats:?}");
+
+    output.publish(vec![history]).await.unwrap();
+    assert_eq!(cluster.document_count("logs-ti_threatbeat.misp-default"), 0);
+    assert_eq!(
+        output.stats().snapshot().dropped,
+        1,
+        "the data streams' template refuses a CIDR"
+    );
+
+    // The IP rule cannot read a CIDR: four of the five are visible.
+    let now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 2, 10, 0, 0, 0).unwrap();
+    let visible = visible_indicators(&cluster, now);
+    assert_eq!(visible.len(), 4);
+    assert!(visible
+        .iter()
+        .all(|item| item.rule == Rule::Ip && item.id != "d2"));
+}
