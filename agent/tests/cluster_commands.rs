@@ -66,6 +66,14 @@ async fn setup_twice_changes_nothing_the_second_time() {
         "the modules' data streams are covered: {patterns}"
     );
     assert!(cluster.ilm_policy("threatbeat").is_some());
+    let latest = cluster
+        .index_template("threatbeat-latest")
+        .expect("the current-state template is installed");
+    assert_eq!(
+        latest["index_patterns"],
+        serde_json::json!(["logs-ti_threatbeat_latest.*"])
+    );
+    assert!(latest.get("data_stream").is_none(), "regular indices: {latest}");
 
     let (second, text) = threatbeat(main, &["setup", "--index-management"]).await;
     assert!(second.status.success(), "{text}");
@@ -73,7 +81,7 @@ async fn setup_twice_changes_nothing_the_second_time() {
         !text.contains(": installed"),
         "the second run changed something:\n{text}"
     );
-    assert_eq!(cluster.request_count("PUT _index_template"), 1);
+    assert_eq!(cluster.request_count("PUT _index_template"), 2);
     assert_eq!(cluster.request_count("PUT _ilm/policy"), 1);
 }
 

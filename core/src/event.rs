@@ -4,6 +4,18 @@
 //! `@metadata._id` becomes the bulk `_id`, `@metadata.index` the target
 //! index, `@metadata.op_type` the bulk action, `@metadata.pipeline` the
 //! ingest pipeline. Metadata is never part of the indexed document.
+//!
+//! The action decides what the fields mean:
+//!
+//! | `@metadata.op_type` | fields | bulk |
+//! | --- | --- | --- |
+//! | absent, `create` | the document | `create` + source (a repeated `_id` is a no-op) |
+//! | `index` | the document | `index` + source (add or replace) |
+//! | `update` | the partial document | `update` + `{"doc": fields}`, plus `"doc_as_upsert": true` when `@metadata.doc_as_upsert` is `true` |
+//! | `delete` | ignored (no source) | `delete` only |
+//!
+//! An encoded delete carries `{}` as its source, so the queue's record
+//! format and every reader stay unchanged; outputs never send it.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -23,6 +35,28 @@ pub enum OpType {
     Create,
     /// Add or replace.
     Index,
+    /// Merge the fields (a partial document) into an existing document.
+    Update,
+    /// Remove the document; the event has no source.
+    Delete,
+}
+
+impl OpType {
+    /// The bulk action name (`create`, `index`, `update`, `delete`), also
+    /// the value of `@metadata.op_type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpType::Create => "create",
+            OpType::Index => "index",
+            OpType::Update => "update",
+            OpType::Delete => "delete",
+        }
+    }
+
+    /// Whether the bulk action is followed by a source line.
+    pub fn has_source(self) -> bool {
+        self != OpType::Delete
+    }
 }
 
 /// One event flowing from an input through processors to an output.
@@ -89,11 +123,27 @@ impl Event {
         op_type_of(&self.metadata)
     }
 
+    /// Sets `@metadata.op_type`.
+    pub fn set_op_type(&mut self, op: OpType) {
+        self.metadata
+            .insert("op_type".to_owned(), Value::String(op.as_str().to_owned()));
+    }
+
+    /// For an update: whether a missing document is created from the
+    /// partial one (`@metadata.doc_as_upsert: true`).
+    pub fn doc_as_upsert(&self) -> bool {
+        doc_as_upsert_of(&self.metadata)
+    }
+
     /// Serialises the document once, for the queue and the outputs: after
     /// the processors nothing changes an event, so it is never parsed again
-    /// on its way to Elasticsearch.
+    /// on its way to Elasticsearch. A delete keeps no fields: its source is `{}`.
     pub fn encode(self) -> Result<EncodedEvent, serde_json::Error> {
-        let source = Bytes::from(serde_json::to_vec(&self.fields)?);
+        let source = if self.op_type() == OpType::Delete {
+            Bytes::from_static(b"{}")
+        } else {
+            Bytes::from(serde_json::to_vec(&self.fields)?)
+        };
         Ok(EncodedEvent {
             metadata: self.metadata,
             source,
@@ -216,7 +266,17 @@ fn metadata_str<'a>(metadata: &'a Map<String, Value>, key: &str) -> Option<&'a s
 fn op_type_of(metadata: &Map<String, Value>) -> OpType {
     match metadata_str(metadata, "op_type") {
         Some("index") => OpType::Index,
+        Some("update") => OpType::Update,
+        Some("delete") => OpType::Delete,
         _ => OpType::Create,
+    }
+}
+
+fn doc_as_upsert_of(metadata: &Map<String, Value>) -> bool {
+    match metadata.get("doc_as_upsert") {
+        Some(Value::Bool(flag)) => *flag,
+        Some(Value::String(text)) => text == "true",
+        _ => false,
     }
 }
 
@@ -256,6 +316,11 @@ impl EncodedEvent {
     /// The bulk action: `@metadata.op_type` when it names one, else `create`.
     pub fn op_type(&self) -> OpType {
         op_type_of(&self.metadata)
+    }
+
+    /// For an update: whether `@metadata.doc_as_upsert` is `true`.
+    pub fn doc_as_upsert(&self) -> bool {
+        doc_as_upsert_of(&self.metadata)
     }
 
     /// Parses the document back into an [`Event`], for outputs that work
@@ -324,6 +389,64 @@ mod tests {
             source: Bytes::from_static(b"[1,"),
         };
         assert!(garbled.decode().is_err());
+    }
+
+    #[test]
+    fn update_and_delete_op_types() {
+        let mut event = Event::from_value(json!({"@timestamp": "2026-01-02T00:00:00Z"}));
+        for (raw, op) in [
+            ("update", OpType::Update),
+            ("delete", OpType::Delete),
+            ("create", OpType::Create),
+            ("index", OpType::Index),
+            ("unknown", OpType::Create),
+        ] {
+            event.metadata.insert("op_type".into(), json!(raw));
+            assert_eq!(event.op_type(), op, "{raw}");
+        }
+        for op in [OpType::Create, OpType::Index, OpType::Update, OpType::Delete] {
+            event.set_op_type(op);
+            assert_eq!(event.op_type(), op);
+            assert_eq!(event.metadata["op_type"], json!(op.as_str()));
+            assert_eq!(op.has_source(), op != OpType::Delete);
+            // serde and the metadata value agree on the name.
+            assert_eq!(serde_json::to_value(op).unwrap(), json!(op.as_str()));
+        }
+        assert!(!event.doc_as_upsert());
+        event.metadata.insert("doc_as_upsert".into(), json!(true));
+        assert!(event.doc_as_upsert());
+        event.metadata.insert("doc_as_upsert".into(), json!("true"));
+        assert!(event.doc_as_upsert());
+        event.metadata.insert("doc_as_upsert".into(), json!(false));
+        assert!(!event.doc_as_upsert());
+    }
+
+    #[test]
+    fn an_update_encodes_its_partial_document_and_a_delete_no_fields() {
+        let mut update = Event::from_value(json!({"@timestamp": "2026-01-02T00:00:00Z"}));
+        update.set_id("x");
+        update.set_op_type(OpType::Update);
+        update.metadata.insert("doc_as_upsert".into(), json!(true));
+        let encoded = update.clone().encode().unwrap();
+        assert_eq!(&encoded.source[..], br#"{"@timestamp":"2026-01-02T00:00:00Z"}"#);
+        assert_eq!(
+            (encoded.op_type(), encoded.doc_as_upsert()),
+            (OpType::Update, true)
+        );
+        assert_eq!(encoded.decode().unwrap(), update);
+
+        let mut delete = Event::from_value(json!({"left": "over"}));
+        delete.set_id("x");
+        delete.set_index("logs-ti_threatbeat_latest.misp");
+        delete.set_op_type(OpType::Delete);
+        let encoded = delete.encode().unwrap();
+        assert_eq!(&encoded.source[..], b"{}");
+        assert_eq!(encoded.op_type(), OpType::Delete);
+        assert_eq!(
+            (encoded.id(), encoded.index()),
+            (Some("x"), Some("logs-ti_threatbeat_latest.misp"))
+        );
+        assert!(encoded.decode().unwrap().fields.is_empty());
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `output.console`: one JSON document per line on stdout, `@metadata`
-//! included as Beats prints it. For trying a module out and for piping.
+//! included as Beats prints it (so `op_type` and `doc_as_upsert` too: an
+//! `update` prints its partial document, a `delete` only its `@metadata`).
+//! For trying a module out and for piping.
 
 use std::io::Write;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use threatbeat_core::{BuildContext, ConfigError, Event, Output, OutputError, PluginConfig};
+use threatbeat_core::{BuildContext, ConfigError, Event, OpType, Output, OutputError, PluginConfig};
 
 /// The settings under `output.console`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,7 +50,11 @@ impl<W: Write + Send> Output for ConsoleOutput<W> {
     async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
         let mut buffer = Vec::with_capacity(events.len() * 512);
         for event in &events {
-            let document = event.to_json_with_metadata();
+            let document = if event.op_type() == OpType::Delete {
+                serde_json::json!({ threatbeat_core::METADATA_NAMESPACE: event.metadata })
+            } else {
+                event.to_json_with_metadata()
+            };
             let written = if self.pretty {
                 serde_json::to_writer_pretty(&mut buffer, &document)
             } else {
@@ -95,6 +101,30 @@ mod tests {
             vec![
                 json!({"threat": {"indicator": {"ip": "10.0.0.1"}}, "@metadata": {"_id": "abc"}}),
                 json!({"a": 1})
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn prints_the_action_and_no_fields_for_a_delete() {
+        let mut output = ConsoleOutput::new(&ConsoleConfig::default(), Vec::new());
+        let mut update = Event::from_value(json!({"@timestamp": "2026-02-01T00:00:00Z"}));
+        update.set_id("ioc");
+        update.set_op_type(OpType::Update);
+        let mut delete = Event::from_value(json!({"left": "over"}));
+        delete.set_id("ioc");
+        delete.set_op_type(OpType::Delete);
+        output.publish(vec![update, delete]).await.unwrap();
+        let text = String::from_utf8(output.into_inner()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                json!({"@timestamp": "2026-02-01T00:00:00Z", "@metadata": {"_id": "ioc", "op_type": "update"}}),
+                json!({"@metadata": {"_id": "ioc", "op_type": "delete"}})
             ]
         );
     }

@@ -4,7 +4,10 @@
 //! pass `rotate_every_kb`, it becomes `<filename>.1.ndjson`, the older ones
 //! shift up (`.2`, `.3`, …) and those beyond `number_of_files` are deleted.
 //! Each document is the event's fields plus `@metadata` holding only `_id`
-//! and `index` (enough to re-ingest with stable ids). `publish` returns only
+//! and `index` (enough to re-ingest with stable ids), and for any action but
+//! the default `create` also `op_type` and `doc_as_upsert`, so a reader can
+//! replay the lines into the final state: an `update` line holds the partial
+//! document, a `delete` line no fields at all. `publish` returns only
 //! once the batch is flushed and fsynced: only then may the queue free the
 //! events (or, without a queue, the pipeline move the cursor).
 
@@ -16,7 +19,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use threatbeat_core::{
-    BuildContext, ConfigError, Event, Output, OutputError, PluginConfig, METADATA_NAMESPACE,
+    BuildContext, ConfigError, Event, OpType, Output, OutputError, PluginConfig, METADATA_NAMESPACE,
 };
 
 /// The settings under `output.file`.
@@ -177,10 +180,17 @@ impl FileOutput {
     }
 }
 
-/// The document written: the fields plus `@metadata` with only `_id` and `index`.
+/// The document written: the fields (none for a delete) plus `@metadata`
+/// with `_id`, `index` and, unless the action is `create`, `op_type` and
+/// `doc_as_upsert`.
 fn document(event: &Event) -> Value {
-    let mut fields = event.fields.clone();
-    let metadata: Map<String, Value> = ["_id", "index"]
+    let op = event.op_type();
+    let mut fields = if op == OpType::Delete {
+        Map::new()
+    } else {
+        event.fields.clone()
+    };
+    let mut metadata: Map<String, Value> = ["_id", "index"]
         .into_iter()
         .filter_map(|key| {
             event
@@ -189,6 +199,12 @@ fn document(event: &Event) -> Value {
                 .map(|value| (key.to_owned(), value.clone()))
         })
         .collect();
+    if op != OpType::Create {
+        metadata.insert("op_type".to_owned(), Value::String(op.as_str().to_owned()));
+    }
+    if op == OpType::Update && event.doc_as_upsert() {
+        metadata.insert("doc_as_upsert".to_owned(), Value::Bool(true));
+    }
     if !metadata.is_empty() {
         fields.insert(METADATA_NAMESPACE.to_owned(), Value::Object(metadata));
     }
@@ -298,6 +314,45 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[tokio::test]
+    async fn writes_the_action_so_a_reader_can_replay_final_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut output = build(&plugin(json!({"path": dir.path()})), &BuildContext::default()).unwrap();
+        let with_op = |op: OpType, fields: Value| {
+            let mut event = Event::from_value(fields);
+            event.set_id("ioc");
+            event.set_index("logs-ti_threatbeat_latest.misp");
+            event.set_op_type(op);
+            event
+        };
+        let mut upsert = with_op(OpType::Update, json!({"@timestamp": "2026-02-01T00:00:00Z"}));
+        upsert.metadata.insert("doc_as_upsert".into(), json!(true));
+        let events = vec![
+            with_op(
+                OpType::Index,
+                json!({"@timestamp": "2026-01-01T00:00:00Z", "a": {"b": 1}}),
+            ),
+            with_op(OpType::Update, json!({"a": {"c": 2}})),
+            upsert,
+            with_op(OpType::Delete, json!({"left": "over"})),
+        ];
+        output.publish(events).await.unwrap();
+        output.close().await.unwrap();
+        let written = lines(&dir.path().join("threatbeat.ndjson"));
+        let meta = |op: &str| json!({"_id": "ioc", "index": "logs-ti_threatbeat_latest.misp", "op_type": op});
+        let mut upsert_meta = meta("update");
+        upsert_meta["doc_as_upsert"] = json!(true);
+        assert_eq!(
+            written,
+            [
+                json!({"@timestamp": "2026-01-01T00:00:00Z", "a": {"b": 1}, "@metadata": meta("index")}),
+                json!({"a": {"c": 2}, "@metadata": meta("update")}),
+                json!({"@timestamp": "2026-02-01T00:00:00Z", "@metadata": upsert_meta}),
+                json!({"@metadata": meta("delete")}),
+            ]
+        );
     }
 
     #[tokio::test]

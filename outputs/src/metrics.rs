@@ -15,6 +15,10 @@ pub struct OutputMetrics {
     pub events_acked: IntCounter,
     /// `threatbeat_output_events_total{result="duplicate"}` (409 on create).
     pub events_duplicate: IntCounter,
+    /// `threatbeat_output_events_total{result="already_deleted"}` (404 on delete).
+    pub events_already_deleted: IntCounter,
+    /// `threatbeat_output_events_total{result="update_missing"}` (404 on update).
+    pub events_update_missing: IntCounter,
     /// `threatbeat_output_events_total{result="retried"}`.
     pub events_retried: IntCounter,
     /// `threatbeat_output_events_total{result="dead_lettered"}`.
@@ -33,7 +37,7 @@ pub fn output() -> &'static OutputMetrics {
     METRICS.get_or_init(|| {
         let events = counter_vec(
             "threatbeat_output_events_total",
-            "Event send attempts by result (acked, duplicate, retried, dead_lettered, dropped).",
+            "Event send attempts by result (acked, duplicate, already_deleted, update_missing, retried, dead_lettered, dropped).",
             &["result"],
         );
         let result = |name: &str| events.with_label_values(&[name]);
@@ -45,6 +49,8 @@ pub fn output() -> &'static OutputMetrics {
             ),
             events_acked: result("acked"),
             events_duplicate: result("duplicate"),
+            events_already_deleted: result("already_deleted"),
+            events_update_missing: result("update_missing"),
             events_retried: result("retried"),
             events_dead_lettered: result("dead_lettered"),
             events_dropped: result("dropped"),

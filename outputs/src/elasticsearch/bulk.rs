@@ -1,5 +1,7 @@
-//! Bulk encoding (one `create`/`index` action line plus the source line per
-//! event) and decoding of the filtered bulk response.
+//! Bulk encoding and decoding of the filtered bulk response. Per event: a
+//! `create` or `index` action line plus the document; an `update` action
+//! line plus `{"doc": <partial document>}` (with `"doc_as_upsert": true` when
+//! asked); a `delete` action line alone.
 
 use std::collections::HashMap;
 
@@ -27,17 +29,49 @@ pub struct BulkItem {
     pub dead_letter: bool,
 }
 
+const UPDATE_PREFIX: &[u8] = b"{\"doc\":";
+const UPSERT_SUFFIX: &[u8] = b",\"doc_as_upsert\":true}";
+
 impl BulkItem {
     /// Bytes this item adds to a bulk body.
     pub fn len(&self) -> usize {
-        self.action.len() + self.event.source.len() + 1
+        let source = self.event.source.len();
+        // Each source line ends in `\n`; an update's adds the wrapper.
+        self.action.len()
+            + match self.op {
+                OpType::Delete => 0,
+                OpType::Update if self.event.doc_as_upsert() => {
+                    UPDATE_PREFIX.len() + source + UPSERT_SUFFIX.len() + 1
+                }
+                OpType::Update => UPDATE_PREFIX.len() + source + 2,
+                OpType::Create | OpType::Index => source + 1,
+            }
     }
 
-    /// Appends the action line and the source line to a bulk body.
+    /// Appends the action line and, unless it is a delete, the source line
+    /// to a bulk body. An update's document is wrapped as `{"doc": ...}`.
     pub fn write_to(&self, body: &mut Vec<u8>) {
         body.extend_from_slice(&self.action);
-        body.extend_from_slice(&self.event.source);
+        match self.op {
+            OpType::Delete => return,
+            OpType::Update => {
+                body.extend_from_slice(UPDATE_PREFIX);
+                body.extend_from_slice(&self.event.source);
+                if self.event.doc_as_upsert() {
+                    body.extend_from_slice(UPSERT_SUFFIX);
+                } else {
+                    body.push(b'}');
+                }
+            }
+            OpType::Create | OpType::Index => body.extend_from_slice(&self.event.source),
+        }
         body.push(b'\n');
+    }
+
+    /// `(index, _id)` when the item addresses one document: two items with
+    /// the same key must reach Elasticsearch in order.
+    pub fn document_key(&self) -> Option<(&str, &str)> {
+        self.event.id().map(|id| (self.index.as_str(), id))
     }
 }
 
@@ -69,13 +103,11 @@ fn encode_to(
     if let Some(id) = event.id() {
         metadata.insert("_id".to_owned(), Value::String(id.to_owned()));
     }
-    if let Some(pipeline) = pipeline {
+    // A delete runs no ingest pipeline (Elasticsearch ignores it there).
+    if let Some(pipeline) = pipeline.filter(|_| op != OpType::Delete) {
         metadata.insert("pipeline".to_owned(), Value::String(pipeline));
     }
-    let action_name = match op {
-        OpType::Create => "create",
-        OpType::Index => "index",
-    };
+    let action_name = op.as_str();
     let mut action = match serde_json::to_vec(&json!({ action_name: metadata })) {
         Ok(action) => action,
         Err(error) => return Err((event, format!("cannot encode the bulk action: {error}"))),
@@ -145,12 +177,19 @@ struct RawItem {
 }
 
 /// Decodes a bulk response: `Ok(None)` when every item succeeded
-/// (`errors: false`), `Ok(Some(items))` otherwise; an error when the body
-/// is not a bulk response or has the wrong number of items.
-pub fn decode_response(body: &[u8], sent: usize) -> Result<Option<Vec<ItemResult>>, String> {
+/// (`errors: false`) and `every_item` is false, `Ok(Some(items))`
+/// otherwise; an error when the body is not a bulk response or has the
+/// wrong number of items. `every_item` serves batches with deletes: a
+/// delete that found nothing (404 `not_found`) is no error, so only its
+/// status tells it from one that deleted.
+pub fn decode_response(
+    body: &[u8],
+    sent: usize,
+    every_item: bool,
+) -> Result<Option<Vec<ItemResult>>, String> {
     let raw: RawResponse = serde_json::from_slice(body)
         .map_err(|error| format!("the bulk response is not valid JSON: {error}"))?;
-    if !raw.errors {
+    if !raw.errors && !every_item {
         return Ok(None);
     }
     if raw.items.len() != sent {
@@ -269,6 +308,74 @@ mod tests {
         assert!(reason.contains("event.module"));
     }
 
+    fn body_lines(item: &BulkItem) -> Vec<Value> {
+        let mut body = Vec::new();
+        item.write_to(&mut body);
+        assert_eq!(body.len(), item.len(), "len() matches what is written");
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.ends_with('\n'));
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn encodes_index_update_and_delete() {
+        let settings = settings(json!({"hosts": ["h"], "index": "unused", "pipeline": "p"}));
+        let latest = "logs-ti_threatbeat_latest.misp";
+        let event = |op: OpType, fields: Value| {
+            let mut event = Event::from_value(fields);
+            event.set_id("ioc-1");
+            event.set_index(latest);
+            event.set_op_type(op);
+            event
+        };
+        let document =
+            json!({"@timestamp": "2026-01-02T00:00:00Z", "threat": {"indicator": {"ip": "10.0.0.1"}}});
+        let item = encode(
+            event(OpType::Index, document.clone()).encode().unwrap(),
+            &settings,
+        )
+        .unwrap();
+        assert_eq!(
+            body_lines(&item),
+            [
+                json!({"index": {"_index": latest, "_id": "ioc-1", "pipeline": "p"}}),
+                document.clone()
+            ]
+        );
+
+        let refresh = json!({"@timestamp": "2026-02-01T00:00:00Z"});
+        let item = encode(
+            event(OpType::Update, refresh.clone()).encode().unwrap(),
+            &settings,
+        )
+        .unwrap();
+        assert_eq!(item.op, OpType::Update);
+        assert_eq!(
+            body_lines(&item),
+            [
+                json!({"update": {"_index": latest, "_id": "ioc-1", "pipeline": "p"}}),
+                json!({"doc": refresh})
+            ]
+        );
+        let mut upsert = event(OpType::Update, refresh.clone());
+        upsert.metadata.insert("doc_as_upsert".into(), json!(true));
+        let item = encode(upsert.encode().unwrap(), &settings).unwrap();
+        assert_eq!(
+            body_lines(&item)[1],
+            json!({"doc": refresh, "doc_as_upsert": true})
+        );
+
+        let item = encode(event(OpType::Delete, document).encode().unwrap(), &settings).unwrap();
+        assert_eq!(
+            body_lines(&item),
+            [json!({"delete": {"_index": latest, "_id": "ioc-1"}})],
+            "a delete has no source line and no pipeline"
+        );
+        assert_eq!(item.document_key(), Some((latest, "ioc-1")));
+    }
+
     #[test]
     fn dead_letter_records_keep_the_original_source_and_id() {
         let settings = settings(json!({"hosts": ["h"], "index": "ti"}));
@@ -287,19 +394,34 @@ mod tests {
     #[test]
     fn decodes_filtered_responses() {
         assert_eq!(
-            decode_response(br#"{"errors":false,"items":[{"create":{"status":201}}]}"#, 1),
+            decode_response(
+                br#"{"errors":false,"items":[{"create":{"status":201}}]}"#,
+                1,
+                false
+            ),
             Ok(None)
         );
+        let deletes = decode_response(
+            br#"{"errors":false,"items":[{"delete":{"status":200}},{"delete":{"status":404}}]}"#,
+            2,
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((deletes[0].status, deletes[1].status), (200, 404));
+        assert_eq!(deletes[1].error_type, None);
         let items = decode_response(
             br#"{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse","caused_by":{"reason":"not an IP"}}}}]}"#,
             2,
+            false,
         )
         .unwrap()
         .unwrap();
         assert_eq!(items[0].status, 201);
         assert_eq!(items[1].error_type.as_deref(), Some("mapper_parsing_exception"));
         assert_eq!(items[1].reason.as_deref(), Some("failed to parse: not an IP"));
-        assert!(decode_response(br#"{"errors":true,"items":[]}"#, 1).is_err());
-        assert!(decode_response(b"<html>", 1).is_err());
+        assert!(decode_response(br#"{"errors":true,"items":[]}"#, 1, false).is_err());
+        assert!(decode_response(br#"{"errors":false}"#, 1, true).is_err());
+        assert!(decode_response(b"<html>", 1, false).is_err());
     }
 }

@@ -10,6 +10,13 @@ pub enum ItemOutcome {
     Acked,
     /// `create` of an `_id` that is already indexed (409): done, counted.
     Duplicate,
+    /// `delete` of a document that is not there (404): already gone, done.
+    AlreadyDeleted,
+    /// `update` of a document that is not there (404
+    /// `document_missing_exception`, or no such index): failed for good,
+    /// logged and counted; not dead-lettered (a partial document alone means
+    /// nothing). An update with `doc_as_upsert` never gets this answer.
+    UpdateMissing,
     /// Back-pressure or a transient failure (429, 5xx, 403): send it again.
     Retry,
     /// The document itself is refused (other 4xx): dead-letter or drop.
@@ -21,6 +28,12 @@ pub fn classify_item(status: u16, op: OpType) -> ItemOutcome {
     match status {
         200..=299 => ItemOutcome::Acked,
         409 if op == OpType::Create => ItemOutcome::Duplicate,
+        // `result: not_found` (or no such index): the document is gone either way.
+        404 if op == OpType::Delete => ItemOutcome::AlreadyDeleted,
+        404 if op == OpType::Update => ItemOutcome::UpdateMissing,
+        // Another writer changed the document between the update's read
+        // and write: the update applies cleanly on a second try.
+        409 if op == OpType::Update => ItemOutcome::Retry,
         429 => ItemOutcome::Retry,
         // A privilege or write block is a configuration problem: keep the
         // event and retry rather than dropping data the user wants.
@@ -73,6 +86,18 @@ mod tests {
             (404, OpType::Create, NonIndexable),
             (403, OpType::Create, Retry),
             (0, OpType::Create, Retry),
+            (200, OpType::Index, Acked),
+            (200, OpType::Update, Acked),
+            (201, OpType::Update, Acked),
+            (200, OpType::Delete, Acked),
+            (404, OpType::Delete, AlreadyDeleted),
+            (404, OpType::Update, UpdateMissing),
+            (404, OpType::Index, NonIndexable),
+            (409, OpType::Update, Retry),
+            (409, OpType::Delete, NonIndexable),
+            (400, OpType::Update, NonIndexable),
+            (429, OpType::Delete, Retry),
+            (503, OpType::Update, Retry),
         ];
         for (status, op, expected) in table {
             assert_eq!(classify_item(status, op), expected, "status {status} {op:?}");

@@ -23,8 +23,8 @@ pub use config::{ElasticsearchConfig, NonIndexablePolicy, ResolvedSettings};
 pub use hosts::decode_cloud_id;
 pub use output::ElasticsearchOutput;
 pub use setup::{
-    check_connection, setup, ConnectionReport, IlmSettings, SetupAction, SetupError, SetupReport,
-    SetupSettings, TemplateSettings, WriteAccess,
+    check_connection, setup, ConnectionReport, IlmSettings, LatestTemplateSettings, SetupAction, SetupError,
+    SetupReport, SetupSettings, TemplateSettings, WriteAccess,
 };
 pub use stats::{OutputStats, StatsSnapshot};
 

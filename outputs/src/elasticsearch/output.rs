@@ -1,11 +1,17 @@
 //! The Elasticsearch output: sends events with `_bulk`, classifies every
 //! item, retries what is transient with backoff, splits on 413, routes
 //! refused documents to the dead-letter index or drops them, and returns
-//! only once every event is settled (acked, duplicate, dead-lettered or
-//! dropped). During an outage `publish` keeps retrying: the queue in front
-//! holds the rest.
+//! only once every event is settled (acked, duplicate, already deleted,
+//! update of a missing document, dead-lettered or dropped). During an outage
+//! `publish` keeps retrying: the queue in front holds the rest.
+//!
+//! Order per document: of several events for the same `(index, _id)` in one
+//! call (an `index` then an `update`, an `update` then a `delete`), only the
+//! oldest unsettled one is in flight at any time, so retries, 413 splits and
+//! concurrent workers never apply them out of order.
 
 use std::collections::HashSet;
+use std::mem;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -104,7 +110,8 @@ impl ElasticsearchOutput {
             if pending.is_empty() {
                 return;
             }
-            let chunks = chunk(std::mem::take(&mut pending), self.settings.bulk_max_size);
+            let (ready, held) = one_per_document(mem::take(&mut pending));
+            let chunks = chunk(ready, self.settings.bulk_max_size);
             let results: Vec<ChunkResult> = stream::iter(chunks)
                 .map(|items| self.send(items))
                 .buffer_unordered(concurrency.max(1))
@@ -119,6 +126,8 @@ impl ElasticsearchOutput {
                 pending.extend(result.retry);
                 refused.extend(result.refused);
             }
+            // After the retries: each document's older event stays first.
+            pending.extend(held);
             if progress {
                 backoff.reset();
             }
@@ -234,7 +243,10 @@ impl ElasticsearchOutput {
     }
 
     fn settle_items(&self, items: Vec<BulkItem>, body: &[u8]) -> ChunkResult {
-        let results = match bulk::decode_response(body, items.len()) {
+        let has_deletes = items
+            .iter()
+            .any(|item| item.op == threatbeat_core::OpType::Delete);
+        let results = match bulk::decode_response(body, items.len(), has_deletes) {
             Ok(None) => {
                 self.count_acked(&items, 0);
                 return ChunkResult {
@@ -258,6 +270,23 @@ impl ElasticsearchOutput {
                 ItemOutcome::Duplicate => {
                     chunk.progress = true;
                     self.count_acked(std::slice::from_ref(&item), 1);
+                }
+                ItemOutcome::AlreadyDeleted => {
+                    chunk.progress = true;
+                    self.stats.add_already_deleted(1);
+                }
+                ItemOutcome::UpdateMissing => {
+                    chunk.progress = true;
+                    self.stats.add_update_missing(1);
+                    self.log_refusal_once(
+                        result
+                            .error_type
+                            .as_deref()
+                            .unwrap_or("document_missing_exception"),
+                        result.reason.as_deref().unwrap_or("document missing"),
+                        &item.index,
+                        "the update is dropped (the document is gone: expired, deleted or never indexed)",
+                    );
                 }
                 ItemOutcome::Retry => {
                     if result.status == 429 {
@@ -390,6 +419,26 @@ fn generalise(reason: &str) -> String {
         .to_owned()
 }
 
+/// Splits `items` (in order) into those that may be sent now, at most one
+/// per document, and those that wait for an older event on the same
+/// document to settle.
+fn one_per_document(items: Vec<BulkItem>) -> (Vec<BulkItem>, Vec<BulkItem>) {
+    let mut in_flight: HashSet<(String, String)> = HashSet::new();
+    let (mut ready, mut held) = (Vec::with_capacity(items.len()), Vec::new());
+    for item in items {
+        let first = match item.document_key() {
+            Some((index, id)) => in_flight.insert((index.to_owned(), id.to_owned())),
+            None => true,
+        };
+        if first {
+            ready.push(item);
+        } else {
+            held.push(item);
+        }
+    }
+    (ready, held)
+}
+
 fn retry_all(items: Vec<BulkItem>, credentials: bool) -> ChunkResult {
     ChunkResult {
         retry: items,
@@ -448,6 +497,38 @@ mod tests {
         let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
         assert_eq!(sizes, [2, 2, 1]);
         assert_eq!(chunks[2][0].index, "4");
+    }
+
+    #[test]
+    fn one_event_per_document_in_flight() {
+        let item = |index: &str, id: Option<&str>, n: u8| {
+            let mut event = Event::default();
+            if let Some(id) = id {
+                event.set_id(id);
+            }
+            BulkItem {
+                event: event.encode().unwrap(),
+                op: threatbeat_core::OpType::Index,
+                index: index.to_owned(),
+                action: vec![n],
+                dead_letter: false,
+            }
+        };
+        let items = vec![
+            item("a", Some("1"), 0),
+            item("a", Some("2"), 1),
+            item("a", Some("1"), 2),
+            item("b", Some("1"), 3),
+            item("a", None, 4),
+            item("a", None, 5),
+            item("a", Some("1"), 6),
+        ];
+        let (ready, held) = one_per_document(items);
+        let order = |items: &[BulkItem]| items.iter().map(|item| item.action[0]).collect::<Vec<_>>();
+        assert_eq!(order(&ready), [0, 1, 3, 4, 5]);
+        assert_eq!(order(&held), [2, 6]);
+        let (ready, held) = one_per_document(held);
+        assert_eq!((order(&ready), order(&held)), (vec![2], vec![6]));
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct SetupSettings {
     /// `setup.ilm.*`.
     #[serde(default)]
     pub ilm: IlmSettings,
+    /// `setup.latest_template.*`: the template of the current-state indices.
+    #[serde(default)]
+    pub latest_template: LatestTemplateSettings,
     /// Data streams to create up front (`setup.data_streams`); otherwise
     /// the first write creates them through the template.
     #[serde(default)]
@@ -84,6 +87,53 @@ pub struct TemplateSettings {
     /// Replace an existing template even when it is ours and unchanged.
     #[serde(default)]
     pub overwrite: bool,
+}
+
+/// `setup.latest_template.*`: the template of the current-state indices
+/// `logs-ti_threatbeat_latest.<fileset>` (regular indices, one document per
+/// indicator).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatestTemplateSettings {
+    /// Install the template (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Template name (default `threatbeat-latest`).
+    #[serde(default = "default_latest_name")]
+    pub name: String,
+    /// Index patterns (default `logs-ti_threatbeat_latest.*`).
+    #[serde(default = "default_latest_patterns")]
+    pub patterns: Vec<String>,
+    /// Priority (default 160: above the built-in `logs` template's 100,
+    /// which matches `logs-*-*`, and apart from the main template's 150, as
+    /// Elasticsearch refuses two overlapping templates of equal priority).
+    #[serde(default = "default_latest_priority")]
+    pub priority: u32,
+    /// Replace an existing template even when it is ours and unchanged.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+fn default_latest_name() -> String {
+    "threatbeat-latest".to_owned()
+}
+fn default_latest_patterns() -> Vec<String> {
+    vec![template::LATEST_PATTERN.to_owned()]
+}
+fn default_latest_priority() -> u32 {
+    160
+}
+
+impl Default for LatestTemplateSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            name: default_latest_name(),
+            patterns: default_latest_patterns(),
+            priority: default_latest_priority(),
+            overwrite: false,
+        }
+    }
 }
 
 /// `setup.ilm.*`.
@@ -255,34 +305,17 @@ pub async fn setup(
     }
     if settings.template.enabled {
         let config = &settings.template;
-        let mut body =
+        let body =
             template::index_template(&config.patterns, config.priority, config.data_stream, policy_name);
-        let fingerprint = template::fingerprint(&body);
-        body["version"] = json!(fingerprint);
-        let path = format!("_index_template/{}", config.name);
-        let existing = call(&client, Method::GET, &path, None).await?;
-        let current = match existing.status {
-            200 => serde_json::from_slice::<Value>(&existing.body)
-                .ok()
-                .and_then(|body| {
-                    body.get("index_templates")?
-                        .get(0)?
-                        .get("index_template")?
-                        .get("version")
-                        .cloned()
-                }),
-            404 => None,
-            _ => return Err(unexpected("reading the index template", &existing)),
-        };
-        let action = if current == Some(json!(fingerprint)) && !config.overwrite {
-            SetupAction::Unchanged
-        } else {
-            let reply = call(&client, Method::PUT, &path, Some(&body)).await?;
-            if reply.status != 200 {
-                return Err(unexpected("installing the index template", &reply));
-            }
-            SetupAction::Installed
-        };
+        let action = install_template(&client, &config.name, body, config.overwrite).await?;
+        report
+            .steps
+            .push((format!("index template {}", config.name), action));
+    }
+    if settings.latest_template.enabled {
+        let config = &settings.latest_template;
+        let body = template::latest_index_template(&config.patterns, config.priority);
+        let action = install_template(&client, &config.name, body, config.overwrite).await?;
         report
             .steps
             .push((format!("index template {}", config.name), action));
@@ -304,6 +337,49 @@ pub async fn setup(
         report.steps.push((format!("data stream {name}"), action));
     }
     Ok(report)
+}
+
+/// Installs the composable template `name` unless the installed one
+/// carries the same fingerprint (its `version`) and `overwrite` is off.
+async fn install_template(
+    client: &Client,
+    name: &str,
+    mut body: Value,
+    overwrite: bool,
+) -> Result<SetupAction, SetupError> {
+    let fingerprint = template::fingerprint(&body);
+    body["version"] = json!(fingerprint);
+    let path = format!("_index_template/{name}");
+    let existing = call(client, Method::GET, &path, None).await?;
+    let current = match existing.status {
+        200 => serde_json::from_slice::<Value>(&existing.body)
+            .ok()
+            .and_then(|body| {
+                body.get("index_templates")?
+                    .get(0)?
+                    .get("index_template")?
+                    .get("version")
+                    .cloned()
+            }),
+        404 => None,
+        _ => {
+            return Err(unexpected(
+                &format!("reading the index template {name}"),
+                &existing,
+            ))
+        }
+    };
+    if current == Some(json!(fingerprint)) && !overwrite {
+        return Ok(SetupAction::Unchanged);
+    }
+    let reply = call(client, Method::PUT, &path, Some(&body)).await?;
+    if reply.status != 200 {
+        return Err(unexpected(
+            &format!("installing the index template {name}"),
+            &reply,
+        ));
+    }
+    Ok(SetupAction::Installed)
 }
 
 /// Whether the configured credentials may write.

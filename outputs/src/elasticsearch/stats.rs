@@ -10,6 +10,8 @@ use crate::metrics;
 pub struct OutputStats {
     acked: AtomicU64,
     duplicates: AtomicU64,
+    already_deleted: AtomicU64,
+    update_missing: AtomicU64,
     retried: AtomicU64,
     too_many: AtomicU64,
     dead_lettered: AtomicU64,
@@ -26,6 +28,11 @@ pub struct StatsSnapshot {
     pub acked: u64,
     /// Events already indexed (409 on `create`): done, not re-indexed.
     pub duplicates: u64,
+    /// Deletes of a document that was already gone (404 `not_found`): done.
+    pub already_deleted: u64,
+    /// Updates of a missing document (404 `document_missing_exception`):
+    /// failed for good (logged once per reason, not dead-lettered).
+    pub update_missing: u64,
     /// Event sends that failed transiently and were retried.
     pub retried: u64,
     /// Items answered 429 (a subset of `retried`).
@@ -62,6 +69,8 @@ macro_rules! counter {
 impl OutputStats {
     counter!(add_acked, acked, events_acked);
     counter!(add_duplicates, duplicates, events_duplicate);
+    counter!(add_already_deleted, already_deleted, events_already_deleted);
+    counter!(add_update_missing, update_missing, events_update_missing);
     counter!(add_retried, retried, events_retried);
     counter!(add_too_many, too_many);
     counter!(add_dead_lettered, dead_lettered, events_dead_lettered);
@@ -75,6 +84,8 @@ impl OutputStats {
         StatsSnapshot {
             acked: self.acked.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            already_deleted: self.already_deleted.load(Ordering::Relaxed),
+            update_missing: self.update_missing.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             too_many: self.too_many.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),

@@ -108,6 +108,39 @@ pub fn index_template(patterns: &[String], priority: u32, data_stream: bool, pol
     template
 }
 
+/// The default pattern of the current-state indices, one per fileset
+/// (`logs-ti_threatbeat_latest.<fileset>`): inside the rules' `logs-ti_*`,
+/// outside the data streams' `logs-ti_threatbeat.*-*`.
+pub const LATEST_PATTERN: &str = "logs-ti_threatbeat_latest.*";
+
+/// The composable template of the current-state indices: regular indices
+/// (no `data_stream`: they take `index`, `update` and `delete`), no ILM
+/// (a rollover would split one document per `_id` over two indices), the
+/// same ECS mappings as the data streams except `threat.indicator.ip`:
+/// still `ip` (the IP rule needs it) but with `ignore_malformed`, so a CIDR
+/// (MISP `ip-src`/`ip-dst` may hold one; the data streams' template refuses
+/// it, sending that one document to the dead-letter index) neither fails
+/// its document nor, through it, a lifecycle update of it, plus a
+/// `keyword` sub-field `threat.indicator.ip.keyword` that indexes any value,
+/// CIDRs included.
+pub fn latest_index_template(patterns: &[String], priority: u32) -> Value {
+    let mut mappings = mappings();
+    mappings["properties"]["threat"]["properties"]["indicator"]["properties"]["ip"] = json!({
+        "type": "ip",
+        "ignore_malformed": true,
+        "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}
+    });
+    json!({
+        "index_patterns": patterns,
+        "priority": priority,
+        "template": {
+            "settings": {"index": {"refresh_interval": "5s", "mapping": {"total_fields": {"limit": 10000}}}},
+            "mappings": mappings
+        },
+        "_meta": {"managed_by": "threatbeat", "description": "current state of threat-intel indicators (one document per indicator) written by threatbeat"}
+    })
+}
+
 /// The ILM policy: hot phase rolling over at 50 GB per primary shard or 30
 /// days (libbeat's default), deleted after `delete_after` when set.
 pub fn ilm_policy(delete_after: Option<&str>) -> Value {

@@ -243,4 +243,36 @@ mod tests {
             .unwrap_err()
             .contains("metadata"));
     }
+
+    #[test]
+    fn updates_and_deletes_keep_the_same_record_format() {
+        use threatbeat_core::OpType;
+        let mut update = Event::from_value(serde_json::json!({"@timestamp": "2026-01-02T00:00:00Z"}));
+        update.set_id("u");
+        update.set_op_type(OpType::Update);
+        update
+            .metadata
+            .insert("doc_as_upsert".into(), serde_json::json!(true));
+        let mut delete = Event::from_value(serde_json::json!({"ignored": 1}));
+        delete.set_id("d");
+        delete.set_op_type(OpType::Delete);
+        let mut payload = Vec::new();
+        encode_payload(&delete.clone().encode().unwrap(), &mut payload).unwrap();
+        assert_eq!(
+            payload,
+            br#"{"_id":"d","op_type":"delete"}
+{}"#
+        );
+        for event in [update, delete] {
+            let encoded = event.encode().unwrap();
+            let mut payload = Vec::new();
+            encode_payload(&encoded, &mut payload).unwrap();
+            let read = decode_payload(SEGMENT_VERSION, payload).unwrap();
+            assert_eq!(read, encoded);
+            assert_eq!(
+                (read.op_type(), read.doc_as_upsert()),
+                (encoded.op_type(), encoded.doc_as_upsert())
+            );
+        }
+    }
 }

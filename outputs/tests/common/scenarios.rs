@@ -42,6 +42,8 @@ pub async fn setup_is_idempotent(connection: Value, template_name: &str, pattern
     settings.template.name = template_name.to_owned();
     settings.template.patterns = vec![pattern.to_owned()];
     settings.ilm.policy_name = template_name.to_owned();
+    settings.latest_template.name = format!("{template_name}-latest");
+    settings.latest_template.patterns = vec![format!("{template_name}_latest.*")];
     let context = BuildContext::default();
     let first = setup(&config, &context, &settings).await.unwrap();
     assert!(
@@ -56,7 +58,7 @@ pub async fn setup_is_idempotent(connection: Value, template_name: &str, pattern
         !second.changed_anything(),
         "second setup changed something: {second:?}"
     );
-    assert_eq!(second.steps.len(), 2);
+    assert_eq!(second.steps.len(), 3);
 
     let report = check_connection(&config, &context).await.unwrap();
     assert!(

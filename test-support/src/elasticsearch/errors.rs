@@ -34,10 +34,19 @@ pub fn authentication_failed(path: &str, principal: Option<&str>) -> Value {
 }
 
 /// The per-item 409 of a `create` whose `_id` already exists.
-pub fn version_conflict(index: &str, id: &str, index_uuid: &str) -> Value {
+pub fn version_conflict(index: &str, id: &str, index_uuid: &str, current_version: u64) -> Value {
     error_object(
         "version_conflict_engine_exception",
-        &format!("[{id}]: version conflict, document already exists (current version [1])"),
+        &format!("[{id}]: version conflict, document already exists (current version [{current_version}])"),
+        json!({ "index_uuid": index_uuid, "shard": "0", "index": index }),
+    )
+}
+
+/// The per-item 404 of an `update` whose document does not exist.
+pub fn document_missing(index: &str, id: &str, index_uuid: &str) -> Value {
+    error_object(
+        "document_missing_exception",
+        &format!("[{id}]: document missing"),
         json!({ "index_uuid": index_uuid, "shard": "0", "index": index }),
     )
 }

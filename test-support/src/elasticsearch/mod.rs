@@ -1,6 +1,9 @@
 //! An Elasticsearch 8.x simulator for tests: root info, `_bulk` (NDJSON,
-//! gzip, `filter_path`, `create`/`index`, 409 on duplicate `_id`, data
-//! streams), index templates, ILM policies, data streams, `_has_privileges`,
+//! gzip, `filter_path`, `create` with 409 on a duplicate `_id`, `index`
+//! (replace), `update` (partial document merged as Elasticsearch merges it,
+//! `doc_as_upsert`/`upsert`, 404 `document_missing_exception`), `delete`
+//! (200 `deleted` / 404 `not_found`), `_version`/`_seq_no`/`result` as
+//! Elasticsearch answers them, data streams), index templates, ILM policies, data streams, `_has_privileges`,
 //! `_count`/`_search`/`_refresh`, basic and API-key auth, and injected faults
 //! (outage by closing the listener, 503, per-item 429, slow answers, 413,
 //! mapping errors). Listens on 127.0.0.1 only.
@@ -33,6 +36,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use handlers::SIMULATED_VERSION;
+pub(crate) use state::wildcard_match;
 pub use state::{Credential, Faults, MappingRule, StoredDocument};
 
 /// State shared by the server task and the test.
@@ -190,6 +194,25 @@ impl ElasticsearchSimulator {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The current `_source` of `id` in `index` (after every index, update
+    /// and delete), if it exists.
+    pub fn document(&self, index: &str, id: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .indices
+            .get(index)
+            .and_then(|found| found.documents.get(id).cloned())
+    }
+
+    /// The `_version` of `id` in `index` (counting deletes; 0 if never written).
+    pub fn document_version(&self, index: &str, id: &str) -> u64 {
+        self.shared
+            .lock()
+            .indices
+            .get(index)
+            .map_or(0, |found| found.version(id))
     }
 
     /// The distinct `_id`s held in `index`.

@@ -99,8 +99,45 @@ pub struct StoredDocument {
 pub(crate) struct Index {
     pub uuid: String,
     pub documents: BTreeMap<String, Value>,
+    /// The `_version` of every `_id` ever written, deleted ones included (a
+    /// delete leaves a tombstone, so re-creating continues the count).
+    pub versions: BTreeMap<String, u64>,
     pub data_stream: bool,
     pub next_seq_no: u64,
+}
+
+impl Index {
+    /// The current `_version` of `id` (0 when never written).
+    pub fn version(&self, id: &str) -> u64 {
+        self.versions.get(id).copied().unwrap_or(0)
+    }
+
+    /// Stores (`Some`) or deletes (`None`) `id`: one more version and one
+    /// more sequence number, as every write and delete, found or not, takes.
+    /// Returns `(_version, _seq_no)`.
+    pub fn write(&mut self, id: &str, document: Option<Value>) -> (u64, u64) {
+        let version = self.version(id) + 1;
+        self.versions.insert(id.to_owned(), version);
+        match document {
+            Some(document) => {
+                self.documents.insert(id.to_owned(), document);
+            }
+            None => {
+                self.documents.remove(id);
+            }
+        }
+        self.next_seq_no += 1;
+        (version, self.next_seq_no - 1)
+    }
+
+    /// The `_index` an answer shows: the backing index of a data stream.
+    pub fn shown_name(&self, name: &str) -> String {
+        if self.data_stream {
+            format!(".ds-{name}-2026.01.01-000001")
+        } else {
+            name.to_owned()
+        }
+    }
 }
 
 /// Everything the simulated cluster stores, plus counters for assertions.
@@ -168,14 +205,27 @@ impl State {
             .max_by_key(|template| template.get("priority").and_then(Value::as_i64).unwrap_or(0))
     }
 
-    /// Dotted names of the fields the matching template maps as `ip`.
+    /// Dotted names of the fields the matching template maps as `ip` and
+    /// that refuse malformed values (no `ignore_malformed`, neither on the
+    /// field nor as the index setting `index.mapping.ignore_malformed`).
     pub fn template_ip_fields(&self, name: &str) -> Vec<String> {
         let mut fields = Vec::new();
-        if let Some(properties) = self
-            .matching_template(name)
-            .and_then(|template| template.pointer("/template/mappings/properties"))
-        {
-            collect_ip_fields(properties, "", &mut fields);
+        let Some(template) = self.matching_template(name) else {
+            return fields;
+        };
+        let settings = template.pointer("/template/settings");
+        let index_ignores = settings.is_some_and(|settings| {
+            [
+                settings.pointer("/index/mapping/ignore_malformed"),
+                settings.get("index.mapping.ignore_malformed"),
+                settings.pointer("/index.mapping/ignore_malformed"),
+            ]
+            .into_iter()
+            .flatten()
+            .any(is_true)
+        });
+        if let Some(properties) = template.pointer("/template/mappings/properties") {
+            collect_ip_fields(properties, "", index_ignores, &mut fields);
         }
         fields
     }
@@ -198,7 +248,11 @@ impl State {
     }
 }
 
-fn collect_ip_fields(properties: &Value, prefix: &str, out: &mut Vec<String>) {
+fn is_true(value: &Value) -> bool {
+    value.as_bool() == Some(true) || value.as_str() == Some("true")
+}
+
+fn collect_ip_fields(properties: &Value, prefix: &str, index_ignores: bool, out: &mut Vec<String>) {
     let Some(properties) = properties.as_object() else {
         return;
     };
@@ -208,11 +262,12 @@ fn collect_ip_fields(properties: &Value, prefix: &str, out: &mut Vec<String>) {
         } else {
             format!("{prefix}.{name}")
         };
-        if mapping.get("type").and_then(Value::as_str) == Some("ip") {
+        let ignores = mapping.get("ignore_malformed").map_or(index_ignores, is_true);
+        if mapping.get("type").and_then(Value::as_str) == Some("ip") && !ignores {
             out.push(path.clone());
         }
         if let Some(children) = mapping.get("properties") {
-            collect_ip_fields(children, &path, out);
+            collect_ip_fields(children, &path, index_ignores, out);
         }
     }
 }
