@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod keystore;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod modules;

@@ -11,6 +11,8 @@ use threatbeat_core::{
     Batch, CursorStore, Event, FieldPath, Output, OutputError, PublishError, PublishRequest,
 };
 use threatbeat_processors::Chain;
+
+use crate::lifecycle::CurrentState;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -82,6 +84,8 @@ pub struct PipelineStats {
     pub failed_batches: AtomicU64,
     /// Cursors stored.
     pub cursors_stored: AtomicU64,
+    /// Current-state documents written (indicators valid when their batch arrived).
+    pub current_state_written: AtomicU64,
     /// Whether the input is running (set by the supervisor).
     pub input_running: AtomicBool,
     /// Unix seconds of the last batch the output accepted; 0 before the first.
@@ -180,6 +184,7 @@ pub struct Pipeline {
     cursors: CursorStore,
     output: OutputHandle,
     stats: Arc<PipelineStats>,
+    current_state: Option<CurrentState>,
 }
 
 impl Pipeline {
@@ -199,7 +204,16 @@ impl Pipeline {
             cursors,
             output,
             stats: Arc::default(),
+            current_state: None,
         }
+    }
+
+    /// Also maintains the fileset's current-state index: every batch writes
+    /// its indicators there, and expiry and refresh are checked every
+    /// `check_interval` (and once before the first batch).
+    pub fn with_current_state(mut self, current_state: CurrentState) -> Self {
+        self.current_state = Some(current_state);
+        self
     }
 
     /// The pipeline's counters.
@@ -208,11 +222,66 @@ impl Pipeline {
     }
 
     /// Handles batches until every publisher is dropped (the input returned).
+    /// Expiry and refresh run in the same task, between batches, so a sweep
+    /// and a batch never write one indicator concurrently.
     pub async fn run(self, mut requests: mpsc::Receiver<PublishRequest>) {
-        while let Some(request) = requests.recv().await {
-            let result = self.handle(request.batch).await;
-            // The input may have stopped waiting (shutdown); nothing to tell it then.
-            let _ = request.ack.send(result);
+        let Some(check_interval) = self
+            .current_state
+            .as_ref()
+            .map(|state| state.settings().check_interval)
+        else {
+            while let Some(request) = requests.recv().await {
+                self.answer(request).await;
+            }
+            return;
+        };
+        // The first tick is immediate: a restart (or `run --once`) deletes what
+        // expired while the agent was stopped before it reads anything new.
+        let mut checks = tokio::time::interval(check_interval);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = checks.tick() => self.sweep().await,
+                request = requests.recv() => match request {
+                    Some(request) => self.answer(request).await,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn answer(&self, request: PublishRequest) {
+        let result = self.handle(request.batch).await;
+        // The input may have stopped waiting (shutdown); nothing to tell it then.
+        let _ = request.ack.send(result);
+    }
+
+    /// Deletes the expired indicators' documents and refreshes the stale ones,
+    /// in steps, until nothing is due. A failure is logged and left for the
+    /// next check: the store still lists what was not queued.
+    async fn sweep(&self) {
+        let Some(state) = &self.current_state else { return };
+        loop {
+            let now = unix_now();
+            let step = match state.sweep(now) {
+                Ok(Some(step)) => step,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(pipeline = %self.id, %error, "checking expiry failed");
+                    return;
+                }
+            };
+            let (expired, refreshed) = (step.expired.len(), step.refreshed.len());
+            if let Err(error) = self.output.publish(step.events.clone()).await {
+                tracing::warn!(pipeline = %self.id, %error, "expiry and refresh not queued; retried at the next check");
+                return;
+            }
+            if let Err(error) = state.swept(&step, now) {
+                tracing::error!(pipeline = %self.id, %error, "expiry and refresh queued but not recorded; they are sent again");
+                return;
+            }
+            tracing::info!(pipeline = %self.id, expired, refreshed, "current state: expired indicators deleted, stale ones refreshed");
         }
     }
 
@@ -272,10 +341,28 @@ impl Pipeline {
         if !events.is_empty() {
             let count = events.len() as u64;
             self.stats.record_samples(&events);
+            let (events, deleted) = match &self.current_state {
+                Some(state) => {
+                    let prepared = state.prepare(events, unix_now()).map_err(|error| {
+                        tracing::error!(pipeline = %self.id, %error, "the current state could not be recorded; the batch is not written");
+                        PublishError::Failed(error.to_string())
+                    })?;
+                    self.stats
+                        .current_state_written
+                        .fetch_add(prepared.written as u64, Ordering::Relaxed);
+                    (prepared.events, prepared.deleted)
+                }
+                None => (events, Vec::new()),
+            };
             if let Err(error) = self.output.publish(events).await {
                 self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(pipeline = %self.id, %error, "the output refused a batch; its cursor is not stored");
                 return Err(PublishError::Failed(error.to_string()));
+            }
+            if let Some(state) = &self.current_state {
+                if let Err(error) = state.forget(&deleted) {
+                    tracing::error!(pipeline = %self.id, %error, "deletes queued but not recorded; they are sent again at the next check");
+                }
             }
             self.stats.published.fetch_add(count, Ordering::Relaxed);
             metrics.events_published.with_label_values(&label).inc_by(count);
@@ -319,4 +406,11 @@ impl Pipeline {
 /// Now, as the `timestamp` processor writes times (`2017-08-28T14:24:36.000Z`).
 fn read_time() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Unix seconds now.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }

@@ -12,6 +12,7 @@ use threatbeat_core::{CursorError, CursorStore, InputContext, InputError, Publis
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::lifecycle::CurrentState;
 use crate::pipeline::{OutputHandle, Pipeline, PipelineStats};
 use crate::supervisor::{PipelinePlan, PipelineSummary};
 
@@ -170,13 +171,24 @@ impl PipelineSet {
             }
         };
         let (publisher, requests) = Publisher::channel(PUBLISH_QUEUE);
-        let pipeline = Pipeline::new(
+        let mut pipeline = Pipeline::new(
             id.clone(),
             plan.chains,
             plan.index,
             self.cursors.clone(),
             self.output.clone(),
         );
+        if let Some((settings, store_path)) = plan.current_state {
+            match CurrentState::open(settings, &store_path) {
+                Ok(state) => pipeline = pipeline.with_current_state(state),
+                // Without its store the pipeline cannot know what it wrote:
+                // it runs with the history only until the file is fixed.
+                Err(error) => tracing::error!(
+                    pipeline = %id, %error,
+                    "the current-state index is not maintained until the agent restarts with a readable store"
+                ),
+            }
+        }
         let stats = pipeline.stats();
         let pipeline_task = tokio::spawn(pipeline.run(requests));
         let stop = self.shutdown.child_token();

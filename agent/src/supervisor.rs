@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use threatbeat_outputs::queue::{QueueError, QueueSettings, QueuedOutput};
 
 use crate::config::LoadedConfig;
+use crate::lifecycle::{store_path, CurrentStateSettings};
 use crate::modules::{assign_pipeline_ids, resolve_entries, Definitions, ResolvedFileset};
 use crate::pipeline::OutputHandle;
 use crate::reload::Reloader;
@@ -44,6 +45,8 @@ pub struct PipelinePlan {
     pub base_id: String,
     /// The digest of the instance's source settings.
     pub source_key: String,
+    /// The current-state index the pipeline maintains, and where its store lives.
+    pub current_state: Option<(CurrentStateSettings, PathBuf)>,
     /// The input.
     pub input: Box<dyn Input>,
     /// The processor chains, in order: the definition's, the user's, the global ones.
@@ -130,7 +133,10 @@ pub fn build_pipeline(
         )?,
         Chain::build(&config.settings.processors, &global_origin, &context)?,
     ];
+    let current_state = CurrentStateSettings::parse(&fileset.current_state, &fileset.current_state_origin)?
+        .map(|settings| (settings, store_path(&config.paths.data, &fileset.id)));
     Ok(PipelinePlan {
+        current_state,
         base_id: fileset.base_id(),
         source_key: fileset.source_key.clone(),
         id: fileset.id,

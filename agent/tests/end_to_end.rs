@@ -8,8 +8,8 @@ mod e2e;
 use std::time::Duration;
 
 use e2e::{
-    assert_exactly_once, chrono_now, expected_records, fresh_events, misp_events, wait_for, Random,
-    Workspace, INDEX, PAGE_LIMIT, PATIENCE,
+    assert_current_state, assert_exactly_once, chrono_now, expected_records, fresh_events, misp_events,
+    wait_for, Random, Workspace, INDEX, PAGE_LIMIT, PATIENCE,
 };
 use serde_json::Value;
 use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
@@ -105,6 +105,7 @@ async fn every_attribute_becomes_exactly_one_document() {
     assert!(status.success(), "{status}\n{}", agent.log_tail());
 
     assert_exactly_once(&cluster, &expected);
+    assert_current_state(&cluster, &misp, chrono_now());
     assert_eq!(
         workspace.queue_pending_events(),
         0,
@@ -222,6 +223,9 @@ async fn kill_9_outages_and_429s_still_give_exactly_once() {
     assert!(status.success(), "{status}\n{}", agent.log());
     assert!(cluster.items_rejected_with_429() > 0, "the 429s were exercised");
     assert_exactly_once(&cluster, &expected);
+    // Killed at random moments, the current state still converges: every
+    // valid attribute once, nothing else (the store and the queue agree).
+    assert_current_state(&cluster, &misp, chrono_now());
     assert_eq!(
         workspace.queue_pending_events(),
         0,

@@ -75,6 +75,7 @@ fn pipeline(id: &str, input: Box<dyn Input>) -> PipelinePlan {
         id: id.into(),
         base_id: id.into(),
         source_key: String::new(),
+        current_state: None,
         input,
         chains: vec![Chain::build(
             &serde_json::Value::Null,

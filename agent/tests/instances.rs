@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use threatbeat_core::CursorStore;
-use threatbeat_test_support::agent::{read_ndjson, AgentHome};
+use threatbeat_test_support::agent::{document_ids, AgentHome};
 use threatbeat_test_support::misp::{fake_uuid, generate_events, MispSimulator, API_KEY};
 
 fn now() -> i64 {
@@ -56,14 +56,22 @@ async fn run_once(home: &AgentHome) {
     );
 }
 
-/// Distinct document ids written so far, and all documents.
-fn document_ids(home: &AgentHome) -> (BTreeSet<String>, usize) {
-    let documents = read_ndjson(&home.path("out"));
-    let ids = documents
-        .iter()
-        .filter_map(|document| document["@metadata"]["_id"].as_str().map(str::to_owned))
-        .collect();
-    (ids, documents.len())
+/// Distinct ids of the history documents and of the current-state
+/// documents written so far.
+fn ids_by_stream(home: &AgentHome) -> (BTreeSet<String>, BTreeSet<String>) {
+    let documents = home.documents();
+    let ids_in = |index: &str| -> BTreeSet<String> {
+        let in_index: Vec<Value> = documents
+            .iter()
+            .filter(|document| document["@metadata"]["index"] == index)
+            .cloned()
+            .collect();
+        document_ids(&in_index).into_iter().collect()
+    };
+    (
+        ids_in("logs-ti_threatbeat.misp-default"),
+        ids_in("logs-ti_threatbeat_latest.misp"),
+    )
 }
 
 /// The `timestamp` each `/events/restSearch` request of `misp` asked from, in order.
@@ -106,8 +114,13 @@ async fn two_misp_servers_each_keep_their_own_cursor() {
     // Alone, server A's fileset is the pipeline `threatintel/misp`.
     home.write("modules.d/server-a.yml", &module_file(&server_a, "60m"));
     run_once(&home).await;
-    let (ids, _) = document_ids(&home);
+    let (ids, current) = ids_by_stream(&home);
     assert_eq!(ids.len(), 36);
+    assert_eq!(
+        current.len(),
+        36,
+        "every attribute is recent: one current-state document each"
+    );
     let cursors = CursorStore::new(&home.path("data"));
     let alone = cursors
         .load("threatintel/misp")
@@ -121,8 +134,13 @@ async fn two_misp_servers_each_keep_their_own_cursor() {
     home.write("modules.d/server-b.yml", &module_file(&server_b, "60m"));
     server_a.clear_log();
     run_once(&home).await;
-    let (ids, _) = document_ids(&home);
+    let (ids, current) = ids_by_stream(&home);
     assert_eq!(ids.len(), 36 + 21, "every attribute of both servers, once");
+    assert_eq!(
+        current.len(),
+        36 + 21,
+        "one current-state document per attribute of both servers"
+    );
     assert_eq!(
         asked_from(&server_a).first(),
         Some(&a_cursor),
@@ -152,8 +170,9 @@ async fn two_misp_servers_each_keep_their_own_cursor() {
     .unwrap();
     home.write("modules.d/server-b.yml", &module_file(&server_b, "5m"));
     run_once(&home).await;
-    let (ids, _) = document_ids(&home);
+    let (ids, current) = ids_by_stream(&home);
     assert_eq!(ids.len(), 36 + 21 + 6 + 9);
+    assert_eq!(current.len(), 36 + 21 + 6 + 9);
     assert_eq!(asked_from(&server_a).first(), Some(&a_cursor));
     assert_eq!(
         asked_from(&server_b).first(),

@@ -96,6 +96,7 @@ fn plan(data: &std::path::Path, batches: Vec<Batch>, accept: usize) -> (Plan, Ha
             id: "test/feed".into(),
             base_id: "test/feed".into(),
             source_key: String::new(),
+            current_state: None,
             input: Box::new(input),
             chains: vec![chain],
             index: Some("threatbeat-test".into()),

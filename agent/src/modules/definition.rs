@@ -42,6 +42,10 @@ pub struct Manifest {
     /// The target index (`@metadata.index`) when the events do not set one.
     #[serde(default)]
     pub index: Option<String>,
+    /// The current-state index the agent maintains for the fileset's
+    /// indicators (see `agent/src/lifecycle`); templated like the rest.
+    #[serde(default)]
+    pub current_state: Value,
 }
 
 /// One fileset definition, not yet templated.

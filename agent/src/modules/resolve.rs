@@ -36,6 +36,10 @@ pub struct ResolvedFileset {
     pub index: Option<String>,
     /// The final variables: declared defaults with the user's overrides.
     pub vars: Map<String, Value>,
+    /// The templated `current_state:` block of the manifest (null when absent).
+    pub current_state: Value,
+    /// Where `current_state:` was written.
+    pub current_state_origin: Origin,
     /// Processors the user added in the module entry (`misp.processors`),
     /// run after the definition's; `Value::Null` when none.
     pub user_processors: Value,
@@ -93,6 +97,10 @@ pub fn resolve(
         None => None,
     };
 
+    let current_state_origin = definition.manifest_origin.child("current_state");
+    let current_state = templater
+        .render(&manifest.current_state, &current_state_origin)?
+        .unwrap_or(Value::Null);
     let mut resolved = ResolvedFileset {
         id: definition.id(),
         instance: None,
@@ -109,6 +117,8 @@ pub fn resolve(
         processors_origin: definition.processors_origin.clone(),
         index,
         vars,
+        current_state,
+        current_state_origin,
         user_processors: Value::Null,
         user_processors_origin: origin.child("processors"),
     };

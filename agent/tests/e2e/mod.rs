@@ -17,6 +17,8 @@ use threatbeat_test_support::misp::{fake_uuid, fixtures_dir, generate_events, Mi
 
 /// The index the MISP fileset writes to (its manifest's `index:`).
 pub const INDEX: &str = "logs-ti_threatbeat.misp-default";
+/// The current-state index of the MISP fileset.
+pub const LATEST_INDEX: &str = "logs-ti_threatbeat_latest.misp";
 /// The pipeline id, which names the cursor file.
 pub const PIPELINE: &str = "threatintel/misp";
 /// Events per MISP page (`var.limit`), small so that a few hundred attributes span many pages.
@@ -118,10 +120,10 @@ fn field<'a>(document: &'a Value, path: &str) -> Option<&'a Value> {
     }
 }
 
-/// The (event uuid, attribute uuid) of every document in the index, one entry per document.
-pub fn indexed_records(cluster: &ElasticsearchSimulator) -> Vec<(String, String)> {
+/// The (event uuid, attribute uuid) of every document in `index`, one entry per document.
+pub fn indexed_records(cluster: &ElasticsearchSimulator, index: &str) -> Vec<(String, String)> {
     cluster
-        .documents(INDEX)
+        .documents(index)
         .iter()
         .map(|document| {
             let source = &document.source;
@@ -135,10 +137,23 @@ pub fn indexed_records(cluster: &ElasticsearchSimulator) -> Vec<(String, String)
         .collect()
 }
 
-/// Asserts the index holds exactly one document per expected record: N
-/// documents, N distinct `_id`s, and the same (event, attribute) pairs.
+/// Asserts the history index holds exactly one document per expected record:
+/// N documents, N distinct `_id`s, and the same (event, attribute) pairs; the
+/// current-state index holds at most one document per record and nothing
+/// else; no document went anywhere else.
 pub fn assert_exactly_once(cluster: &ElasticsearchSimulator, expected: &BTreeSet<(String, String)>) {
-    let records = indexed_records(cluster);
+    let current = indexed_records(cluster, LATEST_INDEX);
+    let distinct_current: BTreeSet<(String, String)> = current.iter().cloned().collect();
+    assert_eq!(
+        current.len(),
+        distinct_current.len(),
+        "one current-state document per attribute"
+    );
+    assert!(
+        distinct_current.is_subset(expected),
+        "current-state documents only of known attributes"
+    );
+    let records = indexed_records(cluster, INDEX);
     let distinct: BTreeSet<(String, String)> = records.iter().cloned().collect();
     assert_eq!(
         records.len(),
@@ -153,10 +168,64 @@ pub fn assert_exactly_once(cluster: &ElasticsearchSimulator, expected: &BTreeSet
     );
     assert_eq!(cluster.document_count(INDEX), expected.len(), "N documents");
     assert_eq!(cluster.ids(INDEX).len(), expected.len(), "N distinct _ids");
+    let indices = cluster.indices();
+    assert!(
+        indices == [INDEX] || indices == [INDEX, LATEST_INDEX],
+        "nothing went elsewhere (no dead letters): {indices:?}"
+    );
+}
+
+/// Every attribute of `misp` still valid at `now` (last activity within the
+/// fileset's default 90 days, not deleted): what the current-state index must hold.
+pub fn valid_records(misp: &MispSimulator, now: i64) -> BTreeSet<(String, String)> {
+    let oldest = now - 90 * 86_400;
+    let mut records = BTreeSet::new();
+    for event in misp.events() {
+        let event_uuid = event["uuid"].as_str().unwrap().to_owned();
+        let objects = event
+            .get("Object")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let attributes = event
+            .get("Attribute")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(
+                objects
+                    .filter_map(|object| object.get("Attribute").and_then(Value::as_array))
+                    .flatten(),
+            );
+        for attribute in attributes {
+            let stamp = attribute["timestamp"]
+                .as_str()
+                .and_then(|text| text.parse::<i64>().ok())
+                .unwrap_or(0);
+            if attribute.get("deleted") != Some(&Value::Bool(true)) && stamp >= oldest {
+                records.insert((event_uuid.clone(), attribute["uuid"].as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    records
+}
+
+/// Asserts the current-state index holds exactly the attributes valid at `now`, once each.
+pub fn assert_current_state(cluster: &ElasticsearchSimulator, misp: &MispSimulator, now: i64) {
+    let current = indexed_records(cluster, LATEST_INDEX);
+    let distinct: BTreeSet<(String, String)> = current.iter().cloned().collect();
     assert_eq!(
-        cluster.indices(),
-        [INDEX],
-        "nothing went elsewhere (no dead letters)"
+        current.len(),
+        distinct.len(),
+        "one current-state document per attribute"
+    );
+    let valid = valid_records(misp, now);
+    assert!(!valid.is_empty());
+    let missing: Vec<_> = valid.difference(&distinct).take(5).collect();
+    let expired: Vec<_> = distinct.difference(&valid).take(5).collect();
+    assert!(
+        missing.is_empty() && expired.is_empty(),
+        "current state: missing (first 5): {missing:?}; not valid (first 5): {expired:?}"
     );
 }
 

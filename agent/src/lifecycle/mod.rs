@@ -1,0 +1,365 @@
+//! The current state of a fileset's indicators, maintained by the agent (the
+//! IOC lifecycle), so that Kibana's prebuilt Indicator Match rules see every
+//! valid indicator exactly once and no expired one, with no transform.
+//!
+//! Besides each poll's documents (the *history*, marked
+//! `labels.is_ioc_transform_source: "true"` so the rules skip them), a fileset
+//! with a `current_state:` block keeps one document per indicator in a
+//! regular index (`logs-ti_threatbeat_latest.<fileset>`):
+//!
+//! * written with `index` by a stable `_id` derived from the indicator's
+//!   identity fields, `@timestamp` = when it was written, the feed's own time
+//!   kept in `threat.indicator.modified` — an edit replaces it;
+//! * refreshed (`update` of `@timestamp`) before it leaves the rules'
+//!   `now-30d` window, while the indicator is valid;
+//! * deleted once its expiry passes, or when a poll delivers it already expired.
+//!
+//! All of it goes through the same output and disk queue as the history, and
+//! the [`store`] remembers which indicators have a document and when they
+//! expire. Order of writes: an indicator is recorded in the store *before*
+//! its document is queued, and forgotten only *after* its delete is queued,
+//! so a crash at any point leaves the store knowing every document the index
+//! may hold (at worst one it does not, whose delete or refresh then answers
+//! 404 and is counted, harmlessly).
+
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use threatbeat_core::{deserialize_at, ConfigError, Event, FieldPath, OpType, Origin};
+
+pub use self::store::{Entry, IndicatorStore, StoreError};
+
+/// The label that tells the rules a document is a history copy.
+const TRANSFORM_SOURCE_LABEL: &str = "labels.is_ioc_transform_source";
+/// How many due indicators one sweep step handles.
+const SWEEP_BATCH: usize = 1000;
+
+/// `current_state:` in a fileset manifest, after templating.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurrentStateConfig {
+    /// Maintain the current-state index (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Keep sending each poll's documents to the data stream (default true).
+    #[serde(default = "yes")]
+    pub history: bool,
+    /// The current-state index.
+    pub index: String,
+    /// The fields whose values identify an indicator (its `_id`).
+    pub id_fields: Vec<String>,
+    /// A date field (RFC 3339 or epoch seconds) holding when the indicator
+    /// expires, set by the fileset's processors; without it, never.
+    #[serde(default)]
+    pub expires_at_field: Option<String>,
+    /// How long a written document may go without a refresh (default `7d`);
+    /// must stay well under the rules' 30 days.
+    #[serde(default = "seven_days")]
+    pub refresh_after: String,
+    /// How often expiry and refresh are checked (the fileset's interval).
+    pub check_interval: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn seven_days() -> String {
+    "7d".to_owned()
+}
+
+/// [`CurrentStateConfig`] checked: paths parsed, durations read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentStateSettings {
+    /// Keep the history stream.
+    pub history: bool,
+    /// The current-state index.
+    pub index: String,
+    /// The identity fields.
+    pub id_fields: Vec<FieldPath>,
+    /// The expiry field.
+    pub expires_at: Option<FieldPath>,
+    /// Refresh a document written longer ago than this.
+    pub refresh_after: Duration,
+    /// Check expiry and refresh this often.
+    pub check_interval: Duration,
+}
+
+impl CurrentStateSettings {
+    /// Checks `value` (a manifest's templated `current_state:`); `None` when
+    /// the block is absent or `enabled: false`.
+    pub fn parse(value: &Value, origin: &Origin) -> Result<Option<Self>, ConfigError> {
+        if value.is_null() {
+            return Ok(None);
+        }
+        let config: CurrentStateConfig = deserialize_at(value, origin)?;
+        if !config.enabled {
+            return Ok(None);
+        }
+        if config.id_fields.is_empty() {
+            return Err(origin
+                .child("id_fields")
+                .error("name at least one field that identifies an indicator"));
+        }
+        let path = |text: &str, key: String| {
+            FieldPath::parse(text).map_err(|error| origin.child(key).error(error.to_string()))
+        };
+        let id_fields = config
+            .id_fields
+            .iter()
+            .enumerate()
+            .map(|(position, field)| path(field, format!("id_fields.{position}")))
+            .collect::<Result<_, _>>()?;
+        let expires_at = config
+            .expires_at_field
+            .as_deref()
+            .map(|field| path(field, "expires_at_field".to_owned()))
+            .transpose()?;
+        let duration = |text: &str, key: &str| {
+            threatbeat_core::duration::parse_duration(text).map_err(|error| origin.child(key).error(error))
+        };
+        let refresh_after = duration(&config.refresh_after, "refresh_after")?;
+        if refresh_after.is_zero() || refresh_after >= Duration::from_secs(30 * 86_400) {
+            return Err(origin.child("refresh_after").error(
+                "must be more than 0 and less than 30d, the window of the prebuilt rules' threat query",
+            ));
+        }
+        Ok(Some(Self {
+            history: config.history,
+            index: config.index,
+            id_fields,
+            expires_at,
+            refresh_after,
+            check_interval: duration(&config.check_interval, "check_interval")?.max(Duration::from_secs(1)),
+        }))
+    }
+}
+
+/// The current state of one pipeline: its settings and its store.
+pub struct CurrentState {
+    settings: CurrentStateSettings,
+    store: IndicatorStore,
+}
+
+/// A batch ready to publish, and what to record once it is queued.
+pub struct Prepared {
+    /// History, current-state and delete events, in the order to write them.
+    pub events: Vec<Event>,
+    /// Indicators whose delete is in `events`: forgotten once queued.
+    pub deleted: Vec<String>,
+    /// Indicators written anew.
+    pub written: usize,
+}
+
+/// One step of expiry and refresh, ready to publish.
+pub struct Sweep {
+    /// Deletes of expired indicators, then refreshes of stale ones.
+    pub events: Vec<Event>,
+    /// The expired indicators: forgotten once queued.
+    pub expired: Vec<String>,
+    /// The refreshed indicators: marked written once queued.
+    pub refreshed: Vec<String>,
+}
+
+impl CurrentState {
+    /// Opens (or creates) the store at `store_path` (see [`store_path`]).
+    pub fn open(settings: CurrentStateSettings, store_path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            settings,
+            store: IndicatorStore::open(store_path)?,
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &CurrentStateSettings {
+        &self.settings
+    }
+
+    /// The indicators with a current-state document.
+    pub fn store(&self) -> &IndicatorStore {
+        &self.store
+    }
+
+    /// Turns a batch of history events into what to publish: the history
+    /// (labelled, unless the history is switched off), one current-state
+    /// document per valid indicator, a delete per known indicator that
+    /// arrived expired. Records the written indicators in the store first.
+    pub fn prepare(&self, history: Vec<Event>, now: i64) -> Result<Prepared, StoreError> {
+        let now_text = format_time(now);
+        let mut events = Vec::with_capacity(history.len() * 2);
+        let mut records = Vec::new();
+        let mut deleted = Vec::new();
+        let mut state_events = Vec::new();
+        for mut event in history {
+            if let Some(id) = self.identity(&event) {
+                let expires_at = self.expires_at(&event);
+                if expires_at > now {
+                    state_events.push(self.state_document(&event, &id, &now_text));
+                    records.push((
+                        id,
+                        Entry {
+                            expires_at,
+                            written_at: now,
+                        },
+                    ));
+                } else if self.store.get(&id)?.is_some() {
+                    state_events.push(self.delete(&id));
+                    deleted.push(id);
+                }
+            }
+            if self.settings.history {
+                mark_as_history(&mut event);
+                events.push(event);
+            }
+        }
+        let written = records.len();
+        self.store.upsert(&records)?;
+        events.extend(state_events);
+        Ok(Prepared {
+            events,
+            deleted,
+            written,
+        })
+    }
+
+    /// Forgets the indicators whose deletes were queued.
+    pub fn forget(&self, deleted: &[String]) -> Result<(), StoreError> {
+        self.store.remove(deleted)
+    }
+
+    /// The next step of expiry and refresh at `now`, or `None` when nothing is due.
+    pub fn sweep(&self, now: i64) -> Result<Option<Sweep>, StoreError> {
+        let expired = self.store.expired(now, SWEEP_BATCH)?;
+        let stale_before = now - self.settings.refresh_after.as_secs() as i64;
+        let refreshed: Vec<String> = self
+            .store
+            .written_before(stale_before, SWEEP_BATCH)?
+            .into_iter()
+            .filter(|id| !expired.contains(id))
+            .collect();
+        if expired.is_empty() && refreshed.is_empty() {
+            return Ok(None);
+        }
+        let now_text = format_time(now);
+        let mut events: Vec<Event> = expired.iter().map(|id| self.delete(id)).collect();
+        events.extend(refreshed.iter().map(|id| self.refresh(id, &now_text)));
+        Ok(Some(Sweep {
+            events,
+            expired,
+            refreshed,
+        }))
+    }
+
+    /// Records a queued sweep step.
+    pub fn swept(&self, sweep: &Sweep, now: i64) -> Result<(), StoreError> {
+        self.store.remove(&sweep.expired)?;
+        self.store.mark_written(&sweep.refreshed, now)
+    }
+
+    /// The indicator's `_id`: a digest of its identity fields, or `None`
+    /// when the event has none of them (it is not an indicator).
+    fn identity(&self, event: &Event) -> Option<String> {
+        let mut hasher = Sha256::new();
+        let mut found = false;
+        for path in &self.settings.id_fields {
+            let part = match event.get(path) {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            found |= !part.is_empty();
+            hasher.update(part.as_bytes());
+            // A separator no field value holds, so ("ab", "c") ≠ ("a", "bc").
+            hasher.update([0x1f]);
+        }
+        let digest = hasher.finalize();
+        found.then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..20]))
+    }
+
+    /// When the indicator expires; never when the field is absent or unreadable.
+    fn expires_at(&self, event: &Event) -> i64 {
+        let Some(path) = &self.settings.expires_at else {
+            return i64::MAX;
+        };
+        match event.get(path) {
+            Some(Value::String(text)) => chrono::DateTime::parse_from_rfc3339(text)
+                .map(|time| time.timestamp())
+                .or_else(|_| text.trim().parse::<i64>())
+                .unwrap_or(i64::MAX),
+            Some(Value::Number(number)) => number.as_i64().unwrap_or(i64::MAX),
+            _ => i64::MAX,
+        }
+    }
+
+    fn state_document(&self, history: &Event, id: &str, now_text: &str) -> Event {
+        let mut fields = history.fields.clone();
+        // The feed's own time stays with the indicator; `@timestamp` says
+        // when this copy was written, which is what keeps it in the rules' window.
+        let modified = FieldPath::parse("threat.indicator.modified").ok();
+        if let (Some(modified), Some(source_time)) = (modified, fields.get("@timestamp").cloned()) {
+            if !modified.exists(&fields) {
+                let _ = modified.set(&mut fields, source_time);
+            }
+        }
+        fields.insert("@timestamp".to_owned(), Value::String(now_text.to_owned()));
+        let mut event = Event::new(fields);
+        event.set_id(id);
+        event.set_index(self.settings.index.clone());
+        event.set_op_type(OpType::Index);
+        event
+    }
+
+    fn delete(&self, id: &str) -> Event {
+        let mut event = Event::new(Map::new());
+        event.set_id(id);
+        event.set_index(self.settings.index.clone());
+        event.set_op_type(OpType::Delete);
+        event
+    }
+
+    fn refresh(&self, id: &str, now_text: &str) -> Event {
+        let mut fields = Map::new();
+        fields.insert("@timestamp".to_owned(), Value::String(now_text.to_owned()));
+        let mut event = Event::new(fields);
+        event.set_id(id);
+        event.set_index(self.settings.index.clone());
+        event.set_op_type(OpType::Update);
+        event
+    }
+}
+
+/// Where the store of `pipeline_id` lives: `<path.data>/current_state/<id>.redb`.
+pub fn store_path(data_path: &Path, pipeline_id: &str) -> PathBuf {
+    let name: String = pipeline_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    data_path.join("current_state").join(format!("{name}.redb"))
+}
+
+/// Marks a history document so that the prebuilt rules skip it.
+fn mark_as_history(event: &mut Event) {
+    if let Ok(label) = FieldPath::parse(TRANSFORM_SOURCE_LABEL) {
+        let _ = event.set(&label, Value::String("true".to_owned()));
+    }
+}
+
+/// `2024-05-20T10:00:00.000Z`, as the `timestamp` processor writes times.
+pub fn format_time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
