@@ -253,6 +253,64 @@ async fn an_edit_replaces_the_indicator_and_valid_ones_are_refreshed() {
     tokio::task::block_in_place(|| agent.terminate());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_or_the_ids_flag_turned_off_in_misp_leaves_the_rules_view() {
+    let start = now();
+    let mut events = spread_events(2, 4, start - 100, 200);
+    for (number, event) in events.iter_mut().enumerate() {
+        event["uuid"] = json!(fake_uuid(0x78, number as u64));
+        for (position, attribute) in event["Attribute"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            attribute["uuid"] = json!(fake_uuid(0x79, (number * 4 + position) as u64));
+        }
+    }
+    let misp = MispSimulator::start(events).await;
+    let cluster = ElasticsearchSimulator::start().await;
+    let mut home = home(&misp, &cluster, "1s", "");
+    let mut agent = home.spawn();
+    let written = wait_until_async(PATIENCE, || cluster.document_count(LATEST) == 8).await;
+    assert!(written, "{}", agent.log_tail());
+    // The requests ask for soft-deleted attributes too.
+    assert!(misp
+        .searches()
+        .iter()
+        .all(|search| search.body["deleted"] == json!([0, 1])));
+
+    // An ip-dst deleted in one event, an sha256 no longer for IDS in the other.
+    let deleted = misp.events()[0]["Attribute"][0]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let not_ids = misp.events()[1]["Attribute"][2]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(seen_by_rules(&cluster, now()).get(&deleted), Some(&1));
+    assert_eq!(seen_by_rules(&cluster, now()).get(&not_ids), Some(&1));
+    misp.edit(Edit::DeleteAttribute(deleted.clone(), now() + 5));
+    misp.edit(Edit::SetToIds(not_ids.clone(), false, now() + 6));
+
+    let gone = wait_until_async(PATIENCE, || cluster.document_count(LATEST) == 6).await;
+    assert!(gone, "{}", agent.log_tail());
+    let seen = seen_by_rules(&cluster, now());
+    assert!(
+        !seen.contains_key(&deleted) && !seen.contains_key(&not_ids),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 4, "the two other ip-dst and sha256 stay: {seen:?}");
+    // The deletion is not history; the IDS change is (a new version of the attribute).
+    let history = cluster.documents(HISTORY);
+    assert!(history
+        .iter()
+        .all(|document| document.source["misp"]["attribute"]["deleted"] != true));
+    assert_eq!(history.len(), 9);
+    tokio::task::block_in_place(|| agent.terminate());
+}
+
 #[test]
 fn switching_the_current_state_off_keeps_the_history_unmarked() {
     let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));

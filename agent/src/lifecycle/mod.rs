@@ -213,7 +213,7 @@ impl CurrentState {
                     deleted.push(id);
                 }
             }
-            if self.settings.history {
+            if self.settings.history && !current_state_only(&event) {
                 mark_as_history(&mut event);
                 events.push(event);
             }
@@ -347,6 +347,17 @@ pub fn store_path(data_path: &Path, pipeline_id: &str) -> PathBuf {
         })
         .collect();
     data_path.join("current_state").join(format!("{name}.redb"))
+}
+
+/// Whether the processors said this record is for the current state only
+/// (`@metadata.current_state.history: false`, e.g. a MISP attribute deleted
+/// since it was sent: its document must go, but it is no history).
+fn current_state_only(event: &Event) -> bool {
+    event
+        .metadata
+        .get("current_state")
+        .and_then(|state| state.get("history"))
+        == Some(&Value::Bool(false))
 }
 
 /// Marks a history document so that the prebuilt rules skip it.

@@ -100,6 +100,11 @@ pub enum Edit {
     TouchAttribute(String, i64),
     /// Give the event `uuid` this timestamp.
     TouchEvent(String, i64),
+    /// Soft-delete the attribute `uuid` at this time (MISP stamps the
+    /// attribute and its event, and keeps it with `deleted: true`).
+    DeleteAttribute(String, i64),
+    /// Set the attribute's `to_ids` at this time.
+    SetToIds(String, bool, i64),
 }
 
 /// A running simulator. Stops when dropped.

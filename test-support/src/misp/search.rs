@@ -73,6 +73,7 @@ pub fn search(
         .and_then(Terms::parse);
     let published = flag(filters, "published");
     let to_ids = flag(filters, "to_ids");
+    let deleted = Deleted::parse(filters.get("deleted"));
     let enforce = hidden.always_enforce || flag(filters, "enforceWarninglist") == Some(true);
     let include_event_tags = flag(filters, "includeEventTags") == Some(true);
     let limit = filters.get("limit").and_then(number).filter(|limit| *limit > 0);
@@ -147,7 +148,13 @@ pub fn search(
                 })
                 .map(|event| {
                     let mut event = event.clone();
-                    prune_event(&mut event, &tags, to_ids, enforce.then_some(hidden.warninglisted));
+                    prune_event(
+                        &mut event,
+                        &tags,
+                        to_ids,
+                        deleted,
+                        enforce.then_some(hidden.warninglisted),
+                    );
                     json!({"Event": event})
                 })
                 .collect();
@@ -291,17 +298,54 @@ fn sort_key(item: &Map<String, Value>, field: &str) -> (i64, String) {
     (value.parse::<i64>().unwrap_or(i64::MIN), value)
 }
 
+/// MISP's `deleted` filter: soft-deleted attributes are left out by default;
+/// `[0, 1]` includes them, `1` or `"only"` gives only them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Deleted {
+    Exclude,
+    Include,
+    Only,
+}
+
+impl Deleted {
+    fn parse(value: Option<&Value>) -> Self {
+        let truthy = |value: &Value| {
+            matches!(value, Value::Bool(true)) || value == "1" || value == 1 || value == "only"
+        };
+        match value {
+            Some(Value::Array(items))
+                if items.iter().any(truthy) && items.iter().any(|item| !truthy(item)) =>
+            {
+                Self::Include
+            }
+            Some(Value::Array(items)) if items.iter().any(truthy) => Self::Only,
+            Some(value) if truthy(value) => Self::Only,
+            _ => Self::Exclude,
+        }
+    }
+
+    fn keeps(self, attribute: &Map<String, Value>) -> bool {
+        let is_deleted = attribute.get("deleted") == Some(&Value::Bool(true));
+        match self {
+            Self::Exclude => !is_deleted,
+            Self::Include => true,
+            Self::Only => is_deleted,
+        }
+    }
+}
+
 fn prune_event(
     event: &mut Map<String, Value>,
     tags: &Option<Terms>,
     to_ids: Option<bool>,
+    deleted: Deleted,
     warninglist: Option<&HashSet<String>>,
 ) {
     let keep = |attribute: &Value| -> bool {
         let Some(attribute) = attribute.as_object() else {
             return false;
         };
-        if attribute.get("deleted") == Some(&Value::Bool(true)) {
+        if !deleted.keeps(attribute) {
             return false;
         }
         if let Some(wanted) = to_ids {

@@ -40,6 +40,18 @@ pub(super) fn apply_edit(state: &mut State, edit: &Edit) {
         Edit::TouchEvent(uuid, timestamp) => {
             state.store.touch_event(uuid, *timestamp);
         }
+        Edit::DeleteAttribute(uuid, timestamp) => {
+            state
+                .store
+                .set_attribute_field(uuid, "deleted", Value::Bool(true));
+            state.store.touch_attribute(uuid, *timestamp);
+        }
+        Edit::SetToIds(uuid, to_ids, timestamp) => {
+            state
+                .store
+                .set_attribute_field(uuid, "to_ids", Value::Bool(*to_ids));
+            state.store.touch_attribute(uuid, *timestamp);
+        }
     }
 }
 

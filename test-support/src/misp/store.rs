@@ -217,6 +217,30 @@ impl Store {
         false
     }
 
+    /// Sets one field of the attribute `uuid` (plain or in an object).
+    /// Returns false when the uuid is unknown.
+    pub fn set_attribute_field(&mut self, uuid: &str, field: &str, value: Value) -> bool {
+        let mut found = false;
+        for event in &mut self.events {
+            let objects: Vec<&mut Map<String, Value>> = as_list_mut(event, "Object").collect();
+            for object in objects {
+                for attribute in as_list_mut(object, "Attribute") {
+                    if attribute.get("uuid").and_then(Value::as_str) == Some(uuid) {
+                        attribute.insert(field.to_owned(), value.clone());
+                        found = true;
+                    }
+                }
+            }
+            for attribute in as_list_mut(event, "Attribute") {
+                if attribute.get("uuid").and_then(Value::as_str) == Some(uuid) {
+                    attribute.insert(field.to_owned(), value.clone());
+                    found = true;
+                }
+            }
+        }
+        found
+    }
+
     /// Sets an event's timestamp. Returns false when the uuid is unknown.
     pub fn touch_event(&mut self, uuid: &str, timestamp: i64) -> bool {
         for event in &mut self.events {
