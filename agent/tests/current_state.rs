@@ -340,3 +340,45 @@ output.file: {path: out, filename: documents}
         .all(|document| document["@metadata"]["index"] == HISTORY));
     assert!(documents.iter().all(|document| document.get("labels").is_none()));
 }
+
+/// The current-state documents a `run --once` over one event writes, with
+/// `extra` vars; its second attribute is not flagged for IDS.
+fn current_state_of_an_event_with_a_context_attribute(extra: &str) -> Vec<Value> {
+    let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
+    let mut events = spread_events(1, 2, now(), 1);
+    events[0]["Attribute"][1]["to_ids"] = json!(false);
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|event| json!({ "Event": event }))
+        .collect();
+    home.write("export.json", &json!({ "response": events }).to_string());
+    home.write(
+        "threatbeat.yml",
+        &format!(
+            "path.data: data
+threatbeat.modules:
+  - module: threatintel
+    misp:
+      var.input: file
+      var.paths: [export.json]
+{extra}output.file: {{path: out, filename: documents}}
+"
+        ),
+    );
+    let output = home.run_once();
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    home.documents()
+        .into_iter()
+        .filter(|document| document["@metadata"]["index"] == LATEST)
+        .collect()
+}
+
+#[test]
+fn only_attributes_flagged_for_ids_are_current_unless_asked_otherwise() {
+    let flagged = current_state_of_an_event_with_a_context_attribute("");
+    assert_eq!(flagged.len(), 1, "the to_ids attribute only");
+    assert_eq!(flagged[0]["misp"]["attribute"]["to_ids"], true);
+    let every =
+        current_state_of_an_event_with_a_context_attribute("      var.current_state_ids_only: false\n");
+    assert_eq!(every.len(), 2);
+}
