@@ -24,7 +24,8 @@ use threatbeat_processors::Chain;
 use threatbeat_test_support::agent::{read_ndjson, AgentHome};
 use threatbeat_test_support::data::filebeat_threatintel;
 use threatbeat_test_support::golden::{
-    compare, compare_unordered, expected_documents, filebeat_ignored, harness_lines, Report,
+    compare, compare_unordered, expected_documents, filebeat_ignored, harness_lines, history_documents,
+    Report,
 };
 use threatbeat_test_support::misp::{MispSimulator, API_KEY};
 
@@ -99,7 +100,7 @@ fn file_input_goldens(fileset: &str) -> usize {
     let reports: Vec<Report> = golden_logs(fileset, ".log")
         .iter()
         .map(|log| {
-            let documents = through_file_input(fileset, log);
+            let documents = history_documents(through_file_input(fileset, log));
             // Data streams refuse documents without a time: the mapping's, or
             // the time the record was read (Filebeat's too).
             for document in &documents {
@@ -219,26 +220,7 @@ async fn through_misp_api(events: Vec<Value>) -> Vec<Value> {
     let documents = tokio::task::spawn_blocking(move || run_once(&home))
         .await
         .expect("the agent run finishes");
-    misp_history(documents)
-}
-
-/// The history documents of `threatintel/misp`: what Elastic's goldens hold.
-/// The current-state copies (`logs-ti_threatbeat_latest.misp`) are the
-/// agent's own, and the goldens' indicators expired years ago anyway.
-fn misp_history(documents: Vec<Value>) -> Vec<Value> {
-    documents
-        .into_iter()
-        .filter(|document| document["@metadata"]["index"] == "logs-ti_threatbeat.misp-default")
-        .collect()
-}
-
-/// The fields not compared for MISP: the harness's, and the mark our history
-/// documents carry so that the prebuilt rules read the current-state index
-/// instead (docs/detection.md); Filebeat has no current state to mark against.
-fn misp_ignored() -> Vec<&'static str> {
-    let mut ignored = filebeat_ignored("misp");
-    ignored.push("labels.is_ioc_transform_source");
-    ignored
+    history_documents(documents)
 }
 
 /// The three MISP golden files through the MISP simulator and the fileset's
@@ -260,7 +242,7 @@ async fn threatintel_misp_matches_elastic_goldens_through_its_api() {
         let documents = through_misp_api(events.clone()).await;
         let expected = expected_documents(&log);
         let cross_product = name.contains("ext_attributes");
-        let mut ignored = misp_ignored();
+        let mut ignored = filebeat_ignored("misp");
         if cross_product {
             ignored.push("misp.context.attribute.*");
         }
@@ -321,12 +303,12 @@ fn threatintel_misp_file_input_matches_elastic_goldens() {
     home.write("export.json", &json!({ "response": events }).to_string());
     let entry = "  - module: threatintel\n    misp:\n      var.input: file\n      var.paths: [export.json]\n";
     home.write("threatbeat.yml", &main_config(entry));
-    let documents = misp_history(run_once(&home));
+    let documents = history_documents(run_once(&home));
     let report = compare_unordered(
         "misp_sample.ndjson.log (file input)",
         &documents,
         &expected_documents(&log),
-        &misp_ignored(),
+        &filebeat_ignored("misp"),
     );
     assert_all_passed(&[report]);
 }
