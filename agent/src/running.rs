@@ -296,6 +296,9 @@ async fn finish(
     };
     if !finished {
         tracing::error!(pipeline = %id, "the pipeline did not finish its in-flight batches in time");
+        // Wait for the aborted task to be dropped, so that what it holds (the
+        // current-state store's file lock) is released before a restart opens it.
+        let _ = pipeline_task.await;
     }
     let stats = &pipeline.stats;
     let summary = PipelineSummary {
