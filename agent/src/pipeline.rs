@@ -12,7 +12,7 @@ use threatbeat_core::{
 };
 use threatbeat_processors::Chain;
 
-use crate::lifecycle::CurrentState;
+use crate::lifecycle::{format_time, CurrentState};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -264,7 +264,7 @@ impl Pipeline {
         let Some(state) = &self.current_state else { return };
         loop {
             let now = unix_now();
-            let step = match state.sweep(now) {
+            let mut step = match state.sweep(now) {
                 Ok(Some(step)) => step,
                 Ok(None) => return,
                 Err(error) => {
@@ -273,7 +273,7 @@ impl Pipeline {
                 }
             };
             let (expired, refreshed) = (step.expired.len(), step.refreshed.len());
-            if let Err(error) = self.output.publish(step.events.clone()).await {
+            if let Err(error) = self.output.publish(std::mem::take(&mut step.events)).await {
                 tracing::warn!(pipeline = %self.id, %error, "expiry and refresh not queued; retried at the next check");
                 return;
             }
@@ -328,7 +328,7 @@ impl Pipeline {
         let metrics = crate::metrics::agent();
         let label = [self.id.as_str()];
         let received = batch.events.len();
-        let read_at = Value::String(read_time());
+        let read_at = Value::String(format_time(chrono::Utc::now()));
         let events: Vec<Event> = batch
             .events
             .into_iter()
@@ -401,11 +401,6 @@ impl Pipeline {
         }
         Some(event)
     }
-}
-
-/// Now, as the `timestamp` processor writes times (`2017-08-28T14:24:36.000Z`).
-fn read_time() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// Unix seconds now.

@@ -191,7 +191,7 @@ impl CurrentState {
     /// document per valid indicator, a delete per known indicator that
     /// arrived expired. Records the written indicators in the store first.
     pub fn prepare(&self, history: Vec<Event>, now: i64) -> Result<Prepared, StoreError> {
-        let now_text = format_time(now);
+        let now_text = format_unix(now);
         let mut events = Vec::with_capacity(history.len() * 2);
         let mut records = Vec::new();
         let mut deleted = Vec::new();
@@ -246,7 +246,7 @@ impl CurrentState {
         if expired.is_empty() && refreshed.is_empty() {
             return Ok(None);
         }
-        let now_text = format_time(now);
+        let now_text = format_unix(now);
         let mut events: Vec<Event> = expired.iter().map(|id| self.delete(id)).collect();
         events.extend(refreshed.iter().map(|id| self.refresh(id, &now_text)));
         Ok(Some(Sweep {
@@ -368,9 +368,11 @@ fn mark_as_history(event: &mut Event) {
 }
 
 /// `2024-05-20T10:00:00.000Z`, as the `timestamp` processor writes times.
-pub fn format_time(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+pub fn format_time(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// [`format_time`] of Unix seconds.
+fn format_unix(unix: i64) -> String {
+    format_time(chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default())
 }
