@@ -40,7 +40,8 @@ pub enum Command {
     /// Checks the configuration, or the connection to the output.
     #[command(subcommand)]
     Test(TestCommand),
-    /// Installs the index template, ILM policy and data streams in Elasticsearch (idempotent).
+    /// Installs the index template, ILM policy and data streams in Elasticsearch, and the
+    /// Kibana dashboards (idempotent).
     Setup(SetupArgs),
     /// Lists, enables or disables the module files in modules.d/.
     #[command(subcommand)]
@@ -66,10 +67,13 @@ pub struct RunArgs {
 /// `setup` options.
 #[derive(Debug, Default, Args)]
 pub struct SetupArgs {
-    /// Only index management (template, ILM policy, data streams): the same as
-    /// plain `setup`, since threatbeat loads no dashboards; accepted for Beats users.
+    /// Only index management (template, ILM policy, data streams). Plain `setup`
+    /// does it too, and loads the dashboards when `setup.dashboards.enabled` is true.
     #[arg(long = "index-management")]
     pub index_management: bool,
+    /// Only the Kibana dashboards (through `setup.kibana`), whatever `setup.dashboards.enabled` says.
+    #[arg(long = "dashboards")]
+    pub dashboards: bool,
 }
 
 /// `test` subcommands.

@@ -12,10 +12,9 @@ use threatbeat_outputs::elasticsearch::{self, SetupAction, SetupSettings, WriteA
 use crate::config::{self, LoadedConfig};
 use crate::supervisor;
 
-/// `threatbeat setup [--index-management]`: installs what the output writes
-/// into, idempotently (a second run changes nothing). threatbeat has no
-/// dashboards to load, so `--index-management` does the same as plain `setup`;
-/// the flag is accepted for Beats users' scripts.
+/// The index part of `threatbeat setup`: installs what the output writes
+/// into, idempotently (a second run changes nothing). The Kibana part
+/// (`--dashboards`, `setup.dashboards.enabled`) is `crate::kibana`'s.
 pub fn setup(config: &LoadedConfig) -> Result<ExitCode> {
     let output = elasticsearch_output(config)?;
     let origin = Origin::file(&config.file).child("setup");

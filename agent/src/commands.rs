@@ -12,7 +12,9 @@ use serde_json::Value;
 use threatbeat_core::Origin;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, ExportCommand, KeystoreCommand, ModulesCommand, RunArgs, TestCommand};
+use crate::cli::{
+    Cli, Command, ExportCommand, KeystoreCommand, ModulesCommand, RunArgs, SetupArgs, TestCommand,
+};
 use crate::config::{self, Expander, LoadOptions, LoadedConfig};
 use crate::keystore::Keystore;
 use crate::modules::parse_yaml;
@@ -46,7 +48,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
         None => run(cli, &RunArgs::default()),
         Some(Command::Test(TestCommand::Config)) => test_config(cli),
         Some(Command::Test(TestCommand::Output)) => crate::cluster::test_output(&load(cli)?),
-        Some(Command::Setup(_)) => crate::cluster::setup(&load(cli)?),
+        Some(Command::Setup(args)) => setup(cli, args),
         Some(Command::Modules(action)) => modules(cli, action),
         Some(Command::Export(ExportCommand::Config)) => export_config(cli),
         Some(Command::Keystore(action)) => keystore(cli, action),
@@ -56,6 +58,59 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
 fn load(cli: &Cli) -> Result<LoadedConfig> {
     let options = LoadOptions::from_process(cli.config.clone(), cli.all_overrides());
     config::load(&options).context("invalid configuration")
+}
+
+/// `setup`: index management and, with `setup.dashboards.enabled`, the Kibana
+/// dashboards; `--index-management` or `--dashboards` does only that part (as Filebeat).
+fn setup(cli: &Cli, args: &SetupArgs) -> Result<ExitCode> {
+    let mut config = load(cli)?;
+    let origin = Origin::file(&config.file).child("setup");
+    let kibana_setup = crate::kibana::KibanaSetup::parse(&config.settings.setup, &origin)
+        .context("invalid configuration")?;
+    let only_some = args.index_management || args.dashboards;
+    if args.index_management || !only_some {
+        // setup.kibana/dashboards are ours; the Elasticsearch setup rejects unknown keys.
+        config.settings.setup = crate::kibana::without_kibana_keys(&config.settings.setup);
+        crate::cluster::setup(&config)?;
+    }
+    if args.dashboards || (!only_some && kibana_setup.dashboards.enabled) {
+        setup_dashboards(&config, &kibana_setup)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Imports the embedded saved objects into Kibana; any refused object fails the command.
+fn setup_dashboards(config: &LoadedConfig, setup: &crate::kibana::KibanaSetup) -> Result<()> {
+    let settings = setup.kibana();
+    let mut secrets = config.known_secrets();
+    secrets.extend(
+        [&settings.password, &settings.api_key]
+            .into_iter()
+            .flatten()
+            .map(|secret| secret.expose().to_owned()),
+    );
+    let redact = |error: crate::kibana::KibanaError| {
+        anyhow::anyhow!(config::redact_text(&error.to_string(), &secrets))
+    };
+    let origin = Origin::file(&config.file).child("setup.kibana");
+    let kibana = crate::kibana::Kibana::new(&settings, &config.paths.config, &origin)
+        .map_err(redact)
+        .context("invalid configuration")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime
+        .block_on(kibana.import(crate::kibana::SAVED_OBJECTS))
+        .map_err(redact)
+        .context("loading the Kibana dashboards failed")?;
+    println!(
+        "Kibana at {}: {} saved objects loaded ({} replaced existing ones)",
+        report.url, report.imported, report.overwritten
+    );
+    println!("Dashboard: {}", report.dashboard_url);
+    println!("Loaded dashboards.");
+    Ok(())
 }
 
 /// Builds every plugin; plugin errors may quote a value, so known secrets are masked.

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod keystore;
+pub mod kibana;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod data;
 pub mod elasticsearch;
 pub mod golden;
+pub mod kibana;
 pub mod misp;
 pub mod otx;
 pub mod recordedfuture;
