@@ -382,3 +382,416 @@ fn only_attributes_flagged_for_ids_are_current_unless_asked_otherwise() {
         current_state_of_an_event_with_a_context_attribute("      var.current_state_ids_only: false\n");
     assert_eq!(every.len(), 2);
 }
+
+// ---------------------------------------------------------------------------
+// The other filesets with a current state: each through the binary and its
+// feed's simulator into the Elasticsearch simulator, judged by the rules'
+// evaluator: a valid indicator is in the current state once and seen by the
+// rules once, an expired, revoked or deleted one is not there at all.
+
+/// The home of an agent running `entry` (a module entry, indented under
+/// `threatbeat.modules:`) into `cluster`.
+fn feed_home(cluster: &ElasticsearchSimulator, entry: &str) -> AgentHome {
+    let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
+    home.write(
+        "threatbeat.yml",
+        &format!(
+            "path.data: data
+output.elasticsearch:
+  hosts: [\"{es}\"]
+  backoff.init: 100ms
+  backoff.max: 1s
+threatbeat.modules:
+{entry}",
+            es = cluster.url(),
+        ),
+    );
+    home
+}
+
+/// Runs `home` once; the run must succeed.
+async fn run_once(home: &AgentHome) {
+    let output = home.run_once_async().await;
+    assert!(output.status.success(), "{}", stderr_text(&output));
+}
+
+/// The values of `field` in the current-state index `latest`, each once.
+fn current_values(cluster: &ElasticsearchSimulator, latest: &str, field: &str) -> BTreeSet<String> {
+    let documents = cluster.documents(latest);
+    let values: BTreeSet<String> = documents
+        .iter()
+        .map(|document| {
+            field
+                .split('.')
+                .fold(&document.source, |value, key| &value[key])
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(values.len(), documents.len(), "one document per indicator");
+    values
+}
+
+/// Every document of `history` is marked for the rules to skip, and none of
+/// `latest` is.
+fn assert_marks(cluster: &ElasticsearchSimulator, history: &str, latest: &str) {
+    assert!(cluster.document_count(history) > 0, "a history in {history}");
+    assert!(cluster
+        .documents(history)
+        .iter()
+        .all(|document| document.source["labels"]["is_ioc_transform_source"] == "true"));
+    assert!(cluster
+        .documents(latest)
+        .iter()
+        .all(|document| document.source.get("labels").is_none()));
+}
+
+fn set_of(values: &[&str]) -> BTreeSet<String> {
+    values.iter().map(|value| (*value).to_owned()).collect()
+}
+
+/// Two MISP events of 4 attributes (ip-dst, domain, sha256, url): the first
+/// last active an hour ago, its sha256 deleted in MISP and its url not for
+/// IDS; the second last active 100 days ago (expired under the default 90).
+/// Returns the events and the uuids of the first event's attributes.
+fn attribute_events() -> (Vec<Value>, Vec<String>) {
+    let start = now();
+    let mut events = spread_events(2, 4, start, 2 * 100 * DAY);
+    events[0]["timestamp"] = json!((start - 100 * DAY).to_string());
+    for attribute in events[0]["Attribute"].as_array_mut().into_iter().flatten() {
+        attribute["timestamp"] = json!((start - 100 * DAY).to_string());
+    }
+    events[1]["timestamp"] = json!((start - 3600).to_string());
+    for attribute in events[1]["Attribute"].as_array_mut().into_iter().flatten() {
+        attribute["timestamp"] = json!((start - 3600).to_string());
+    }
+    events[1]["Attribute"][2]["deleted"] = json!(true);
+    events[1]["Attribute"][3]["to_ids"] = json!(false);
+    let recent = events[1]["Attribute"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|attribute| attribute["uuid"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    (events, recent)
+}
+
+/// Runs the attributes-API fileset `entry` against a MISP simulator holding
+/// [`attribute_events`]; checks the request, the history and the current
+/// state; returns the cluster and the recent event's attribute uuids.
+async fn attributes_fileset(
+    entry: &str,
+    history: &str,
+    latest: &str,
+) -> (ElasticsearchSimulator, Vec<String>) {
+    let (events, recent) = attribute_events();
+    let misp = MispSimulator::start(events).await;
+    let cluster = ElasticsearchSimulator::start().await;
+    let entry = entry
+        .replace("URL", &misp.url("/attributes/restSearch"))
+        .replace("KEY", API_KEY);
+    run_once(&feed_home(&cluster, &entry)).await;
+
+    // Soft-deleted attributes are asked for, so that their documents go.
+    let searches = misp.searches();
+    assert!(!searches.is_empty());
+    assert!(searches
+        .iter()
+        .all(|search| search.body["deleted"] == json!([0, 1])));
+    // The history: every attribute but the deleted one, marked.
+    assert_eq!(cluster.document_count(history), 7);
+    assert_marks(&cluster, history, latest);
+    // The current state: the recent ip-dst and domain; not the deleted
+    // sha256, the url no longer for IDS, nor any attribute of the old event.
+    assert_eq!(
+        current_values(&cluster, latest, "misp.attribute.uuid"),
+        set_of(&[&recent[0], &recent[1]])
+    );
+    let document = &cluster.documents(latest)[0];
+    assert!(document.source["misp"]["attribute"]["decayed_at"].is_string());
+    assert!(document.source["misp"]["event"]["uuid"].is_string());
+    (cluster, recent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misp_attributes_keeps_a_current_state_read_by_the_rules() {
+    let (cluster, recent) = attributes_fileset(
+        "  - module: threatintel
+    misp_attributes:
+      var.url: URL
+      var.api_token: KEY
+      var.first_interval: 5000h
+",
+        "logs-ti_threatbeat.misp_attributes-default",
+        "logs-ti_threatbeat_latest.misp_attributes",
+    )
+    .await;
+    // Of the current ones, a rule reads the ip-dst (no rule reads a domain):
+    // seen once, and nothing else is.
+    let seen = seen_by_rules(&cluster, now());
+    assert_eq!(seen, BTreeMap::from([(recent[0].clone(), 1)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_misp_threat_fileset_keeps_the_same_current_state() {
+    let (cluster, _) = attributes_fileset(
+        "  - module: misp
+    threat:
+      var.url: URL
+      var.api_key: KEY
+      var.first_interval: 5000h
+",
+        "logs-ti_threatbeat.misp_threat-default",
+        "logs-ti_threatbeat_latest.misp_threat",
+    )
+    .await;
+    // Filebeat's `misp` module says `event.module: misp`, which the rules'
+    // `event.module:(threatintel or ti_*)` does not read: its current state
+    // is right, but no prebuilt rule sees it (nor the history).
+    assert!(seen_by_rules(&cluster, now()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomali_keeps_a_current_state_from_stix_validity() {
+    use threatbeat_test_support::taxii::{timestamp_ago, TaxiiSimulator, COLLECTION_PATH};
+    let taxii = TaxiiSimulator::start().await;
+    let indicator = |name: &str, modified_ago: i64, extra: Value| {
+        let mut object = json!({
+            "type": "indicator",
+            "id": format!("indicator--{name}"),
+            "created": timestamp_ago(modified_ago),
+            "modified": timestamp_ago(modified_ago),
+            "valid_from": timestamp_ago(modified_ago),
+            "labels": ["malicious-activity"],
+            "pattern": format!("[ipv4-addr:value = '198.51.100.{}']", name.len()),
+            "description": "TS ID: 1; iType: mal_ip; Source: Simulator",
+        });
+        if let (Some(object), Value::Object(extra)) = (object.as_object_mut(), extra) {
+            object.extend(extra);
+        }
+        object
+    };
+    taxii.add_objects(
+        vec![
+            // Changed an hour ago: valid for 90 days.
+            indicator("a", 3600, json!({})),
+            // Changed 100 days ago: expired.
+            indicator("bb", 100 * DAY, json!({})),
+            // Old, but STIX says valid for 5 more days.
+            indicator("ccc", 100 * DAY, json!({"valid_until": timestamp_ago(-5 * DAY)})),
+            // Recent, but its validity ended yesterday.
+            indicator("dddd", 3600, json!({"valid_until": timestamp_ago(DAY)})),
+            // Recent, but revoked.
+            indicator("eeeee", 3600, json!({"revoked": true})),
+        ],
+        &timestamp_ago(60),
+    );
+    let cluster = ElasticsearchSimulator::start().await;
+    let home = feed_home(
+        &cluster,
+        &format!(
+            "  - module: threatintel
+    anomali:
+      var.url: {}
+",
+            taxii.url(COLLECTION_PATH)
+        ),
+    );
+    run_once(&home).await;
+
+    let history = "logs-ti_threatbeat.anomali-default";
+    let latest = "logs-ti_threatbeat_latest.anomali";
+    assert_eq!(cluster.document_count(history), 5);
+    assert_marks(&cluster, history, latest);
+    let valid = set_of(&["indicator--a", "indicator--ccc"]);
+    assert_eq!(current_values(&cluster, latest, "anomali.limo.id"), valid);
+    let seen = visibility_counts(&visible_indicators(&cluster, at(now())), "anomali.limo.id");
+    assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), valid);
+    assert!(seen.values().all(|count| *count == 1), "{seen:?}");
+
+    // Polled again (nothing new): still once each.
+    run_once(&home).await;
+    assert_eq!(current_values(&cluster, latest, "anomali.limo.id"), valid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otx_keeps_a_current_state_from_the_export_expiration_or_the_read_time() {
+    use threatbeat_test_support::otx::{OtxSimulator, API_KEY as OTX_KEY, EXPORT_PATH};
+    let otx_time = |seconds_from_now: i64| {
+        at(now() + seconds_from_now)
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string()
+    };
+    let otx = OtxSimulator::start().await;
+    otx.add_indicators(
+        vec![
+            // No time of its own: valid from when it was read.
+            json!({"id": 1, "indicator": "192.0.2.1", "type": "IPv4"}),
+            // Created 100 days ago: expired.
+            json!({"id": 2, "indicator": "192.0.2.2", "type": "IPv4", "created": otx_time(-100 * DAY)}),
+            // Old, but OTX says it expires in 3 days.
+            json!({"id": 3, "indicator": "192.0.2.3", "type": "IPv4",
+                   "created": otx_time(-100 * DAY), "expiration": otx_time(3 * DAY)}),
+            // Expired 3 days ago by OTX's word.
+            json!({"id": 4, "indicator": "192.0.2.4", "type": "IPv4", "expiration": otx_time(-3 * DAY)}),
+            // Recent but no longer active.
+            json!({"id": 5, "indicator": "192.0.2.5", "type": "IPv4", "created": otx_time(-60), "is_active": 0}),
+        ],
+        now() - 60,
+    );
+    let entry = |duration: &str| {
+        format!(
+            "  - module: threatintel
+    otx:
+      var.url: {}
+      var.api_token: {OTX_KEY}
+      var.types: \"\"
+      var.ioc_expiration_duration: {duration}
+",
+            otx.url(EXPORT_PATH)
+        )
+    };
+    let history = "logs-ti_threatbeat.otx-default";
+    let latest = "logs-ti_threatbeat_latest.otx";
+
+    let cluster = ElasticsearchSimulator::start().await;
+    run_once(&feed_home(&cluster, &entry("90d"))).await;
+    assert_eq!(cluster.document_count(history), 5);
+    assert_marks(&cluster, history, latest);
+    let valid = set_of(&["192.0.2.1", "192.0.2.3"]);
+    assert_eq!(current_values(&cluster, latest, "threat.indicator.ip"), valid);
+    let seen = visibility_counts(&visible_indicators(&cluster, at(now())), "threat.indicator.ip");
+    assert_eq!(seen, valid.iter().map(|ip| (ip.clone(), 1)).collect());
+
+    // A validity of 0 after the read time: only OTX's own expiration keeps one.
+    let cluster = ElasticsearchSimulator::start().await;
+    run_once(&feed_home(&cluster, &entry("0m"))).await;
+    assert_eq!(cluster.document_count(history), 5);
+    assert_eq!(
+        current_values(&cluster, latest, "threat.indicator.ip"),
+        set_of(&["192.0.2.3"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threatq_keeps_a_current_state_from_its_expiry_and_status() {
+    use threatbeat_test_support::threatq::{ThreatqSimulator, CLIENT_ID, CLIENT_SECRET, COLLECTION};
+    let tq_time = |seconds_from_now: i64| {
+        at(now() + seconds_from_now)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let indicator = |id: i64, status: &str, updated: i64, extra: Value| {
+        let mut record = json!({
+            "id": id, "value": format!("203.0.113.{id}"), "score": 45,
+            "type": {"id": 15, "name": "IP Address", "class": "network"},
+            "status": {"id": 1, "name": status},
+            "created_at": tq_time(-200 * DAY), "updated_at": tq_time(updated),
+        });
+        if let (Some(record), Value::Object(extra)) = (record.as_object_mut(), extra) {
+            record.extend(extra);
+        }
+        record
+    };
+    let tq = ThreatqSimulator::start().await;
+    tq.add_indicators(vec![
+        // Updated an hour ago, active: valid for 90 days.
+        indicator(1, "Active", -3600, json!({})),
+        // ThreatQ says it expired.
+        indicator(2, "Expired", -3500, json!({})),
+        // Not updated for 100 days: expired by the default duration.
+        indicator(3, "Active", -100 * DAY, json!({})),
+        // Old, but ThreatQ expires it in 5 days.
+        indicator(
+            4,
+            "Active",
+            -100 * DAY + 1,
+            json!({"expires_at": tq_time(5 * DAY)}),
+        ),
+        // Recent, but ThreatQ expired it yesterday.
+        indicator(5, "Active", -3400, json!({"expired_at": tq_time(-DAY)})),
+    ]);
+    let cluster = ElasticsearchSimulator::start().await;
+    let home = feed_home(
+        &cluster,
+        &format!(
+            "  - module: threatintel
+    threatq:
+      var.host: {host}
+      var.token_url: {token}
+      var.client_id: {CLIENT_ID}
+      var.client_secret: {CLIENT_SECRET}
+      var.data_collection_id: {COLLECTION}
+",
+            host = tq.url("/"),
+            token = tq.url("/api/token"),
+        ),
+    );
+    run_once(&home).await;
+
+    let history = "logs-ti_threatbeat.threatq-default";
+    let latest = "logs-ti_threatbeat_latest.threatq";
+    assert_eq!(cluster.document_count(history), 5);
+    assert_marks(&cluster, history, latest);
+    let valid = set_of(&["203.0.113.1", "203.0.113.4"]);
+    assert_eq!(current_values(&cluster, latest, "threat.indicator.ip"), valid);
+    let seen = visibility_counts(&visible_indicators(&cluster, at(now())), "threat.indicator.ip");
+    assert_eq!(seen, valid.iter().map(|ip| (ip.clone(), 1)).collect());
+
+    // Indicator 1 expired in ThreatQ: the next poll reads the update and its
+    // document goes.
+    tq.update_indicator(indicator(1, "Expired", -60, json!({})));
+    run_once(&home).await;
+    assert_eq!(
+        current_values(&cluster, latest, "threat.indicator.ip"),
+        set_of(&["203.0.113.4"])
+    );
+    assert!(!seen_by_threat_ip(&cluster).contains("203.0.113.1"));
+}
+
+/// The IPs some rule reads at this moment.
+fn seen_by_threat_ip(cluster: &ElasticsearchSimulator) -> BTreeSet<String> {
+    visibility_counts(&visible_indicators(cluster, at(now())), "threat.indicator.ip")
+        .into_keys()
+        .collect()
+}
+
+#[test]
+fn misp_attributes_without_a_current_state_marks_its_history_as_ti_misp_does() {
+    let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
+    let attributes: Vec<Value> = spread_events(1, 2, now(), 1)[0]["Attribute"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut attribute| {
+            attribute["Event"] = json!({"uuid": fake_uuid(0x7a, 0), "id": "1", "org_id": "1"});
+            attribute
+        })
+        .collect();
+    home.write(
+        "export.json",
+        &json!({ "response": { "Attribute": attributes } }).to_string(),
+    );
+    home.write(
+        "threatbeat.yml",
+        "path.data: data
+threatbeat.modules:
+  - module: threatintel
+    misp_attributes:
+      var.input: file
+      var.paths: [export.json]
+      var.current_state: false
+output.file: {path: out, filename: documents}
+",
+    );
+    let output = home.run_once();
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    let documents = home.documents();
+    assert_eq!(documents.len(), 2);
+    assert!(documents.iter().all(|document| {
+        document["@metadata"]["index"] == "logs-ti_threatbeat.misp_attributes-default"
+            && document["labels"]["is_ioc_transform_source"] == "true"
+    }));
+}

@@ -9,19 +9,88 @@
 //! * a bad password (401, TAXII's error body) fails the poll loudly, publishes
 //!   nothing, moves no cursor;
 //! * a truncated or HTML answer is logged with the fileset and the URL, the
-//!   cursor stays, and the next run recovers.
+//!   cursor stays, and the next run recovers;
+//! * beside the history (`logs-ti_threatbeat.anomali-default`, marked for the
+//!   rules to skip), the current state (`logs-ti_threatbeat_latest.anomali`)
+//!   holds one document per valid STIX indicator: none of Elastic's 2020
+//!   records (expired), every recent one, once.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
 use threatbeat_test_support::agent::{stderr_text, unique_ids, AgentHome};
 use threatbeat_test_support::data::filebeat_threatintel;
-use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair};
+use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair, history_documents};
 use threatbeat_test_support::taxii::{timestamp_ago, Fault, TaxiiSimulator, COLLECTION_PATH};
 
 /// The cursor file of the pipeline `threatintel/anomali`.
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_threatbeat"))
+}
+
+/// The history data stream and the current-state index of the fileset.
+const HISTORY: &str = "logs-ti_threatbeat.anomali-default";
+const LATEST: &str = "logs-ti_threatbeat_latest.anomali";
+
+/// The documents of the file output written to `index`.
+fn in_index(documents: &[Value], index: &str) -> Vec<Value> {
+    documents
+        .iter()
+        .filter(|document| document["@metadata"]["index"] == index)
+        .cloned()
+        .collect()
+}
+
+/// The current state the file output's writes leave, replayed in order
+/// (`index` writes, `delete` removes): by `_id`, its document.
+fn current_state(documents: &[Value]) -> BTreeMap<String, Value> {
+    let mut state = BTreeMap::new();
+    for document in in_index(documents, LATEST) {
+        let id = document["@metadata"]["_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match document["@metadata"]["op_type"].as_str() {
+            Some("delete") => {
+                state.remove(&id);
+            }
+            Some("index") => {
+                state.insert(id, document);
+            }
+            other => panic!("unexpected current-state write {other:?}: {document}"),
+        }
+    }
+    state
+}
+
+/// Every history document is marked for the rules to skip, and the current
+/// state holds one unmarked document per STIX id of `valid`, nothing else.
+fn assert_current_state(documents: &[Value], valid: &[String]) {
+    let history = in_index(documents, HISTORY);
+    assert!(history
+        .iter()
+        .all(|document| document["labels"]["is_ioc_transform_source"] == "true"));
+    let state = current_state(documents);
+    assert!(state.values().all(|document| document.get("labels").is_none()));
+    let mut ids: Vec<String> = state
+        .values()
+        .map(|document| {
+            document["anomali"]["limo"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    let mut valid = valid.to_vec();
+    valid.sort();
+    assert_eq!(ids, valid, "one current-state document per valid indicator");
+}
+
+/// The STIX id of [`indicator`] `number`.
+fn stix_id(number: usize) -> String {
+    format!("indicator--00000000-0000-4000-8000-{number:012}")
 }
 
 /// `minutes` ago, as a TAXII timestamp.
@@ -55,10 +124,11 @@ output.file: {{path: out, filename: docs}}
 fn indicator(number: usize) -> Value {
     json!({
         "type": "indicator",
-        "id": format!("indicator--00000000-0000-4000-8000-{number:012}"),
-        "created": "2024-05-20T10:00:00.000Z",
-        "modified": "2024-05-20T10:00:00.000Z",
-        "valid_from": "2024-05-20T10:00:00.000Z",
+        "id": stix_id(number),
+        // Created an hour ago: valid (the default 90 days).
+        "created": ago(60),
+        "modified": ago(60),
+        "valid_from": ago(60),
         "labels": ["malicious-activity"],
         "name": format!("mal_ip: 198.51.100.{number}"),
         "description": "TS ID: 1; iType: mal_ip; Source: Simulator",
@@ -75,7 +145,8 @@ async fn golden_records_served_by_taxii_give_the_golden_documents_and_range_pagi
 
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
-    let documents = home.documents();
+    let all = home.documents();
+    let documents = history_documents(all.clone());
     let report = compare_unordered(
         "anomali_limo.ndjson.log",
         &documents,
@@ -84,7 +155,11 @@ async fn golden_records_served_by_taxii_give_the_golden_documents_and_range_pagi
     );
     assert!(report.passed(), "{}\n{}", report.summary(), report.diff());
     assert_eq!(report.documents_matched, 100);
+    assert_eq!(documents.len(), 100);
     assert_eq!(unique_ids(&documents), 100);
+    // Elastic's records were modified in 2020: long expired, none is current.
+    assert_eq!(all.len(), 100);
+    assert_current_state(&all, &[]);
 
     // 100 objects in ranges of 40: three requests, the last answered
     // `items 80-99/100`, then no more.
@@ -127,7 +202,10 @@ async fn a_restart_asks_from_the_stored_taxii_date_and_loses_or_repeats_nothing(
     let home = home(&taxii, "guest", "");
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
-    assert_eq!(home.documents().len(), 25);
+    let all = home.documents();
+    assert_eq!(in_index(&all, HISTORY).len(), 25);
+    assert_eq!(all.len(), 50, "the history and one current-state copy each");
+    assert_current_state(&all, &(1..=25).map(stix_id).collect::<Vec<_>>());
     let first_request = &taxii.requests()[0];
     assert_eq!(first_request.range.as_deref(), Some("items 0-9999"));
     assert!(first_request.param("added_after").unwrap().ends_with(".000Z"));
@@ -147,8 +225,11 @@ async fn a_restart_asks_from_the_stored_taxii_date_and_loses_or_repeats_nothing(
     assert_eq!(requests[0].param("added_after"), Some(first_added.as_str()));
     assert_eq!(requests[0].items, 7);
     let all = home.documents();
-    assert_eq!(all.len(), 32, "25 from the first run, 7 from the second");
-    assert_eq!(unique_ids(&all), 32, "no document twice");
+    let history = in_index(&all, HISTORY);
+    assert_eq!(history.len(), 32, "25 from the first run, 7 from the second");
+    assert_eq!(unique_ids(&history), 32, "no document twice");
+    assert_eq!(in_index(&all, LATEST).len(), 32, "each indicator written once");
+    assert_current_state(&all, &(1..=32).map(stix_id).collect::<Vec<_>>());
     assert_eq!(
         home.cursor("threatintel/anomali"),
         Some(json!({"timestamp": second_added}))
@@ -159,7 +240,7 @@ async fn a_restart_asks_from_the_stored_taxii_date_and_loses_or_repeats_nothing(
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
     assert_eq!(taxii.requests()[0].items, 0);
-    assert_eq!(home.documents().len(), 32);
+    assert_eq!(home.documents().len(), 64);
     assert_eq!(
         home.cursor("threatintel/anomali"),
         Some(json!({"timestamp": second_added}))
@@ -216,16 +297,20 @@ async fn a_malformed_answer_is_logged_keeps_the_cursor_and_the_next_run_recovers
             "{fault:?}"
         );
         assert_eq!(
-            home.documents().len(),
+            in_index(&home.documents(), HISTORY).len(),
             15,
             "{fault:?}: nothing from the bad answer"
         );
+        assert_eq!(home.documents().len(), 30, "{fault:?}: nor its current state");
 
         let output = home.run_once_async().await;
         assert!(output.status.success(), "{fault:?}: {}", stderr_text(&output));
         let all = home.documents();
-        assert_eq!(all.len(), 18, "{fault:?}");
-        assert_eq!(unique_ids(&all), 18, "{fault:?}");
+        let history = in_index(&all, HISTORY);
+        assert_eq!(history.len(), 18, "{fault:?}");
+        assert_eq!(unique_ids(&history), 18, "{fault:?}");
+        assert_eq!(all.len(), 36, "{fault:?}");
+        assert_current_state(&all, &(1..=18).map(stix_id).collect::<Vec<_>>());
     }
 }
 
@@ -242,9 +327,13 @@ async fn the_file_input_reads_the_golden_sample_into_the_golden_documents() {
     );
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
-    let documents = home.documents();
+    let all = home.documents();
+    let documents = in_index(&all, HISTORY);
     assert_eq!(documents.len(), 642);
     assert_eq!(unique_ids(&documents), 642);
+    // Modified in 2020: expired, so no current-state copy.
+    assert_eq!(all.len(), 642);
+    assert_current_state(&all, &[]);
     let (_, expected) = golden_pair("anomali", "anomali_limo.ndjson.log");
     let report = compare_unordered(
         "anomali_limo.ndjson.log",

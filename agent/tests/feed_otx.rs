@@ -7,15 +7,20 @@
 //! * a bad key (403) fails the poll loudly, publishes nothing, moves no cursor;
 //! * a truncated or HTML answer is logged with the fileset and the URL, the cursor
 //!   stays, and the next run recovers;
-//! * a 429 waits `Retry-After` and goes on.
+//! * a 429 waits `Retry-After` and goes on;
+//! * beside the history (`logs-ti_threatbeat.otx-default`, marked for the rules
+//!   to skip), the current state (`logs-ti_threatbeat_latest.otx`) holds one
+//!   document per valid indicator (OTX id): the export's records carry no time,
+//!   so each is valid from when it was read.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use threatbeat_test_support::agent::{stderr_text, unique_ids, AgentHome};
-use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair};
+use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair, history_documents};
 use threatbeat_test_support::otx::{parse_time, Fault, OtxSimulator, API_KEY, AUTH_REQUIRED, EXPORT_PATH};
 
 /// The cursor file of the pipeline `threatintel/otx`.
@@ -27,6 +32,73 @@ fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// The history data stream and the current-state index of the fileset.
+const HISTORY: &str = "logs-ti_threatbeat.otx-default";
+const LATEST: &str = "logs-ti_threatbeat_latest.otx";
+
+/// The documents of the file output written to `index`.
+fn in_index(documents: &[Value], index: &str) -> Vec<Value> {
+    documents
+        .iter()
+        .filter(|document| document["@metadata"]["index"] == index)
+        .cloned()
+        .collect()
+}
+
+/// The current state the file output's writes leave, replayed in order
+/// (`index` writes, `delete` removes): by `_id`, its document.
+fn current_state(documents: &[Value]) -> BTreeMap<String, Value> {
+    let mut state = BTreeMap::new();
+    for document in in_index(documents, LATEST) {
+        let id = document["@metadata"]["_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match document["@metadata"]["op_type"].as_str() {
+            Some("delete") => {
+                state.remove(&id);
+            }
+            Some("index") => {
+                state.insert(id, document);
+            }
+            other => panic!("unexpected current-state write {other:?}: {document}"),
+        }
+    }
+    state
+}
+
+/// Every history document is marked for the rules to skip, and the current
+/// state holds exactly one unmarked document per indicator value of `valid`.
+fn assert_current_state(documents: &[Value], valid: &[String]) {
+    assert!(in_index(documents, HISTORY)
+        .iter()
+        .all(|document| document["labels"]["is_ioc_transform_source"] == "true"));
+    let state = current_state(documents);
+    assert!(state.values().all(|document| document.get("labels").is_none()));
+    let mut values: Vec<String> = state.values().map(indicator_value).collect();
+    values.sort();
+    let mut valid = valid.to_vec();
+    valid.sort();
+    assert_eq!(values, valid, "one current-state document per valid indicator");
+}
+
+/// The indicator a document holds, wherever its type put it.
+fn indicator_value(document: &Value) -> String {
+    let indicator = &document["threat"]["indicator"];
+    [
+        &indicator["ip"],
+        &indicator["url"]["domain"],
+        &indicator["url"]["original"],
+        &indicator["file"]["hash"]["md5"],
+        &indicator["file"]["hash"]["sha256"],
+        &document["otx"]["indicator"],
+    ]
+    .into_iter()
+    .find_map(Value::as_str)
+    .unwrap_or_default()
+    .to_owned()
 }
 
 fn epoch(rfc3339: &str) -> i64 {
@@ -78,7 +150,8 @@ async fn golden_records_served_as_an_export_give_the_golden_documents_and_paging
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
 
-    let documents = home.documents();
+    let all = home.documents();
+    let documents = history_documents(all.clone());
     let report = compare_unordered(
         "otx_sample.ndjson.log",
         &documents,
@@ -87,6 +160,11 @@ async fn golden_records_served_as_an_export_give_the_golden_documents_and_paging
     );
     assert!(report.passed(), "{}\n{}", report.summary(), report.diff());
     assert_eq!(report.documents_matched, 83);
+    assert_eq!(documents.len(), 83);
+    // Read just now, every record is valid: one current-state copy each, by OTX id.
+    assert_eq!(all.len(), 166);
+    assert_eq!(unique_ids(&in_index(&all, LATEST)), 83);
+    assert_current_state(&all, &documents.iter().map(indicator_value).collect::<Vec<_>>());
 
     // 83 records in pages of 10: 9 requests, following `next`, the last
     // answering `next: null`; no request after it.
@@ -140,12 +218,15 @@ async fn the_first_poll_looks_back_first_interval_and_sends_filebeats_request() 
         (before - 86400 - 5..=now() - 86400 + 5).contains(&since),
         "{since}"
     );
-    let documents = home.documents();
+    let all = home.documents();
+    let documents = in_index(&all, HISTORY);
     assert_eq!(documents.len(), 1, "only the indicator of the last 24 h");
     assert_eq!(
         documents[0]["threat"]["indicator"]["url"]["domain"],
         "evil.example"
     );
+    assert_eq!(all.len(), 2);
+    assert_current_state(&all, &["evil.example".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +242,9 @@ async fn a_restart_asks_from_the_stored_cursor_and_loses_or_repeats_nothing() {
     let home = home(&otx, API_KEY, "");
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
-    assert_eq!(home.documents().len(), 25);
+    let all = home.documents();
+    assert_eq!(in_index(&all, HISTORY).len(), 25);
+    assert_eq!(all.len(), 50, "the history and one current-state copy each");
 
     // Filebeat's cursor: now - lookback_range (2 h), RFC 3339.
     let stored = home
@@ -187,9 +270,14 @@ async fn a_restart_asks_from_the_stored_cursor_and_loses_or_repeats_nothing() {
 
     let exports = otx.exports();
     assert_eq!(exports[0].param("modified_since"), Some(stored_since.as_str()));
-    let documents = home.documents();
+    let all = home.documents();
+    let documents = in_index(&all, HISTORY);
     assert_eq!(documents.len(), 32, "25 from the first run, 7 from the second");
     assert_eq!(unique_ids(&documents), 32, "no document twice");
+    assert_eq!(in_index(&all, LATEST).len(), 32, "each indicator written once");
+    let mut valid: Vec<String> = (1..=25).map(|id| format!("203.0.113.{id}")).collect();
+    valid.extend((26..=32).map(|id| format!("new{id}.example")));
+    assert_current_state(&all, &valid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,16 +341,21 @@ async fn a_malformed_answer_is_logged_keeps_the_cursor_and_the_next_run_recovers
             "{fault:?}: cursor unmoved"
         );
         assert_eq!(
-            home.documents().len(),
+            in_index(&home.documents(), HISTORY).len(),
             15,
             "{fault:?}: nothing published from the bad answer"
         );
+        assert_eq!(home.documents().len(), 30, "{fault:?}: nor its current state");
 
         // The next run recovers and reads what the bad answer hid.
         let output = home.run_once_async().await;
         assert!(output.status.success(), "{fault:?}: {}", stderr_text(&output));
-        let documents = home.documents();
-        assert_eq!(unique_ids(&documents), 18, "{fault:?}");
+        let all = home.documents();
+        assert_eq!(unique_ids(&in_index(&all, HISTORY)), 18, "{fault:?}");
+        assert_current_state(
+            &all,
+            &(1..=18).map(|id| format!("198.51.100.{id}")).collect::<Vec<_>>(),
+        );
     }
 }
 
@@ -293,5 +386,7 @@ async fn a_rate_limited_request_waits_retry_after_and_goes_on() {
     );
     let statuses: Vec<u16> = otx.exports().iter().map(|request| request.status).collect();
     assert_eq!(statuses, [429, 200, 200]);
-    assert_eq!(home.documents().len(), 12);
+    let all = home.documents();
+    assert_eq!(in_index(&all, HISTORY).len(), 12);
+    assert_eq!(all.len(), 24);
 }

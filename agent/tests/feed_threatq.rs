@@ -7,18 +7,90 @@
 //! * a restart asks from the stored mark; an update comes back as a new version;
 //! * bad client credentials (401) fail the poll loudly, publish nothing, move no cursor;
 //! * a truncated or HTML answer is logged with the fileset and the URL, the cursor
-//!   stays, and the next run recovers.
+//!   stays, and the next run recovers;
+//! * beside the history (`logs-ti_threatbeat.threatq-default`, marked for the
+//!   rules to skip), the current state (`logs-ti_threatbeat_latest.threatq`)
+//!   holds one document per valid indicator (ThreatQ id): none of Elastic's
+//!   `Expired` records, an indicator turned `Expired` leaves it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
 use threatbeat_test_support::agent::{stderr_text, unique_ids, AgentHome};
-use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair};
+use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair, history_documents};
 use threatbeat_test_support::threatq::{Fault, ThreatqSimulator, CLIENT_ID, CLIENT_SECRET, COLLECTION};
 
 /// The cursor file of the pipeline `threatintel/threatq`.
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_threatbeat"))
+}
+
+/// The history data stream and the current-state index of the fileset.
+const HISTORY: &str = "logs-ti_threatbeat.threatq-default";
+const LATEST: &str = "logs-ti_threatbeat_latest.threatq";
+
+/// The documents of the file output written to `index`.
+fn in_index(documents: &[Value], index: &str) -> Vec<Value> {
+    documents
+        .iter()
+        .filter(|document| document["@metadata"]["index"] == index)
+        .cloned()
+        .collect()
+}
+
+/// The current state the file output's writes leave, replayed in order
+/// (`index` writes, `delete` removes): by `_id`, its document.
+fn current_state(documents: &[Value]) -> BTreeMap<String, Value> {
+    let mut state = BTreeMap::new();
+    for document in in_index(documents, LATEST) {
+        let id = document["@metadata"]["_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match document["@metadata"]["op_type"].as_str() {
+            Some("delete") => {
+                state.remove(&id);
+            }
+            Some("index") => {
+                state.insert(id, document);
+            }
+            other => panic!("unexpected current-state write {other:?}: {document}"),
+        }
+    }
+    state
+}
+
+/// Every history document is marked for the rules to skip, and the current
+/// state holds exactly one unmarked document per IP of `valid`.
+fn assert_current_state(documents: &[Value], valid: &[&str]) {
+    assert!(in_index(documents, HISTORY)
+        .iter()
+        .all(|document| document["labels"]["is_ioc_transform_source"] == "true"));
+    let state = current_state(documents);
+    assert!(state.values().all(|document| document.get("labels").is_none()));
+    let mut ips: Vec<&str> = state
+        .values()
+        .map(|document| document["threat"]["indicator"]["ip"].as_str().unwrap_or_default())
+        .collect();
+    ips.sort();
+    let mut valid = valid.to_vec();
+    valid.sort();
+    assert_eq!(ips, valid, "one current-state document per valid indicator");
+}
+
+/// `seconds` ago in ThreatQ's layout (`yyyy-MM-dd HH:mm:ss`, UTC).
+fn ago(seconds: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::seconds(seconds))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// A ThreatQ time as the mapping writes `@timestamp`.
+fn as_timestamp(threatq_time: &str) -> String {
+    chrono::NaiveDateTime::parse_from_str(threatq_time, "%Y-%m-%d %H:%M:%S")
+        .map(|time| time.format("%Y-%m-%dT%H:%M:%S.000Z").to_string())
+        .unwrap_or_default()
 }
 
 fn export_url(tq: &ThreatqSimulator) -> String {
@@ -77,7 +149,8 @@ async fn golden_records_served_by_a_data_collection_give_the_golden_documents() 
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
 
-    let documents = home.documents();
+    let all = home.documents();
+    let documents = history_documents(all.clone());
     let report = compare_unordered(
         "threatq_sample.ndjson.log",
         &documents,
@@ -91,6 +164,9 @@ async fn golden_records_served_by_a_data_collection_give_the_golden_documents() 
         "logs-ti_threatbeat.threatq-default"
     );
     assert_eq!(unique_ids(&documents), 9);
+    // Every golden record is `Expired` (and its expiry passed in 2020): none is current.
+    assert_eq!(all.len(), 9);
+    assert_current_state(&all, &[]);
 
     // One token, then pages of 4 by cursor mark until the empty page: 9 records
     // → 4 + 4 + 1 + an empty page that ends the poll.
@@ -119,20 +195,25 @@ async fn an_empty_page_sent_as_an_object_ends_paging_too() {
     tq.set_empty_data_as_object(true);
     tq.add_indicators(
         (1..=3)
-            .map(|id| indicator(id, &format!("198.51.100.{id}"), "2024-02-01 00:00:00", "Active"))
+            .map(|id| indicator(id, &format!("198.51.100.{id}"), &ago(3600), "Active"))
             .collect(),
     );
     let home = home(&tq, CLIENT_SECRET, "      var.limit: 2");
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
-    assert_eq!(home.documents().len(), 3);
+    assert_eq!(in_index(&home.documents(), HISTORY).len(), 3);
+    assert_eq!(home.documents().len(), 6);
+    assert_current_state(
+        &home.documents(),
+        &["198.51.100.1", "198.51.100.2", "198.51.100.3"],
+    );
     let items: Vec<usize> = tq.exports().iter().map(|request| request.items).collect();
     assert_eq!(items, [2, 1, 0]);
     // Nothing new: one request from the stored mark, `data: {}`, no error.
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
     assert_eq!(tq.exports().len(), 4);
-    assert_eq!(home.documents().len(), 3);
+    assert_eq!(home.documents().len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,35 +221,32 @@ async fn a_restart_asks_from_the_stored_mark_and_an_update_is_a_new_version() {
     let tq = ThreatqSimulator::start().await;
     tq.add_indicators(
         (1..=5)
-            .map(|id| {
-                indicator(
-                    id,
-                    &format!("203.0.113.{id}"),
-                    &format!("2024-03-01 00:00:0{id}"),
-                    "Active",
-                )
-            })
+            .map(|id| indicator(id, &format!("203.0.113.{id}"), &ago(7200 - id), "Active"))
             .collect(),
     );
     let home = home(&tq, CLIENT_SECRET, "");
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
-    assert_eq!(home.documents().len(), 5);
+    assert_eq!(in_index(&home.documents(), HISTORY).len(), 5);
+    assert_eq!(home.documents().len(), 10);
     let stored = home.cursor("threatintel/threatq").expect("cursor")["cursor_mark"]
         .as_str()
         .unwrap()
         .to_owned();
 
     // While the agent is down: indicator 2 expires (an update), 6 is new.
-    tq.update_indicator(indicator(2, "203.0.113.2", "2024-03-02 10:00:00", "Expired"));
-    tq.add_indicators(vec![indicator(6, "203.0.113.6", "2024-03-02 11:00:00", "Active")]);
+    let expired_at = ago(3600);
+    let newest_at = ago(1800);
+    tq.update_indicator(indicator(2, "203.0.113.2", &expired_at, "Expired"));
+    tq.add_indicators(vec![indicator(6, "203.0.113.6", &newest_at, "Active")]);
     let before = tq.exports().len();
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
 
     let exports = tq.exports();
     assert_eq!(exports[before].param("cursorMark"), Some(stored.as_str()));
-    let documents = home.documents();
+    let all = home.documents();
+    let documents = in_index(&all, HISTORY);
     assert_eq!(
         documents.len(),
         7,
@@ -185,8 +263,21 @@ async fn a_restart_asks_from_the_stored_mark_and_an_update_is_a_new_version() {
         .map(|document| document["threatq"]["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["Active", "Expired"]);
+    // The indicator ThreatQ expired leaves the current state (a delete), the
+    // new one joins it: 5 + 1 written, 1 deleted.
+    assert_eq!(in_index(&all, LATEST).len(), 7);
+    assert_current_state(
+        &all,
+        &[
+            "203.0.113.1",
+            "203.0.113.3",
+            "203.0.113.4",
+            "203.0.113.5",
+            "203.0.113.6",
+        ],
+    );
     let latest = documents.last().unwrap();
-    assert_eq!(latest["@timestamp"], "2024-03-02T11:00:00.000Z");
+    assert_eq!(latest["@timestamp"], as_timestamp(&newest_at));
     assert_eq!(latest["threat"]["indicator"]["confidence"], "Med");
     assert_eq!(latest["threat"]["indicator"]["provider"], json!(null));
     assert_eq!(latest["threat"]["indicator"]["marking"]["tlp"], json!(["AMBER"]));
@@ -256,14 +347,7 @@ async fn a_malformed_answer_is_logged_keeps_the_mark_and_the_next_run_recovers()
         let tq = ThreatqSimulator::start().await;
         tq.add_indicators(
             (1..=3)
-                .map(|id| {
-                    indicator(
-                        id,
-                        &format!("198.51.100.{id}"),
-                        &format!("2024-04-01 00:00:0{id}"),
-                        "Active",
-                    )
-                })
+                .map(|id| indicator(id, &format!("198.51.100.{id}"), &ago(7200 - id), "Active"))
                 .collect(),
         );
         let home = home(&tq, CLIENT_SECRET, "");
@@ -271,12 +355,7 @@ async fn a_malformed_answer_is_logged_keeps_the_mark_and_the_next_run_recovers()
         assert!(output.status.success(), "{}", stderr_text(&output));
         let stored = home.cursor("threatintel/threatq").expect("cursor");
 
-        tq.add_indicators(vec![indicator(
-            4,
-            "198.51.100.4",
-            "2024-04-02 00:00:00",
-            "Active",
-        )]);
+        tq.add_indicators(vec![indicator(4, "198.51.100.4", &ago(60), "Active")]);
         tq.push_faults([fault.clone()]);
         let output = home.run_once_async().await;
         let log = stderr_text(&output);
@@ -288,12 +367,19 @@ async fn a_malformed_answer_is_logged_keeps_the_mark_and_the_next_run_recovers()
             Some(stored.clone()),
             "{fault:?}: mark unmoved"
         );
-        assert_eq!(home.documents().len(), 3, "{fault:?}");
+        assert_eq!(in_index(&home.documents(), HISTORY).len(), 3, "{fault:?}");
+        assert_eq!(home.documents().len(), 6, "{fault:?}");
 
         let output = home.run_once_async().await;
         assert!(output.status.success(), "{fault:?}: {}", stderr_text(&output));
-        let documents = home.documents();
+        let all = home.documents();
+        let documents = in_index(&all, HISTORY);
         assert_eq!(documents.len(), 4, "{fault:?}: the new indicator, once");
         assert_eq!(unique_ids(&documents), 4, "{fault:?}");
+        assert_eq!(all.len(), 8, "{fault:?}");
+        assert_current_state(
+            &all,
+            &["198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"],
+        );
     }
 }

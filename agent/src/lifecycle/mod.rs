@@ -58,6 +58,11 @@ pub struct CurrentStateConfig {
     /// expires, set by the fileset's processors; without it, never.
     #[serde(default)]
     pub expires_at_field: Option<String>,
+    /// How long an indicator whose record has no expiry stays valid after
+    /// the poll that last delivered it (feeds without dates); without it,
+    /// such an indicator never expires.
+    #[serde(default)]
+    pub valid_for: Option<String>,
     /// How long a written document may go without a refresh (default `7d`);
     /// must stay well under the rules' 30 days.
     #[serde(default = "seven_days")]
@@ -85,6 +90,8 @@ pub struct CurrentStateSettings {
     pub id_fields: Vec<FieldPath>,
     /// The expiry field.
     pub expires_at: Option<FieldPath>,
+    /// The validity of an indicator whose record has no expiry, from when it was read.
+    pub valid_for: Option<Duration>,
     /// Refresh a document written longer ago than this.
     pub refresh_after: Duration,
     /// Check expiry and refresh this often.
@@ -125,6 +132,11 @@ impl CurrentStateSettings {
             threatbeat_core::duration::parse_duration(text).map_err(|error| origin.child(key).error(error))
         };
         let refresh_after = duration(&config.refresh_after, "refresh_after")?;
+        let valid_for = config
+            .valid_for
+            .as_deref()
+            .map(|text| duration(text, "valid_for"))
+            .transpose()?;
         if refresh_after.is_zero() || refresh_after >= Duration::from_secs(30 * 86_400) {
             return Err(origin.child("refresh_after").error(
                 "must be more than 0 and less than 30d, the window of the prebuilt rules' threat query",
@@ -135,6 +147,7 @@ impl CurrentStateSettings {
             index: config.index,
             id_fields,
             expires_at,
+            valid_for,
             refresh_after,
             check_interval: duration(&config.check_interval, "check_interval")?.max(Duration::from_secs(1)),
         }))
@@ -198,7 +211,7 @@ impl CurrentState {
         let mut state_events = Vec::new();
         for mut event in history {
             if let Some(id) = self.identity(&event) {
-                let expires_at = self.expires_at(&event);
+                let expires_at = self.expires_at(&event, now);
                 if expires_at > now {
                     state_events.push(self.state_document(&event, &id, &now_text));
                     records.push((
@@ -282,19 +295,25 @@ impl CurrentState {
         found.then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..20]))
     }
 
-    /// When the indicator expires; never when the field is absent or unreadable.
-    fn expires_at(&self, event: &Event) -> i64 {
-        let Some(path) = &self.settings.expires_at else {
-            return i64::MAX;
-        };
-        match event.get(path) {
-            Some(Value::String(text)) => chrono::DateTime::parse_from_rfc3339(text)
-                .map(|time| time.timestamp())
-                .or_else(|_| text.trim().parse::<i64>())
-                .unwrap_or(i64::MAX),
-            Some(Value::Number(number)) => number.as_i64().unwrap_or(i64::MAX),
-            _ => i64::MAX,
-        }
+    /// When the indicator expires: its expiry field; else, without one (or
+    /// unreadable), `valid_for` after `now`; else never.
+    fn expires_at(&self, event: &Event, now: i64) -> i64 {
+        let given = self
+            .settings
+            .expires_at
+            .as_ref()
+            .and_then(|path| match event.get(path) {
+                Some(Value::String(text)) => chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|time| time.timestamp())
+                    .or_else(|_| text.trim().parse::<i64>())
+                    .ok(),
+                Some(Value::Number(number)) => number.as_i64(),
+                _ => None,
+            });
+        given.unwrap_or_else(|| match self.settings.valid_for {
+            Some(validity) => now.saturating_add(validity.as_secs() as i64),
+            None => i64::MAX,
+        })
     }
 
     fn state_document(&self, history: &Event, id: &str, now_text: &str) -> Event {
