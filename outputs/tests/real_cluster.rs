@@ -14,7 +14,7 @@ mod common;
 
 use base64::Engine;
 use serde_json::{json, Value};
-use threatbeat_core::BuildContext;
+use threatbeat_core::{BuildContext, Output};
 use threatbeat_outputs::elasticsearch::{setup, SetupSettings};
 
 use common::{scenarios, Probe};
@@ -102,4 +102,57 @@ async fn real_cluster_mapping_error_is_dead_lettered() {
     probe.delete(&index).await;
     probe.delete(&dead_letter).await;
     probe.delete(&format!("_index_template/{name}")).await;
+}
+
+/// The threat side of Kibana's prebuilt address rule (docs/detection.md) run
+/// by the cluster itself: of a current-state document, its history copy
+/// (marked `labels.is_ioc_transform_source`) and a document older than the
+/// window, it sees the current-state one only.
+#[tokio::test]
+async fn real_cluster_rule_threat_query_sees_the_current_state_only() {
+    let Some((connection, probe)) = cluster("real_cluster_rule_threat_query_sees_the_current_state_only")
+    else {
+        return;
+    };
+    let index = unique("rules");
+    let now = chrono::Utc::now();
+    let indicator = |id: &str, timestamp: chrono::DateTime<chrono::Utc>, history: bool| {
+        let mut document = json!({
+            "@timestamp": timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "event": {"module": "threatintel", "category": "threat", "kind": "enrichment", "type": "indicator"},
+            "threat": {"indicator": {"ip": "192.0.2.1", "type": "ipv4-addr"}}
+        });
+        if history {
+            document["labels"] = json!({"is_ioc_transform_source": "true"});
+        }
+        let mut event = threatbeat_core::Event::from_value(document);
+        event.set_id(id);
+        event.set_op_type(threatbeat_core::OpType::Index);
+        event
+    };
+    let mut settings = connection.clone();
+    settings["index"] = json!(index);
+    let mut output = common::output(settings);
+    output
+        .publish(vec![
+            indicator("current", now, false),
+            indicator("history", now, true),
+            indicator("old", now - chrono::Duration::days(40), false),
+        ])
+        .await
+        .unwrap();
+    let threat_query = json!({"bool": {
+        "filter": [
+            {"range": {"@timestamp": {"gte": "now-30d/d"}}},
+            {"terms": {"event.module": ["threatintel"]}},
+            {"exists": {"field": "threat.indicator.ip"}},
+            {"term": {"event.category": "threat"}},
+            {"term": {"event.kind": "enrichment"}},
+            {"term": {"event.type": "indicator"}}
+        ],
+        "must_not": [{"term": {"labels.is_ioc_transform_source": "true"}}]
+    }});
+    assert_eq!(probe.count(&index).await, 3);
+    assert_eq!(probe.count_matching(&index, &threat_query).await, 1);
+    probe.delete(&index).await;
 }

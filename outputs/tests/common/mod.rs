@@ -103,6 +103,26 @@ impl Probe {
             .unwrap_or_else(|| panic!("unexpected _count answer {body}"))
     }
 
+    /// Documents of `index` matching `query` after a refresh.
+    pub async fn count_matching(&self, index: &str, query: &Value) -> u64 {
+        let _ = self
+            .request(reqwest::Method::POST, &format!("{index}/_refresh"))
+            .send()
+            .await;
+        let body: Value = self
+            .request(reqwest::Method::POST, &format!("{index}/_count"))
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("unexpected _count answer {body}"))
+    }
+
     /// The `_id`s and sources of up to `size` documents of `index`.
     pub async fn documents(&self, index: &str, size: usize) -> Vec<(String, Value)> {
         let _ = self
