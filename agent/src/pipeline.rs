@@ -341,28 +341,29 @@ impl Pipeline {
         if !events.is_empty() {
             let count = events.len() as u64;
             self.stats.record_samples(&events);
-            let (events, deleted) = match &self.current_state {
+            let store_failed = |error: crate::lifecycle::StoreError| {
+                tracing::error!(pipeline = %self.id, %error, "the current state could not be read or recorded; the batch's cursor is not stored");
+                PublishError::Failed(error.to_string())
+            };
+            let (events, prepared) = match &self.current_state {
                 Some(state) => {
-                    let prepared = state.prepare(events, unix_now()).map_err(|error| {
-                        tracing::error!(pipeline = %self.id, %error, "the current state could not be recorded; the batch is not written");
-                        PublishError::Failed(error.to_string())
-                    })?;
-                    self.stats
-                        .current_state_written
-                        .fetch_add(prepared.written as u64, Ordering::Relaxed);
-                    (prepared.events, prepared.deleted)
+                    let mut prepared = state.prepare(events, unix_now()).map_err(store_failed)?;
+                    (std::mem::take(&mut prepared.events), Some(prepared))
                 }
-                None => (events, Vec::new()),
+                None => (events, None),
             };
             if let Err(error) = self.output.publish(events).await {
                 self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(pipeline = %self.id, %error, "the output refused a batch; its cursor is not stored");
                 return Err(PublishError::Failed(error.to_string()));
             }
-            if let Some(state) = &self.current_state {
-                if let Err(error) = state.forget(&deleted) {
-                    tracing::error!(pipeline = %self.id, %error, "deletes queued but not recorded; they are sent again at the next check");
-                }
+            if let (Some(state), Some(prepared)) = (&self.current_state, prepared) {
+                state
+                    .commit(&prepared.records, &prepared.deleted)
+                    .map_err(store_failed)?;
+                self.stats
+                    .current_state_written
+                    .fetch_add(prepared.written as u64, Ordering::Relaxed);
             }
             self.stats.published.fetch_add(count, Ordering::Relaxed);
             metrics.events_published.with_label_values(&label).inc_by(count);

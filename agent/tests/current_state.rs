@@ -156,11 +156,28 @@ async fn the_rules_see_every_valid_indicator_exactly_once_and_no_expired_one() {
         sample.source["threat"]["indicator"]["modified"]
     );
 
-    // A second run adds no duplicate and keeps what the rules see.
+    // A second run adds no duplicate and keeps what the rules see; the
+    // re-read of the cursor's newest event (MISP's inclusive filter) does not
+    // write its unchanged indicators again.
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
     assert_eq!(seen_by_rules(&cluster, now()), seen);
     assert_eq!(cluster.document_count(LATEST), all_valid);
+    let newest_event = misp
+        .events()
+        .last()
+        .and_then(|event| event["uuid"].as_str().map(str::to_owned));
+    let reread: Vec<String> = cluster
+        .documents(LATEST)
+        .into_iter()
+        .filter(|document| document.source["misp"]["uuid"].as_str() == newest_event.as_deref())
+        .map(|document| document.id)
+        .collect();
+    assert_eq!(reread.len(), 20);
+    assert!(
+        reread.iter().all(|id| cluster.document_version(LATEST, id) == 1),
+        "written once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -794,4 +811,302 @@ output.file: {path: out, filename: documents}
         document["@metadata"]["index"] == "logs-ti_threatbeat.misp_attributes-default"
             && document["labels"]["is_ioc_transform_source"] == "true"
     }));
+}
+
+/// A time `seconds_from_now` away in abuse.ch's layout (`2021-01-14 21:19:13`).
+fn abusech_time(seconds_from_now: i64) -> String {
+    at(now() + seconds_from_now)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// Runs the abuse.ch fileset `fileset` once against a simulator serving
+/// `records` at `path`; checks the history and returns the cluster.
+async fn abusech_fileset(fileset: &str, path: &str, records: Vec<Value>) -> ElasticsearchSimulator {
+    use threatbeat_test_support::abusech::AbusechSimulator;
+    let abusech = AbusechSimulator::start().await;
+    let count = records.len();
+    match fileset {
+        "abuseurl" => abusech.set_urls(records),
+        "abusemalware" => abusech.set_payloads(records),
+        _ => abusech.set_samples(records),
+    }
+    let cluster = ElasticsearchSimulator::start().await;
+    let home = feed_home(
+        &cluster,
+        &format!(
+            "  - module: threatintel
+    {fileset}:
+      var.url: {}
+",
+            abusech.url(path)
+        ),
+    );
+    run_once(&home).await;
+    let history = format!("logs-ti_threatbeat.{fileset}-default");
+    let latest = format!("logs-ti_threatbeat_latest.{fileset}");
+    assert_eq!(cluster.document_count(&history), count);
+    assert_marks(&cluster, &history, &latest);
+    // Polled again (the same list): still one copy each.
+    let before = cluster.ids(&latest);
+    run_once(&home).await;
+    assert_eq!(cluster.ids(&latest), before);
+    cluster
+}
+
+/// The values of `field` the rules see now, and how often.
+fn seen_by(cluster: &ElasticsearchSimulator, field: &str) -> BTreeMap<String, usize> {
+    visibility_counts(&visible_indicators(cluster, at(now())), field)
+}
+
+fn once_each(values: &BTreeSet<String>) -> BTreeMap<String, usize> {
+    values.iter().map(|value| (value.clone(), 1)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuseurl_keeps_a_current_state_from_the_last_time_online() {
+    let url = |id: &str, added: i64, extra: Value| {
+        let mut record = json!({
+            "id": id, "url": format!("http://198.51.100.{id}/bin.sh"), "url_status": "online",
+            "host": format!("198.51.100.{id}"), "date_added": format!("{} UTC", abusech_time(added)),
+            "threat": "malware_download", "reporter": "tester", "larted": "false",
+            "urlhaus_reference": format!("https://urlhaus.abuse.ch/url/{id}/"),
+        });
+        if let (Some(record), Value::Object(extra)) = (record.as_object_mut(), extra) {
+            record.extend(extra);
+        }
+        record
+    };
+    let cluster = abusech_fileset(
+        "abuseurl",
+        "/v1/urls/recent/",
+        vec![
+            // Added an hour ago: valid for 30 days.
+            url("1", -3600, json!({})),
+            // Added 40 days ago, never seen online since: expired.
+            url("2", -40 * DAY, json!({})),
+            // Added 40 days ago, but online yesterday: valid.
+            url(
+                "3",
+                -40 * DAY,
+                json!({"last_online": format!("{} UTC", abusech_time(-DAY))}),
+            ),
+            // Recent and offline: offline URLs come back, still valid.
+            url("4", -3600, json!({"url_status": "offline"})),
+        ],
+    )
+    .await;
+    let latest = "logs-ti_threatbeat_latest.abuseurl";
+    let valid = set_of(&[
+        "http://198.51.100.1/bin.sh",
+        "http://198.51.100.3/bin.sh",
+        "http://198.51.100.4/bin.sh",
+    ]);
+    assert_eq!(
+        current_values(&cluster, latest, "threat.indicator.url.full"),
+        valid
+    );
+    assert_eq!(seen_by(&cluster, "threat.indicator.url.full"), once_each(&valid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusemalware_keeps_a_current_state_from_first_seen() {
+    let payload = |digit: char, first_seen: i64| {
+        json!({
+            "md5_hash": digit.to_string().repeat(32), "sha256_hash": digit.to_string().repeat(64),
+            "file_type": "exe", "file_size": "1024", "firstseen": abusech_time(first_seen),
+        })
+    };
+    let cluster = abusech_fileset(
+        "abusemalware",
+        "/v1/payloads/recent/",
+        vec![
+            // First seen an hour ago: valid for 90 days.
+            payload('a', -3600),
+            // First seen 100 days ago: expired.
+            payload('b', -100 * DAY),
+            // 89 days ago: valid for one more day.
+            payload('c', -89 * DAY),
+        ],
+    )
+    .await;
+    let latest = "logs-ti_threatbeat_latest.abusemalware";
+    let valid = set_of(&[&"a".repeat(64), &"c".repeat(64)]);
+    assert_eq!(
+        current_values(&cluster, latest, "threat.indicator.file.hash.sha256"),
+        valid
+    );
+    assert_eq!(
+        seen_by(&cluster, "threat.indicator.file.hash.sha256"),
+        once_each(&valid)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malwarebazaar_keeps_a_current_state_from_last_then_first_seen() {
+    let sample = |digit: char, first_seen: i64, last_seen: Option<i64>| {
+        json!({
+            "md5_hash": digit.to_string().repeat(32), "sha256_hash": digit.to_string().repeat(64),
+            "sha1_hash": digit.to_string().repeat(40), "file_name": "sample.exe", "file_size": 1024,
+            "file_type": "exe", "file_type_mime": "application/x-dosexec",
+            "first_seen": abusech_time(first_seen), "last_seen": last_seen.map(abusech_time),
+        })
+    };
+    let cluster = abusech_fileset(
+        "malwarebazaar",
+        "/api/v1/",
+        vec![
+            // First seen an hour ago, never since: valid.
+            sample('a', -3600, None),
+            // First seen 100 days ago, never since: expired.
+            sample('b', -100 * DAY, None),
+            // First seen 100 days ago, seen again yesterday: valid.
+            sample('c', -100 * DAY, Some(-DAY)),
+            // Last seen 95 days ago: expired.
+            sample('d', -120 * DAY, Some(-95 * DAY)),
+        ],
+    )
+    .await;
+    let latest = "logs-ti_threatbeat_latest.malwarebazaar";
+    let valid = set_of(&[&"a".repeat(64), &"c".repeat(64)]);
+    assert_eq!(
+        current_values(&cluster, latest, "threat.indicator.file.hash.sha256"),
+        valid
+    );
+    assert_eq!(
+        seen_by(&cluster, "threat.indicator.file.hash.sha256"),
+        once_each(&valid)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomalithreatstream_keeps_a_current_state_from_its_expiry_and_status() {
+    let ts_time = |seconds_from_now: i64| {
+        at(now() + seconds_from_now)
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string()
+    };
+    let record = |id: u64, first: i64, extra: Value| {
+        let mut record = json!({
+            "id": id, "itype": "mal_ip", "srcip": format!("203.0.113.{id}"), "severity": "high",
+            "confidence": 80, "classification": "private", "source": "Simulator", "state": "active",
+            "date_first": ts_time(first), "date_last": ts_time(first),
+        });
+        if let (Some(record), Value::Object(extra)) = (record.as_object_mut(), extra) {
+            record.extend(extra);
+        }
+        record.to_string()
+    };
+    let lines = [
+        // First seen an hour ago: valid for 90 days.
+        record(1, -3600, json!({})),
+        // First seen 100 days ago: expired.
+        record(2, -100 * DAY, json!({})),
+        // First seen 100 days ago, modified yesterday: valid.
+        record(3, -100 * DAY, json!({"modified_ts": ts_time(-DAY)})),
+        // Old, but ThreatStream says it expires in 5 days.
+        record(4, -100 * DAY, json!({"expiration_ts": ts_time(5 * DAY)})),
+        // Recent, but its expiry was yesterday.
+        record(5, -3600, json!({"expiration_ts": ts_time(-DAY)})),
+        // Recent, but inactive or a false positive.
+        record(6, -3600, json!({"status": "inactive"})),
+        record(7, -3600, json!({"state": "falsepos"})),
+    ];
+    let cluster = ElasticsearchSimulator::start().await;
+    let home = feed_home(
+        &cluster,
+        "  - module: threatintel
+    anomalithreatstream:
+      var.input: file
+      var.paths: [indicators.ndjson]
+",
+    );
+    home.write("indicators.ndjson", &(lines.join("\n") + "\n"));
+    run_once(&home).await;
+
+    let history = "logs-ti_threatbeat.anomalithreatstream-default";
+    let latest = "logs-ti_threatbeat_latest.anomalithreatstream";
+    assert_eq!(cluster.document_count(history), 7);
+    assert_marks(&cluster, history, latest);
+    let valid = set_of(&["203.0.113.1", "203.0.113.3", "203.0.113.4"]);
+    assert_eq!(current_values(&cluster, latest, "threat.indicator.ip"), valid);
+    assert_eq!(seen_by(&cluster, "threat.indicator.ip"), once_each(&valid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordedfuture_keeps_a_current_state_of_the_risk_list_and_search_results() {
+    use threatbeat_test_support::recordedfuture::{RecordedFutureSimulator, TOKEN};
+    let history = "logs-ti_threatbeat.recordedfuture-default";
+    let latest = "logs-ti_threatbeat_latest.recordedfuture";
+    let rf = RecordedFutureSimulator::start().await;
+    let list = |names: &[&str]| {
+        let rows: String = names
+            .iter()
+            .map(|name| format!("\"{name}\",\"90\",\"1/50\",\"{{}}\"\n"))
+            .collect();
+        format!("\"Name\",\"Risk\",\"RiskString\",\"EvidenceDetails\"\n{rows}")
+    };
+
+    // A risk list has no dates: each listed entity is valid for the duration
+    // after the download (3 s here), so one dropped from the list leaves soon.
+    rf.set_risk_list("ip", &list(&["198.51.100.1", "198.51.100.2"]));
+    let cluster = ElasticsearchSimulator::start().await;
+    let home = feed_home(
+        &cluster,
+        &format!(
+            "  - module: threatintel
+    recordedfuture:
+      var.api_token: {TOKEN}
+      var.endpoint: {}
+      var.entity: ip
+      var.ioc_expiration_duration: 3s
+",
+            rf.url("/v2")
+        ),
+    );
+    run_once(&home).await;
+    assert_eq!(cluster.document_count(history), 2);
+    assert_marks(&cluster, history, latest);
+    let both = set_of(&["198.51.100.1", "198.51.100.2"]);
+    assert_eq!(current_values(&cluster, latest, "threat.indicator.ip"), both);
+    assert_eq!(seen_by(&cluster, "threat.indicator.ip"), once_each(&both));
+
+    // .2 dropped from the list: gone once its validity passed; .1, listed
+    // again, stays.
+    rf.set_risk_list("ip", &list(&["198.51.100.1"]));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    run_once(&home).await;
+    let one = set_of(&["198.51.100.1"]);
+    assert_eq!(current_values(&cluster, latest, "threat.indicator.ip"), one);
+    assert_eq!(seen_by(&cluster, "threat.indicator.ip"), once_each(&one));
+
+    // The search API: `timestamps.lastSeen` + the duration (default 90d).
+    let result = |number: u8, last_seen: i64| {
+        json!({
+            "entity": {"id": format!("ip:192.0.2.{number}"), "name": format!("192.0.2.{number}"), "type": "IpAddress"},
+            "timestamps": {"firstSeen": "2021-01-01T00:00:00.000Z",
+                           "lastSeen": at(now() + last_seen).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()},
+            "risk": {"score": 75, "riskString": "3/64"},
+        })
+    };
+    rf.add_entities("ip", vec![result(1, -100 * DAY), result(2, -3600)]);
+    let cluster = ElasticsearchSimulator::start().await;
+    let home = feed_home(
+        &cluster,
+        &format!(
+            "  - module: threatintel
+    recordedfuture:
+      var.api_token: {TOKEN}
+      var.url: \"{}?limit=10&fields=entity,timestamps,risk&metadata=false\"
+      var.first_interval: 5000h
+",
+            rf.url("/v2/ip/search")
+        ),
+    );
+    run_once(&home).await;
+    assert_eq!(cluster.document_count(history), 2);
+    assert_marks(&cluster, history, latest);
+    let recent = set_of(&["192.0.2.2"]);
+    assert_eq!(current_values(&cluster, latest, "threat.indicator.ip"), recent);
+    assert_eq!(seen_by(&cluster, "threat.indicator.ip"), once_each(&recent));
 }

@@ -147,6 +147,12 @@ output.file: {{path: out, filename: documents}}
     );
     let file_documents = read_ndjson(&by_file.path("out"));
     assert_eq!(file_documents.len(), 100);
+    // The golden records are from 2020: all expired, so no current-state
+    // copy, only the history, marked for the rules to skip.
+    assert!(file_documents.iter().all(|document| {
+        document["@metadata"]["index"] == "logs-ti_threatbeat.anomalithreatstream-default"
+            && document["labels"]["is_ioc_transform_source"] == "true"
+    }));
 
     // Through the listener, in four signed NDJSON requests, after three
     // refused ones.
@@ -367,5 +373,6 @@ queue.disk:
         .map(|number| (5_000_000_000u64 + number as u64).to_string())
         .collect();
     assert_eq!(ids, expected);
+    // Nor to the current state: `date_first` 2024 + 90 days is long past.
     assert_eq!(cluster.indices(), [INDEX], "nothing went to a dead-letter index");
 }

@@ -21,6 +21,18 @@ use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored};
 use threatbeat_test_support::recordedfuture::{Fault, RecordedFutureSimulator, TOKEN};
 
 const HEADER: &str = "\"Name\",\"Risk\",\"RiskString\",\"EvidenceDetails\"\n";
+const HISTORY: &str = "logs-ti_threatbeat.recordedfuture-default";
+/// The current-state copies (docs/detection.md): one per valid entity.
+const LATEST: &str = "logs-ti_threatbeat_latest.recordedfuture";
+
+/// The documents of `documents` written to `index`.
+fn in_index(documents: &[Value], index: &str) -> Vec<Value> {
+    documents
+        .iter()
+        .filter(|document| document["@metadata"]["index"] == index)
+        .cloned()
+        .collect()
+}
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_threatbeat"))
@@ -74,15 +86,18 @@ async fn golden_risk_lists_served_as_csv_give_the_golden_documents() {
         rf.clear_log();
         let output = home.run_once_async().await;
         assert!(output.status.success(), "{entity}: {}", stderr_text(&output));
-        let documents = home.documents();
+        let all = home.documents();
+        let documents = in_index(&all, HISTORY);
         let report = compare_unordered(&name, &documents, &expected, &filebeat_ignored("recordedfuture"));
         assert!(report.passed(), "{}\n{}", report.summary(), report.diff());
         assert_eq!(documents.len(), 9, "{entity}: the header row is no document");
         assert_eq!(unique_ids(&documents), 9);
-        assert_eq!(
-            documents[0]["@metadata"]["index"],
-            "logs-ti_threatbeat.recordedfuture-default"
-        );
+        // A risk-list row has no date: every listed entity is current (valid
+        // from the download), one copy each, and nothing else was written.
+        let latest = in_index(&all, LATEST);
+        assert_eq!(latest.len(), 9, "{entity}");
+        assert_eq!(unique_ids(&latest), 9, "{entity}");
+        assert_eq!(all.len(), 18, "{entity}: only the history and the current state");
 
         // The whole list in one request; no paging, no cursor.
         let requests = rf.requests();
@@ -100,10 +115,16 @@ async fn golden_risk_lists_served_as_csv_give_the_golden_documents() {
         // Downloading the same list again gives the same ids.
         let output = home.run_once_async().await;
         assert!(output.status.success(), "{entity}: {}", stderr_text(&output));
+        let all = home.documents();
         assert_eq!(
-            unique_ids(&home.documents()),
+            unique_ids(&in_index(&all, HISTORY)),
             9,
             "{entity}: same ids on a re-read"
+        );
+        assert_eq!(
+            unique_ids(&in_index(&all, LATEST)),
+            9,
+            "{entity}: same current-state ids on a re-read"
         );
     }
 }
@@ -122,13 +143,16 @@ async fn a_bad_csv_row_is_logged_and_the_rows_around_it_are_kept() {
     let output = home.run_once_async().await;
     let log = stderr_text(&output);
     assert!(output.status.success(), "{log}");
-    let mut ips: Vec<String> = home
-        .documents()
-        .iter()
-        .map(|document| document["threat"]["indicator"]["ip"].as_str().unwrap().to_owned())
-        .collect();
-    ips.sort();
-    assert_eq!(ips, ["198.51.100.1", "198.51.100.2", "198.51.100.3"]);
+    let all = home.documents();
+    for index in [HISTORY, LATEST] {
+        let mut ips: Vec<String> = in_index(&all, index)
+            .iter()
+            .map(|document| document["threat"]["indicator"]["ip"].as_str().unwrap().to_owned())
+            .collect();
+        ips.sort();
+        assert_eq!(ips, ["198.51.100.1", "198.51.100.2", "198.51.100.3"], "{index}");
+    }
+    assert_eq!(all.len(), 6);
     assert!(log.contains("CSV row skipped"), "{log}");
     assert!(log.contains("2 cells, the header has 4"), "{log}");
     assert!(log.contains("/v2/ip/risklist"), "{log}");
@@ -176,8 +200,13 @@ async fn the_search_api_pages_until_the_total_and_a_restart_asks_from_the_cursor
         assert_eq!(request.param("lastSeen"), requests[0].param("lastSeen"));
         assert!(request.param("lastSeen").unwrap().starts_with('['));
     }
-    let all = home.documents();
+    let everything = home.documents();
+    // Seen an hour ago: all 25 are current (lastSeen + 90d), one copy each.
+    assert_eq!(unique_ids(&in_index(&everything, LATEST)), 25);
+    assert_eq!(in_index(&everything, LATEST).len(), 25);
+    let all = in_index(&everything, HISTORY);
     assert_eq!(all.len(), 25);
+    assert_eq!(everything.len(), 50);
     let first = all
         .iter()
         .find(|document| document["threat"]["indicator"]["ip"] == "198.51.100.1")
@@ -208,13 +237,14 @@ async fn the_search_api_pages_until_the_total_and_a_restart_asks_from_the_cursor
         requests[0].param("lastSeen"),
         Some(format!("[{},]", first_seen[24]).as_str())
     );
-    let all = home.documents();
+    let everything = home.documents();
     // RF's bound is inclusive: the boundary entity comes again, with the same id.
     assert_eq!(
-        unique_ids(&all),
+        unique_ids(&in_index(&everything, HISTORY)),
         28,
         "nothing lost, no new id for the boundary entity"
     );
+    assert_eq!(unique_ids(&in_index(&everything, LATEST)), 28);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,5 +289,8 @@ async fn an_html_answer_is_logged_and_the_next_run_recovers() {
 
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
-    assert_eq!(home.documents().len(), 2);
+    let all = home.documents();
+    assert_eq!(in_index(&all, HISTORY).len(), 2);
+    assert_eq!(in_index(&all, LATEST).len(), 2);
+    assert_eq!(all.len(), 4);
 }

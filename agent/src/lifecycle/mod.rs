@@ -15,12 +15,13 @@
 //! * deleted once its expiry passes, or when a poll delivers it already expired.
 //!
 //! All of it goes through the same output and disk queue as the history, and
-//! the [`store`] remembers which indicators have a document and when they
-//! expire. Order of writes: an indicator is recorded in the store *before*
-//! its document is queued, and forgotten only *after* its delete is queued,
-//! so a crash at any point leaves the store knowing every document the index
-//! may hold (at worst one it does not, whose delete or refresh then answers
-//! 404 and is counted, harmlessly).
+//! the [`store`] remembers which indicators have a document, what it holds
+//! and when it expires, so that a record read again unchanged is not written
+//! again. Order of writes: a batch's documents and deletes are queued, then
+//! the store records them, then the input's cursor moves. A crash before the
+//! store has recorded a batch leaves its cursor behind, so the input delivers
+//! the records again and they are written and recorded then; expiry and
+//! refresh steps are recorded after they are queued and simply redone.
 
 pub mod store;
 
@@ -164,9 +165,12 @@ pub struct CurrentState {
 pub struct Prepared {
     /// History, current-state and delete events, in the order to write them.
     pub events: Vec<Event>,
+    /// What to record of the written indicators once queued.
+    pub records: Vec<(String, Entry)>,
     /// Indicators whose delete is in `events`: forgotten once queued.
     pub deleted: Vec<String>,
-    /// Indicators written anew.
+    /// Indicators written anew (new, changed, or due for a refresh); an
+    /// unchanged one read again is not written.
     pub written: usize,
 }
 
@@ -201,27 +205,49 @@ impl CurrentState {
 
     /// Turns a batch of history events into what to publish: the history
     /// (labelled, unless the history is switched off), one current-state
-    /// document per valid indicator, a delete per known indicator that
-    /// arrived expired. Records the written indicators in the store first.
+    /// document per valid indicator that is new, changed or due for a
+    /// refresh, a delete per known indicator that arrived expired. Nothing is
+    /// recorded until [`CurrentState::commit`].
     pub fn prepare(&self, history: Vec<Event>, now: i64) -> Result<Prepared, StoreError> {
         let now_text = format_unix(now);
         let mut events = Vec::with_capacity(history.len() * 2);
         let mut records = Vec::new();
         let mut deleted = Vec::new();
         let mut state_events = Vec::new();
+        let mut written = 0;
         for mut event in history {
             if let Some(id) = self.identity(&event) {
                 let expires_at = self.expires_at(&event, now);
+                let known = self.store.get(&id)?;
                 if expires_at > now {
-                    state_events.push(self.state_document(&event, &id, &now_text));
-                    records.push((
-                        id,
-                        Entry {
-                            expires_at,
-                            written_at: now,
-                        },
-                    ));
-                } else if self.store.get(&id)?.is_some() {
+                    let digest = digest(&event);
+                    match known {
+                        // Read again unchanged (a feed that returns its whole
+                        // list, MISP's inclusive cursor) and fresh enough: the
+                        // document in the index is already this one. Only a
+                        // moved expiry is recorded.
+                        Some(entry)
+                            if entry.digest == digest
+                                && now - entry.written_at < self.settings.refresh_after.as_secs() as i64 =>
+                        {
+                            if entry.expires_at != expires_at {
+                                records.push((id, Entry { expires_at, ..entry }));
+                            }
+                        }
+                        _ => {
+                            state_events.push(self.state_document(&event, &id, &now_text));
+                            records.push((
+                                id,
+                                Entry {
+                                    expires_at,
+                                    written_at: now,
+                                    digest,
+                                },
+                            ));
+                            written += 1;
+                        }
+                    }
+                } else if known.is_some() {
                     state_events.push(self.delete(&id));
                     deleted.push(id);
                 }
@@ -231,18 +257,21 @@ impl CurrentState {
                 events.push(event);
             }
         }
-        let written = records.len();
-        self.store.upsert(&records)?;
         events.extend(state_events);
         Ok(Prepared {
             events,
+            records,
             deleted,
             written,
         })
     }
 
-    /// Forgets the indicators whose deletes were queued.
-    pub fn forget(&self, deleted: &[String]) -> Result<(), StoreError> {
+    /// Records what a prepared batch wrote, once it is queued: the written
+    /// indicators and their expiry, and the deleted ones forgotten. The
+    /// batch's cursor must move only after this succeeded, so that a crash
+    /// (or a failure here) has the input deliver the records again.
+    pub fn commit(&self, records: &[(String, Entry)], deleted: &[String]) -> Result<(), StoreError> {
+        self.store.upsert(records)?;
         self.store.remove(deleted)
     }
 
@@ -366,6 +395,14 @@ pub fn store_path(data_path: &Path, pipeline_id: &str) -> PathBuf {
         })
         .collect();
     data_path.join("current_state").join(format!("{name}.redb"))
+}
+
+/// A digest of what the current-state document is made of: the history
+/// document's fields (before the history mark).
+fn digest(event: &Event) -> u64 {
+    // Serialising a JSON map cannot fail.
+    let bytes = serde_json::to_vec(&event.fields).unwrap_or_default();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// Whether the processors said this record is for the current state only

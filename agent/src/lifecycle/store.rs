@@ -23,8 +23,8 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes in an indicator id.
 pub const ID_BYTES: usize = 20;
 
-/// indicator id → (expires_at, written_at), Unix seconds.
-const INDICATORS: TableDefinition<Key, (i64, i64)> = TableDefinition::new("indicators");
+/// indicator id → (expires_at, written_at, content digest); times in Unix seconds.
+const INDICATORS: TableDefinition<Key, (i64, i64, u64)> = TableDefinition::new("indicators");
 /// (expires_at, id) → (): what expires first.
 const BY_EXPIRY: TableDefinition<(i64, Key), ()> = TableDefinition::new("by_expiry");
 /// (written_at, id) → (): what was written longest ago.
@@ -48,6 +48,9 @@ pub struct Entry {
     pub expires_at: i64,
     /// When its document was last written with a fresh `@timestamp`.
     pub written_at: i64,
+    /// A digest of the document as written, so that an unchanged record read
+    /// again is not written again.
+    pub digest: u64,
 }
 
 /// Why the store could not be read or written.
@@ -135,7 +138,7 @@ impl IndicatorStore {
                 tables.remove(key)?;
                 tables
                     .indicators
-                    .insert(key, (entry.expires_at, entry.written_at))?;
+                    .insert(key, (entry.expires_at, entry.written_at, entry.digest))?;
                 tables.by_expiry.insert((entry.expires_at, *key), ())?;
                 tables.by_written.insert((entry.written_at, *key), ())?;
             }
@@ -150,9 +153,9 @@ impl IndicatorStore {
         self.write(|tables| {
             for key in &keys {
                 let current = tables.indicators.get(key)?.map(|value| value.value());
-                if let Some((expires_at, _)) = current {
+                if let Some((expires_at, _, digest)) = current {
                     tables.remove(key)?;
-                    tables.indicators.insert(key, (expires_at, written_at))?;
+                    tables.indicators.insert(key, (expires_at, written_at, digest))?;
                     tables.by_expiry.insert((expires_at, *key), ())?;
                     tables.by_written.insert((written_at, *key), ())?;
                 }
@@ -196,10 +199,11 @@ impl IndicatorStore {
             .map_err(|error| self.error(error))?;
         let value = table.get(key).map_err(|error| self.error(error))?;
         Ok(value.map(|value| {
-            let (expires_at, written_at) = value.value();
+            let (expires_at, written_at, digest) = value.value();
             Entry {
                 expires_at,
                 written_at,
+                digest,
             }
         }))
     }
@@ -249,7 +253,7 @@ impl IndicatorStore {
 }
 
 struct Tables<'transaction> {
-    indicators: redb::Table<'transaction, Key, (i64, i64)>,
+    indicators: redb::Table<'transaction, Key, (i64, i64, u64)>,
     by_expiry: redb::Table<'transaction, (i64, Key), ()>,
     by_written: redb::Table<'transaction, (i64, Key), ()>,
 }
@@ -258,7 +262,7 @@ impl Tables<'_> {
     /// Removes `key` and its index keys, if present.
     fn remove(&mut self, key: &Key) -> Result<(), redb::StorageError> {
         let previous = self.indicators.remove(key)?.map(|value| value.value());
-        if let Some((expires_at, written_at)) = previous {
+        if let Some((expires_at, written_at, _)) = previous {
             self.by_expiry.remove((expires_at, *key))?;
             self.by_written.remove((written_at, *key))?;
         }
@@ -281,6 +285,7 @@ mod tests {
         Entry {
             expires_at,
             written_at,
+            digest: 7,
         }
     }
 
