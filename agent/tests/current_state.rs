@@ -45,17 +45,10 @@ fn spread_events(count: usize, per_event: usize, end: i64, span: i64) -> Vec<Val
 
 /// The home of an agent polling `misp` into `cluster`, every `interval`.
 fn home(misp: &MispSimulator, cluster: &ElasticsearchSimulator, interval: &str, extra: &str) -> AgentHome {
-    let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
-    home.write(
-        "threatbeat.yml",
+    feed_home(
+        cluster,
         &format!(
-            "path.data: data
-output.elasticsearch:
-  hosts: [\"{es}\"]
-  backoff.init: 100ms
-  backoff.max: 1s
-threatbeat.modules:
-  - module: threatintel
+            "  - module: threatintel
     misp:
       var.url: {url}
       var.api_token: {API_KEY}
@@ -63,11 +56,9 @@ threatbeat.modules:
       var.interval: {interval}
       var.limit: 20
 {extra}",
-            es = cluster.url(),
             url = misp.url("/events/restSearch"),
         ),
-    );
-    home
+    )
 }
 
 /// For every attribute of `misp` by uuid: (type, last activity).
@@ -98,11 +89,6 @@ fn valid_for_rules(misp: &MispSimulator, now: i64, validity: i64) -> BTreeSet<St
         .collect()
 }
 
-/// How many distinct documents each attribute is visible in to the rules at `now`.
-fn seen_by_rules(cluster: &ElasticsearchSimulator, now: i64) -> BTreeMap<String, usize> {
-    visibility_counts(&visible_indicators(cluster, at(now)), "misp.attribute.uuid")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rules_see_every_valid_indicator_exactly_once_and_no_expired_one() {
     let start = now();
@@ -116,7 +102,7 @@ async fn the_rules_see_every_valid_indicator_exactly_once_and_no_expired_one() {
 
     let checked_at = now();
     let valid = valid_for_rules(&misp, checked_at, 90 * DAY);
-    let seen = seen_by_rules(&cluster, checked_at);
+    let seen = seen_by(&cluster, "misp.attribute.uuid");
     assert!(
         valid.len() > 600,
         "{} valid indicators for the rules",
@@ -161,7 +147,7 @@ async fn the_rules_see_every_valid_indicator_exactly_once_and_no_expired_one() {
     // write its unchanged indicators again.
     let output = home.run_once_async().await;
     assert!(output.status.success(), "{}", stderr_text(&output));
-    assert_eq!(seen_by_rules(&cluster, now()), seen);
+    assert_eq!(seen_by(&cluster, "misp.attribute.uuid"), seen);
     assert_eq!(cluster.document_count(LATEST), all_valid);
     let newest_event = misp
         .events()
@@ -192,13 +178,13 @@ async fn indicators_leave_the_rules_view_when_they_expire_while_the_agent_runs()
 
     let written = wait_until_async(PATIENCE, || cluster.document_count(LATEST) == 20).await;
     assert!(written, "{}", agent.log_tail());
-    assert!(!seen_by_rules(&cluster, now()).is_empty());
+    assert!(!seen_by(&cluster, "misp.attribute.uuid").is_empty());
 
     // Within one interval of the expiry, nothing is left for the rules.
     let gone = wait_until_async(PATIENCE, || cluster.document_count(LATEST) == 0).await;
     assert!(gone, "{}", agent.log_tail());
     assert!(now() >= start + 6, "not before the expiry");
-    assert!(seen_by_rules(&cluster, now()).is_empty());
+    assert!(seen_by(&cluster, "misp.attribute.uuid").is_empty());
     assert_eq!(cluster.document_count(HISTORY), 20, "the history stays");
     assert!(
         agent.log().contains("expired indicators deleted"),
@@ -243,7 +229,7 @@ async fn an_edit_replaces_the_indicator_and_valid_ones_are_refreshed() {
     let replaced = wait_until_async(PATIENCE, || modified_now() == [json!(edited_at.to_string())]).await;
     assert!(replaced, "{:?}\n{}", modified_now(), agent.log_tail());
     assert_eq!(cluster.document_count(LATEST), 8, "an edit adds no document");
-    assert_eq!(seen_by_rules(&cluster, now()).get(&edited), Some(&1));
+    assert_eq!(seen_by(&cluster, "misp.attribute.uuid").get(&edited), Some(&1));
 
     // The edited event is now the newest, so the polls no longer read the
     // other one: its documents are refreshed, `@timestamp` moving forward
@@ -306,14 +292,14 @@ async fn a_deletion_or_the_ids_flag_turned_off_in_misp_leaves_the_rules_view() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(seen_by_rules(&cluster, now()).get(&deleted), Some(&1));
-    assert_eq!(seen_by_rules(&cluster, now()).get(&not_ids), Some(&1));
+    assert_eq!(seen_by(&cluster, "misp.attribute.uuid").get(&deleted), Some(&1));
+    assert_eq!(seen_by(&cluster, "misp.attribute.uuid").get(&not_ids), Some(&1));
     misp.edit(Edit::DeleteAttribute(deleted.clone(), now() + 5));
     misp.edit(Edit::SetToIds(not_ids.clone(), false, now() + 6));
 
     let gone = wait_until_async(PATIENCE, || cluster.document_count(LATEST) == 6).await;
     assert!(gone, "{}", agent.log_tail());
-    let seen = seen_by_rules(&cluster, now());
+    let seen = seen_by(&cluster, "misp.attribute.uuid");
     assert!(
         !seen.contains_key(&deleted) && !seen.contains_key(&not_ids),
         "{seen:?}"
@@ -546,7 +532,7 @@ async fn misp_attributes_keeps_a_current_state_read_by_the_rules() {
     .await;
     // Of the current ones, a rule reads the ip-dst (no rule reads a domain):
     // seen once, and nothing else is.
-    let seen = seen_by_rules(&cluster, now());
+    let seen = seen_by(&cluster, "misp.attribute.uuid");
     assert_eq!(seen, BTreeMap::from([(recent[0].clone(), 1)]));
 }
 
@@ -566,7 +552,7 @@ async fn the_legacy_misp_threat_fileset_keeps_the_same_current_state() {
     // Filebeat's `misp` module says `event.module: misp`, which the rules'
     // `event.module:(threatintel or ti_*)` does not read: its current state
     // is right, but no prebuilt rule sees it (nor the history).
-    assert!(seen_by_rules(&cluster, now()).is_empty());
+    assert!(seen_by(&cluster, "misp.attribute.uuid").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -764,14 +750,10 @@ async fn threatq_keeps_a_current_state_from_its_expiry_and_status() {
         current_values(&cluster, latest, "threat.indicator.ip"),
         set_of(&["203.0.113.4"])
     );
-    assert!(!seen_by_threat_ip(&cluster).contains("203.0.113.1"));
-}
-
-/// The IPs some rule reads at this moment.
-fn seen_by_threat_ip(cluster: &ElasticsearchSimulator) -> BTreeSet<String> {
-    visibility_counts(&visible_indicators(cluster, at(now())), "threat.indicator.ip")
+    assert!(!seen_by(&cluster, "threat.indicator.ip")
         .into_keys()
-        .collect()
+        .collect::<BTreeSet<_>>()
+        .contains("203.0.113.1"));
 }
 
 #[test]
