@@ -538,7 +538,7 @@ async fn misp_attributes_keeps_a_current_state_read_by_the_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_legacy_misp_threat_fileset_keeps_the_same_current_state() {
-    let (cluster, _) = attributes_fileset(
+    let (cluster, recent) = attributes_fileset(
         "  - module: misp
     threat:
       var.url: URL
@@ -550,9 +550,17 @@ async fn the_legacy_misp_threat_fileset_keeps_the_same_current_state() {
     )
     .await;
     // Filebeat's `misp` module says `event.module: misp`, which the rules'
-    // `event.module:(threatintel or ti_*)` does not read: its current state
-    // is right, but no prebuilt rule sees it (nor the history).
-    assert!(seen_by(&cluster, "misp.attribute.uuid").is_empty());
+    // `event.module:(threatintel or ti_*)` does not read: the history keeps
+    // it, the current-state copies say `threatintel`, and the rules see the
+    // valid ip-dst once (the domain has no rule).
+    assert_eq!(
+        seen_by(&cluster, "misp.attribute.uuid"),
+        once_each(&set_of(&[&recent[0]]))
+    );
+    let history = cluster.documents("logs-ti_threatbeat.misp_threat-default");
+    assert!(history
+        .iter()
+        .all(|document| document.source["event"]["module"] == "misp"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,10 @@ pub struct CurrentStateConfig {
     pub refresh_after: String,
     /// How often expiry and refresh are checked (the fileset's interval).
     pub check_interval: String,
+    /// Fields set on every current-state document (dotted names), e.g. the
+    /// `event.module` the rules read where the history keeps another one.
+    #[serde(default)]
+    pub fields: Map<String, Value>,
 }
 
 fn yes() -> bool {
@@ -97,6 +101,8 @@ pub struct CurrentStateSettings {
     pub refresh_after: Duration,
     /// Check expiry and refresh this often.
     pub check_interval: Duration,
+    /// Fields set on every current-state document.
+    pub fields: Vec<(FieldPath, Value)>,
 }
 
 impl CurrentStateSettings {
@@ -143,7 +149,13 @@ impl CurrentStateSettings {
                 "must be more than 0 and less than 30d, the window of the prebuilt rules' threat query",
             ));
         }
+        let fields = config
+            .fields
+            .iter()
+            .map(|(name, value)| Ok((path(name, format!("fields.{name}"))?, value.clone())))
+            .collect::<Result<_, ConfigError>>()?;
         Ok(Some(Self {
+            fields,
             history: config.history,
             index: config.index,
             id_fields,
@@ -356,6 +368,10 @@ impl CurrentState {
             }
         }
         fields.insert("@timestamp".to_owned(), Value::String(now_text.to_owned()));
+        for (path, value) in &self.settings.fields {
+            // A path through a scalar cannot be set; the rest of the document stands.
+            let _ = path.set(&mut fields, value.clone());
+        }
         let mut event = Event::new(fields);
         event.set_id(id);
         event.set_index(self.settings.index.clone());
@@ -374,6 +390,10 @@ impl CurrentState {
     fn refresh(&self, id: &str, now_text: &str) -> Event {
         let mut fields = Map::new();
         fields.insert("@timestamp".to_owned(), Value::String(now_text.to_owned()));
+        for (path, value) in &self.settings.fields {
+            // A path through a scalar cannot be set; the rest of the document stands.
+            let _ = path.set(&mut fields, value.clone());
+        }
         let mut event = Event::new(fields);
         event.set_id(id);
         event.set_index(self.settings.index.clone());
