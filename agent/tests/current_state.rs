@@ -471,6 +471,11 @@ fn attribute_events() -> (Vec<Value>, Vec<String>) {
     }
     events[1]["Attribute"][2]["deleted"] = json!(true);
     events[1]["Attribute"][3]["to_ids"] = json!(false);
+    // MISP's decay models (served when the request asks for them): two of
+    // three say the recent domain has decayed, one says the ip-dst has.
+    let model = |decayed: bool| json!({"score": if decayed { 10.0 } else { 80.0 }, "decayed": decayed, "DecayingModel": {"id": "1", "name": "NIDS Simple Decaying Model"}});
+    events[1]["Attribute"][0]["decay_score"] = json!([model(false), model(false), model(true)]);
+    events[1]["Attribute"][1]["decay_score"] = json!([model(true), model(true), model(false)]);
     let recent = events[1]["Attribute"]
         .as_array()
         .into_iter()
@@ -502,14 +507,19 @@ async fn attributes_fileset(
     assert!(searches
         .iter()
         .all(|search| search.body["deleted"] == json!([0, 1])));
+    // And MISP's decay scores.
+    assert!(searches
+        .iter()
+        .all(|search| search.body["includeDecayScore"] == json!(true)));
     // The history: every attribute but the deleted one, marked.
     assert_eq!(cluster.document_count(history), 7);
     assert_marks(&cluster, history, latest);
-    // The current state: the recent ip-dst and domain; not the deleted
-    // sha256, the url no longer for IDS, nor any attribute of the old event.
+    // The current state: the recent ip-dst; not the domain MISP's decay
+    // models call decayed, the deleted sha256, the url no longer for IDS,
+    // nor any attribute of the old event.
     assert_eq!(
         current_values(&cluster, latest, "misp.attribute.uuid"),
-        set_of(&[&recent[0], &recent[1]])
+        set_of(&[&recent[0]])
     );
     let document = &cluster.documents(latest)[0];
     assert!(document.source["misp"]["attribute"]["decayed_at"].is_string());

@@ -76,6 +76,7 @@ pub fn search(
     let deleted = Deleted::parse(filters.get("deleted"));
     let enforce = hidden.always_enforce || flag(filters, "enforceWarninglist") == Some(true);
     let include_event_tags = flag(filters, "includeEventTags") == Some(true);
+    let include_decay_score = flag(filters, "includeDecayScore") == Some(true);
     let limit = filters.get("limit").and_then(number).filter(|limit| *limit > 0);
     let page = filters.get("page").and_then(number).unwrap_or(1).max(1);
     let order = filters.get("order").and_then(|v| parse_order(v, scope));
@@ -197,7 +198,17 @@ pub fn search(
                             continue;
                         }
                     }
-                    rows.push(attribute_row(event, attribute, object, include_event_tags));
+                    let mut row = attribute_row(event, attribute, object, include_event_tags);
+                    // MISP computes decay scores on request; the simulator
+                    // serves those its attributes were given.
+                    if let (true, Some(scores), Some(row)) = (
+                        include_decay_score,
+                        attribute.get("decay_score"),
+                        row.as_object_mut(),
+                    ) {
+                        row.insert("decay_score".into(), scores.clone());
+                    }
+                    rows.push(row);
                 }
             }
             if let Some((field, descending)) = &order {
