@@ -13,13 +13,12 @@
 //!   document per valid indicator (OTX id): the export's records carry no time,
 //!   so each is valid from when it was read.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use threatbeat_test_support::agent::{stderr_text, unique_ids, AgentHome};
+use threatbeat_test_support::agent::{in_index, replay_current_state, stderr_text, unique_ids, AgentHome};
 use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair, history_documents};
 use threatbeat_test_support::otx::{parse_time, Fault, OtxSimulator, API_KEY, AUTH_REQUIRED, EXPORT_PATH};
 
@@ -38,44 +37,13 @@ fn now() -> i64 {
 const HISTORY: &str = "logs-ti_threatbeat.otx-default";
 const LATEST: &str = "logs-ti_threatbeat_latest.otx";
 
-/// The documents of the file output written to `index`.
-fn in_index(documents: &[Value], index: &str) -> Vec<Value> {
-    documents
-        .iter()
-        .filter(|document| document["@metadata"]["index"] == index)
-        .cloned()
-        .collect()
-}
-
-/// The current state the file output's writes leave, replayed in order
-/// (`index` writes, `delete` removes): by `_id`, its document.
-fn current_state(documents: &[Value]) -> BTreeMap<String, Value> {
-    let mut state = BTreeMap::new();
-    for document in in_index(documents, LATEST) {
-        let id = document["@metadata"]["_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        match document["@metadata"]["op_type"].as_str() {
-            Some("delete") => {
-                state.remove(&id);
-            }
-            Some("index") => {
-                state.insert(id, document);
-            }
-            other => panic!("unexpected current-state write {other:?}: {document}"),
-        }
-    }
-    state
-}
-
 /// Every history document is marked for the rules to skip, and the current
 /// state holds exactly one unmarked document per indicator value of `valid`.
 fn assert_current_state(documents: &[Value], valid: &[String]) {
     assert!(in_index(documents, HISTORY)
         .iter()
         .all(|document| document["labels"]["is_ioc_transform_source"] == "true"));
-    let state = current_state(documents);
+    let state = replay_current_state(documents, LATEST);
     assert!(state.values().all(|document| document.get("labels").is_none()));
     let mut values: Vec<String> = state.values().map(indicator_value).collect();
     values.sort();

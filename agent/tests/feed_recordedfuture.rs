@@ -15,7 +15,7 @@ use std::fs;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use threatbeat_test_support::agent::{stderr_text, unique_ids, AgentHome};
+use threatbeat_test_support::agent::{in_index, stderr_text, unique_ids, AgentHome};
 use threatbeat_test_support::data::filebeat_threatintel;
 use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored};
 use threatbeat_test_support::recordedfuture::{Fault, RecordedFutureSimulator, TOKEN};
@@ -24,15 +24,6 @@ const HEADER: &str = "\"Name\",\"Risk\",\"RiskString\",\"EvidenceDetails\"\n";
 const HISTORY: &str = "logs-ti_threatbeat.recordedfuture-default";
 /// The current-state copies (docs/detection.md): one per valid entity.
 const LATEST: &str = "logs-ti_threatbeat_latest.recordedfuture";
-
-/// The documents of `documents` written to `index`.
-fn in_index(documents: &[Value], index: &str) -> Vec<Value> {
-    documents
-        .iter()
-        .filter(|document| document["@metadata"]["index"] == index)
-        .cloned()
-        .collect()
-}
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_threatbeat"))

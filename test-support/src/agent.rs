@@ -240,6 +240,38 @@ pub fn unique_ids(documents: &[Value]) -> usize {
         .len()
 }
 
+/// The documents the file output wrote for `index` (its `@metadata.index`).
+pub fn in_index(documents: &[Value], index: &str) -> Vec<Value> {
+    documents
+        .iter()
+        .filter(|document| document["@metadata"]["index"] == index)
+        .cloned()
+        .collect()
+}
+
+/// The state the file output's writes to the current-state index `index`
+/// leave, replayed in order (`index` writes, `delete` removes): by `_id`,
+/// its document. Any other write there is a failure.
+pub fn replay_current_state(documents: &[Value], index: &str) -> std::collections::BTreeMap<String, Value> {
+    let mut state = std::collections::BTreeMap::new();
+    for document in in_index(documents, index) {
+        let id = document["@metadata"]["_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match document["@metadata"]["op_type"].as_str() {
+            Some("delete") => {
+                state.remove(&id);
+            }
+            Some("index") => {
+                state.insert(id, document);
+            }
+            other => panic!("unexpected current-state write {other:?}: {document}"),
+        }
+    }
+    state
+}
+
 /// Every JSON line of `path` (a file, or every file of a folder such as the
 /// file output's, rotations included, in name order). Lines that are not
 /// JSON are skipped: a file being written may end in half a line.
