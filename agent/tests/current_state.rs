@@ -330,11 +330,18 @@ threatbeat.modules:
     misp:
       var.input: file
       var.paths: [export.json]
-      var.current_state: false
+      var.current_state: ${CURRENT_STATE}
 output.file: {path: out, filename: documents}
 ",
     );
-    let output = home.run_once();
+    // Set from the environment, as a deployment would: `${VAR}` expands to
+    // text, which the switch reads as Beats does.
+    let output = home
+        .command()
+        .env("CURRENT_STATE", "false")
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", stderr_text(&output));
     let documents = home.documents();
     assert_eq!(documents.len(), 2);
@@ -799,11 +806,18 @@ threatbeat.modules:
     misp_attributes:
       var.input: file
       var.paths: [export.json]
-      var.current_state: false
+      var.current_state: ${CURRENT_STATE}
 output.file: {path: out, filename: documents}
 ",
     );
-    let output = home.run_once();
+    // Set from the environment, as a deployment would: `${VAR}` expands to
+    // text, which the switch reads as Beats does.
+    let output = home
+        .command()
+        .env("CURRENT_STATE", "false")
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", stderr_text(&output));
     let documents = home.documents();
     assert_eq!(documents.len(), 2);

@@ -100,6 +100,33 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// A switch as users write it: `true`/`false`, or the same text, which is
+/// what a `${VAR}` reference expands to (Beats reads such text as a boolean
+/// too). For `#[serde(deserialize_with = "...")]` on `bool` fields.
+pub fn deserialize_switch<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Switch {
+        Bool(bool),
+        Text(String),
+    }
+    match <Switch as serde::Deserialize>::deserialize(deserializer)? {
+        Switch::Bool(value) => Ok(value),
+        Switch::Text(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected true or false, found `{text}`"
+            ))),
+        },
+    }
+}
+
+/// Reads a switch (see [`deserialize_switch`]) at `origin`.
+pub fn switch_at(value: &Value, origin: &Origin) -> Result<bool, ConfigError> {
+    deserialize_switch(value).map_err(|error: serde_json::Error| origin.error(error.to_string()))
+}
+
 /// Deserializes `value` into `T`, reporting the exact key of any problem
 /// (unknown field, wrong type, missing field) relative to `origin`.
 pub fn deserialize_at<T: DeserializeOwned>(value: &Value, origin: &Origin) -> Result<T, ConfigError> {
@@ -217,6 +244,22 @@ mod tests {
     #[allow(dead_code)]
     struct Nested {
         level: u8,
+    }
+
+    #[test]
+    fn switches_accept_booleans_and_their_text() {
+        let origin = Origin::named("m.yml").child("enabled");
+        assert!(switch_at(&json!(true), &origin).unwrap());
+        assert!(!switch_at(&json!("false"), &origin).unwrap());
+        assert!(switch_at(&json!(" True "), &origin).unwrap());
+        let error = switch_at(&json!("yes please"), &origin).unwrap_err();
+        assert_eq!(error.key, "enabled");
+        assert!(
+            error.reason.contains("expected true or false"),
+            "{}",
+            error.reason
+        );
+        assert!(switch_at(&json!(1), &origin).is_err());
     }
 
     #[test]

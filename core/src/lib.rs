@@ -15,7 +15,8 @@ pub mod secret;
 pub mod tls;
 
 pub use config::{
-    deep_merge, deserialize_at, nest_dotted_keys, BuildContext, ConfigError, NullKeys, Origin, PluginConfig,
+    deep_merge, deserialize_at, deserialize_switch, nest_dotted_keys, switch_at, BuildContext, ConfigError,
+    NullKeys, Origin, PluginConfig,
 };
 pub use cursor::{CursorError, CursorStore};
 pub use event::{DecodeError, EncodedEvent, Event, OpType, METADATA_NAMESPACE};

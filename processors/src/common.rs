@@ -131,9 +131,9 @@ pub(crate) fn factory<C: StepConfig>(
         let origin = config.origin.child(key);
         match *key {
             "when" => when = Some(Condition::compile(value, &origin)?),
-            "ignore_failure" => ignore_failure = threatbeat_core::deserialize_at(value, &origin)?,
-            "drop_on_failure" => drop_on_failure = threatbeat_core::deserialize_at(value, &origin)?,
-            "enabled" => enabled = threatbeat_core::deserialize_at(value, &origin)?,
+            "ignore_failure" => ignore_failure = threatbeat_core::switch_at(value, &origin)?,
+            "drop_on_failure" => drop_on_failure = threatbeat_core::switch_at(value, &origin)?,
+            "enabled" => enabled = threatbeat_core::switch_at(value, &origin)?,
             _ => on_failure = Some(Chain::build(value, &origin, context)?),
         }
     }

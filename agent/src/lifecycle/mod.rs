@@ -46,10 +46,10 @@ const SWEEP_BATCH: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct CurrentStateConfig {
     /// Maintain the current-state index (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "threatbeat_core::deserialize_switch")]
     pub enabled: bool,
     /// Keep sending each poll's documents to the data stream (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "threatbeat_core::deserialize_switch")]
     pub history: bool,
     /// The current-state index.
     pub index: String,
