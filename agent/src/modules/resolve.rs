@@ -67,6 +67,7 @@ pub fn resolve(
                 join_keys(&manifest.var)
             )));
         }
+        let value = typed_like(&manifest.var[&name], value);
         vars.insert(name, value);
     }
 
@@ -130,6 +131,26 @@ impl ResolvedFileset {
     /// `module/fileset`, whatever the instance.
     pub fn base_id(&self) -> String {
         format!("{}/{}", self.module, self.fileset)
+    }
+}
+
+/// A user's value as the type of the variable's default, when it is that
+/// type's text: `${VAR}` references expand to text, and templates must see
+/// `var.current_state: ${CURRENT_STATE}` = `"false"` as `false` (in Jinja the
+/// text is truthy), as Beats reads such text for typed settings.
+fn typed_like(default: &Value, value: Value) -> Value {
+    let Value::String(text) = &value else {
+        return value;
+    };
+    let trimmed = text.trim();
+    match default {
+        Value::Bool(_) if trimmed.eq_ignore_ascii_case("true") => Value::Bool(true),
+        Value::Bool(_) if trimmed.eq_ignore_ascii_case("false") => Value::Bool(false),
+        Value::Number(_) => match trimmed.parse::<i64>() {
+            Ok(number) => Value::from(number),
+            Err(_) => value,
+        },
+        _ => value,
     }
 }
 

@@ -338,3 +338,18 @@ fn instances_that_cannot_be_told_apart_are_an_error_naming_both_entries() {
     let bad_id = pipeline_ids(&definitions, "- module: intel\n  feed:\n    id: \"a/b\"\n").unwrap_err();
     assert_eq!(bad_id.key, "0.feed.id");
 }
+
+#[test]
+fn text_from_the_environment_takes_the_type_of_the_default() {
+    let (_config, definitions) = definitions();
+    let definition = definitions.get("intel", "feed").unwrap();
+    let mut manifest = definition.clone();
+    manifest.manifest.var.insert("enabled_thing".into(), json!(true));
+    manifest.manifest.var.insert("limit".into(), json!(10));
+    let overrides = map(json!({"enabled_thing": "false", "limit": "25", "url": "123"}));
+    let resolved = resolve(&manifest, &overrides, &Origin::named("m.yml")).unwrap();
+    assert_eq!(resolved.vars["enabled_thing"], json!(false));
+    assert_eq!(resolved.vars["limit"], json!(25));
+    // Text variables stay text, whatever they look like.
+    assert_eq!(resolved.vars["url"], json!("123"));
+}
