@@ -147,7 +147,9 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     let shutdown_timeout = config.settings.threatbeat.shutdown_timeout.0;
     let summary = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        // The handlers are installed here, before any pipeline starts: a
+        // signal that arrives early stops the agent cleanly instead of killing it.
+        tokio::spawn(cancel_on_signal(Signals::new(), shutdown.clone()));
         let status = Arc::new(
             Status::new(plan.output_description.clone())
                 .with_max_queue_age(config.settings.http.max_queue_age.0),
@@ -184,8 +186,7 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
 
 /// Cancels `shutdown` on the first SIGTERM/SIGINT; a second one exits at once
 /// (what was not flushed is still in the queue or re-read from the stored cursor).
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let mut signals = Signals::new();
+async fn cancel_on_signal(mut signals: Signals, shutdown: CancellationToken) {
     signals.next().await;
     tracing::info!("shutdown requested; finishing in-flight batches (a second signal exits at once)");
     shutdown.cancel();
