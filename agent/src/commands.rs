@@ -7,15 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use serde_json::Value;
 use threatbeat_core::Origin;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    Cli, Command, ExportCommand, KeystoreCommand, ModulesCommand, RunArgs, SetupArgs, TestCommand,
+    Cli, Command, ExportCommand, HealthArgs, KeystoreCommand, ModulesCommand, RunArgs, SetupArgs, TestCommand,
 };
-use crate::config::{self, Expander, LoadOptions, LoadedConfig};
+use crate::config::{self, Expander, HttpSettings, LoadOptions, LoadedConfig};
 use crate::keystore::Keystore;
 use crate::modules::parse_yaml;
 use crate::modules_dir::ModulesDir;
@@ -48,11 +48,148 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
         None => run(cli, &RunArgs::default()),
         Some(Command::Test(TestCommand::Config)) => test_config(cli),
         Some(Command::Test(TestCommand::Output)) => crate::cluster::test_output(&load(cli)?),
+        Some(Command::Test(TestCommand::Health(args))) => test_health(cli, args),
         Some(Command::Setup(args)) => setup(cli, args),
         Some(Command::Modules(action)) => modules(cli, action),
         Some(Command::Export(ExportCommand::Config)) => export_config(cli),
         Some(Command::Keystore(action)) => keystore(cli, action),
+        Some(Command::Completion { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "threatbeat", &mut script);
+            write_stdout(&script)
+        }
+        Some(Command::Manpage { dir: None }) => {
+            let command = man_command();
+            write_stdout(&man_page(&command).context("cannot render the man page")?)
+        }
+        Some(Command::Manpage { dir: Some(dir) }) => {
+            let written = write_man_pages(&man_command(), dir)
+                .with_context(|| format!("cannot write the man pages to {}", dir.display()))?;
+            println!("Wrote {} man pages to {}", written, dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The command line as the man pages show it: the `help` command is `--help` there.
+fn man_command() -> clap::Command {
+    let mut command = Cli::command().disable_help_subcommand(true);
+    // Gives nested commands their full display name (threatbeat-test-config).
+    command.build();
+    command
+}
+
+/// The roff of `command`'s page; the top-level page gets [`MAN_PAGE_EXTRA`].
+fn man_page(command: &clap::Command) -> std::io::Result<Vec<u8>> {
+    let top_level = command.get_display_name().is_none_or(|name| name == "threatbeat");
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    if top_level {
+        page.extend_from_slice(MAN_PAGE_EXTRA.as_bytes());
+    }
+    Ok(page)
+}
+
+/// Writes the page of `command` and of each of its visible commands, recursively,
+/// as clap_mangen's `generate_to` does; how many pages were written.
+fn write_man_pages(command: &clap::Command, dir: &std::path::Path) -> std::io::Result<usize> {
+    fs::create_dir_all(dir)?;
+    let mut written = 0;
+    for subcommand in command
+        .get_subcommands()
+        .filter(|subcommand| !subcommand.is_hide_set())
+    {
+        written += write_man_pages(subcommand, dir)?;
+    }
+    let name = clap_mangen::Man::new(command.clone()).get_filename();
+    fs::write(dir.join(name), man_page(command)?)?;
+    Ok(written + 1)
+}
+
+/// Sections the man page adds to what clap_mangen derives from the command
+/// line: where things live, what the signals do, the exit status.
+const MAN_PAGE_EXTRA: &str = r#".SH FILES
+.TP
+\fI/etc/threatbeat/threatbeat.yml\fR
+The main configuration file, looked for after \fB\-c\fR and \fI./threatbeat.yml\fR.
+.TP
+\fI/etc/threatbeat/modules.d/\fR
+Module files: \fINAME.yml\fR is enabled, \fINAME.yml.disabled\fR is not.
+.TP
+\fI/var/lib/threatbeat/\fR
+path.data as installed by the package: cursors, the disk queue, the current\-state store and the keystore \fIthreatbeat.keystore\fR.
+.TP
+\fI/var/log/threatbeat/threatbeat.log\fR
+The log, unless \fB\-e\fR or \fBlogging.to_stderr\fR sends it to standard error.
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop polling, write in\-flight batches and their cursors, then exit; a second one exits at once with status 130.
+.TP
+\fBSIGHUP\fR
+Rescan \fImodules.d\fR now and start, restart or stop the pipelines whose files changed, with or without \fBreload.enabled\fR.
+.SH EXIT STATUS
+0 on success; 1 on an invalid configuration, a failed command, an unhealthy agent (\fBtest health\fR) or a run that did not finish cleanly; 130 after a second stop signal.
+.SH SEE ALSO
+The documentation in \fIdocs/\fR of the source repository: configuration.md, operations.md, deploy.md.
+"#;
+
+/// Writes a generated text to stdout; a closed pipe is an error, not a panic.
+fn write_stdout(text: &[u8]) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text)
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `test health`: asks /healthz of the agent that `http.*` describes (or `--url`);
+/// success only on 200, so it can serve as a container health check.
+fn test_health(cli: &Cli, args: &HealthArgs) -> Result<ExitCode> {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => health_url(&load(cli)?.settings.http)?,
+    };
+    let client = reqwest::Client::builder()
+        // A proxy from the environment must not stand between a probe and its own host.
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(args.timeout.max(1)))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (status, body) = runtime
+        .block_on(async {
+            let response = client.get(&url).send().await?;
+            let status = response.status();
+            anyhow::Ok((status, response.text().await?))
+        })
+        .with_context(|| format!("no answer from {url}"))?;
+    println!("{url}: {} {}", status.as_u16(), body.trim());
+    Ok(match status == reqwest::StatusCode::OK {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    })
+}
+
+/// The /healthz URL of the endpoint `http` configures, asked on loopback
+/// when it listens on every address.
+fn health_url(http: &HttpSettings) -> Result<String> {
+    if !http.enabled {
+        anyhow::bail!("the monitoring endpoint is off (http.enabled is false); enable it, or pass --url");
+    }
+    if http.port == 0 {
+        anyhow::bail!("http.port is 0 (the agent picks a free port and logs it); pass --url");
+    }
+    let host = match http.host.trim_start_matches('[').trim_end_matches(']') {
+        "" | "0.0.0.0" => "127.0.0.1".to_owned(),
+        "::" => "[::1]".to_owned(),
+        ipv6 if ipv6.contains(':') => format!("[{ipv6}]"),
+        host => host.to_owned(),
+    };
+    Ok(format!("http://{host}:{}/healthz", http.port))
 }
 
 fn load(cli: &Cli) -> Result<LoadedConfig> {
@@ -123,6 +260,8 @@ fn prepare(config: &LoadedConfig) -> Result<supervisor::Plan> {
 fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     let config = load(cli)?;
     let log_destination = crate::logging::init(&config, cli.log_to_stderr);
+    // Held until `run` returns: nothing else may write this data folder.
+    let _data_lock = crate::data_lock::DataLock::acquire(&config.paths.data)?;
     let plan = prepare(&config)?;
     tracing::info!(
         config = %config.file.display(),
@@ -150,6 +289,9 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
         // The handlers are installed here, before any pipeline starts: a
         // signal that arrives early stops the agent cleanly instead of killing it.
         tokio::spawn(cancel_on_signal(Signals::new(), shutdown.clone()));
+        // SIGHUP too: its default action would kill the agent.
+        let (rescan_requests, rescans) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(rescan_on_hangup((!args.once).then_some(rescan_requests)));
         let status = Arc::new(
             Status::new(plan.output_description.clone())
                 .with_max_queue_age(config.settings.http.max_queue_age.0),
@@ -161,7 +303,12 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
                 .context("cannot start the monitoring endpoint")?;
         }
         let services = Services {
-            reloader: reload_enabled.then(|| Reloader::new(config.clone(), shutdown_timeout)),
+            // Without reload.enabled the reloader only serves SIGHUP.
+            reloader: (!args.once).then(|| {
+                Reloader::new(config.clone(), shutdown_timeout)
+                    .watching(reload_enabled, Arc::clone(&status))
+                    .on_request(rescans)
+            }),
             status: Some(status),
         };
         let options = RunOptions {
@@ -193,6 +340,34 @@ async fn cancel_on_signal(mut signals: Signals, shutdown: CancellationToken) {
     signals.next().await;
     tracing::warn!("second signal: exiting without waiting for in-flight batches");
     std::process::exit(EXIT_INTERRUPTED);
+}
+
+/// Asks for a rescan of modules.d on every SIGHUP (`systemctl reload`);
+/// with `run --once` (no `requests`) there is nothing to rescan and it is only logged.
+async fn rescan_on_hangup(requests: Option<tokio::sync::mpsc::Sender<()>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, signal = "SIGHUP", "cannot listen for this signal");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match &requests {
+                Some(requests) => {
+                    tracing::info!("SIGHUP: rescanning modules.d");
+                    // A full channel already holds a rescan that has not started yet.
+                    let _ = requests.try_send(());
+                }
+                None => tracing::info!("SIGHUP ignored: run --once does not rescan modules.d"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(requests);
 }
 
 /// SIGTERM and SIGINT (Ctrl-C).
@@ -441,4 +616,33 @@ fn read_secret(key: &str, from_stdin: bool) -> Result<String> {
     eprintln!();
     read.context("cannot read the value")?;
     Ok(value.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(enabled: bool, host: &str, port: u16) -> HttpSettings {
+        HttpSettings {
+            enabled,
+            host: host.to_owned(),
+            port,
+            ..HttpSettings::default()
+        }
+    }
+
+    #[test]
+    fn the_health_url_follows_http_host_and_port() {
+        let url = |host: &str| health_url(&http(true, host, 5066)).unwrap();
+        assert_eq!(url("localhost"), "http://localhost:5066/healthz");
+        assert_eq!(url("0.0.0.0"), "http://127.0.0.1:5066/healthz");
+        assert_eq!(url("::"), "http://[::1]:5066/healthz");
+        assert_eq!(url("[::]"), "http://[::1]:5066/healthz");
+        assert_eq!(url("fd00::7"), "http://[fd00::7]:5066/healthz");
+        assert_eq!(url("10.1.2.3"), "http://10.1.2.3:5066/healthz");
+        let off = health_url(&http(false, "localhost", 5066)).unwrap_err();
+        assert!(off.to_string().contains("http.enabled"), "{off}");
+        let any_port = health_url(&http(true, "localhost", 0)).unwrap_err();
+        assert!(any_port.to_string().contains("--url"), "{any_port}");
+    }
 }

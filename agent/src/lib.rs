@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod data_lock;
 pub mod http;
 pub mod keystore;
 pub mod kibana;

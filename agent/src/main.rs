@@ -16,6 +16,12 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const PURGE_DELAY_MS: std::ffi::c_long = 250;
 
 fn main() -> std::process::ExitCode {
+    // What the agent writes — queue segments holding TLP:RED indicators,
+    // cursors, the current-state store, the keystore, logs, the file
+    // output — is for its own user only: files 0600, folders 0700, also
+    // those made later (segments, log rotation).
+    // SAFETY: sets the process's file-creation mask; no memory is involved.
+    unsafe { libc::umask(0o077) };
     // A MIMALLOC_PURGE_DELAY set by the operator wins (mimalloc reads it at load).
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a process-wide number that mimalloc reads atomically.

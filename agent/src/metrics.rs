@@ -16,6 +16,8 @@ pub struct AgentMetrics {
     pub batches_failed: IntCounterVec,
     /// `threatbeat_pipeline_cursor_commits_total`: cursors stored.
     pub cursor_commits: IntCounterVec,
+    /// `threatbeat_pipeline_panics_total`: inputs and processors that panicked.
+    pub panics: IntCounterVec,
     /// `threatbeat_pipeline_last_publish_timestamp_seconds`: when a batch last went out.
     pub last_publish: GaugeVec,
     /// `threatbeat_pipeline_up`: 1 while the pipeline's input runs.
@@ -34,6 +36,7 @@ impl AgentMetrics {
             &self.events_dropped,
             &self.batches_failed,
             &self.cursor_commits,
+            &self.panics,
         ] {
             counter.with_label_values(&label);
         }
@@ -65,6 +68,11 @@ pub fn agent() -> &'static AgentMetrics {
             cursor_commits: counter(
                 "threatbeat_pipeline_cursor_commits_total",
                 "Cursors stored after their batch was durable.",
+                pipeline,
+            ),
+            panics: counter(
+                "threatbeat_pipeline_panics_total",
+                "Panics caught in the pipeline's input (restarted after a backoff) or processors (the event is set aside).",
                 pipeline,
             ),
             last_publish: register(

@@ -16,6 +16,9 @@ use crate::lifecycle::{format_time, CurrentState};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+/// How many ended indicators one delete step queues.
+const SWEEP_STEP: usize = 1000;
+
 /// How many indicator values a pipeline keeps to show in the `--once` summary.
 const SAMPLE_SIZE: usize = 5;
 
@@ -338,6 +341,7 @@ impl Pipeline {
         self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         metrics.events_dropped.with_label_values(&label).inc_by(dropped);
         let published = events.len();
+        let mut listed = Vec::new();
         if !events.is_empty() {
             let count = events.len() as u64;
             self.stats.record_samples(&events);
@@ -364,9 +368,16 @@ impl Pipeline {
                 self.stats
                     .current_state_written
                     .fetch_add(prepared.written as u64, Ordering::Relaxed);
+                listed = prepared.listed;
             }
             self.stats.published.fetch_add(count, Ordering::Relaxed);
             metrics.events_published.with_label_values(&label).inc_by(count);
+        }
+        if let Some(state) = &self.current_state {
+            state.note_listing(batch.starts_poll, listed);
+            if batch.ends_poll {
+                self.end_listing(state).await?;
+            }
         }
         if let Some(cursor) = &batch.cursor {
             if let Err(error) = self.cursors.store(&self.id, cursor) {
@@ -385,9 +396,56 @@ impl Pipeline {
         })
     }
 
+    /// Deletes the documents of the indicators that a complete poll of a
+    /// whole-list feed no longer held, before the poll's cursor moves. A
+    /// failure fails the batch: the next poll lists everything again.
+    async fn end_listing(&self, state: &CurrentState) -> Result<(), PublishError> {
+        let failed = |error: String| {
+            tracing::warn!(pipeline = %self.id, %error, "indicators no longer listed were not deleted; the next poll tries again");
+            PublishError::Failed(error)
+        };
+        let ended = state
+            .end_listing(&self.id)
+            .map_err(|error| failed(error.to_string()))?;
+        let total = ended.len();
+        let mut ended = ended.into_iter().peekable();
+        while ended.peek().is_some() {
+            let mut step = state.ended(ended.by_ref().take(SWEEP_STEP).collect());
+            self.output
+                .publish(std::mem::take(&mut step.events))
+                .await
+                .map_err(|error| failed(error.to_string()))?;
+            state
+                .swept(&step, unix_now())
+                .map_err(|error| failed(error.to_string()))?;
+        }
+        if total > 0 {
+            tracing::info!(pipeline = %self.id, ended = total, "current state: indicators no longer listed deleted");
+        }
+        Ok(())
+    }
+
     fn process(&self, mut event: Event, read_at: &Value) -> Option<Event> {
         for chain in &self.chains {
-            event = chain.run(event)?;
+            // A processor that panics on one event costs that event, not
+            // the pipeline: it is logged and counted, the batch goes on.
+            let id = event.id().map(str::to_owned);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chain.run(event))) {
+                Ok(kept) => event = kept?,
+                Err(payload) => {
+                    let panic = payload
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| payload.downcast_ref::<&str>().copied())
+                        .unwrap_or("a panic without a message");
+                    tracing::error!(pipeline = %self.id, id = id.as_deref().unwrap_or("(none)"), panic, "a processor panicked on this event; the event is dropped, the others go on");
+                    crate::metrics::agent()
+                        .panics
+                        .with_label_values(&[self.id.as_str()])
+                        .inc();
+                    return None;
+                }
+            }
         }
         // As in Beats, every event carries the time it was read unless its
         // mapping took one from the data: data streams refuse documents

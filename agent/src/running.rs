@@ -8,13 +8,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use threatbeat_core::{CursorError, CursorStore, InputContext, InputError, Publisher};
+use threatbeat_core::{CursorError, CursorStore, Input, InputContext, InputError, Publisher};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::CurrentState;
 use crate::pipeline::{OutputHandle, Pipeline, PipelineStats};
-use crate::supervisor::{PipelinePlan, PipelineSummary};
+use crate::supervisor::{InputFactory, PipelinePlan, PipelineSummary};
 
 /// How many batches may wait between an input and its pipeline.
 const PUBLISH_QUEUE: usize = 4;
@@ -199,20 +199,20 @@ impl PipelineSet {
             shutdown: stop.clone(),
             run_once: self.once,
         };
-        let input = plan.input;
         stats.input_running.store(true, Ordering::Relaxed);
         crate::metrics::agent().init_pipeline(&id);
         let up = crate::metrics::agent()
             .pipeline_up
             .with_label_values(&[id.as_str()]);
         up.set(1);
-        let input_stats = Arc::clone(&stats);
-        let input_task = tokio::spawn(async move {
-            let result = input.run(context).await;
-            input_stats.input_running.store(false, Ordering::Relaxed);
-            up.set(0);
-            result
-        });
+        let input_task = tokio::spawn(supervise_input(SupervisedInput {
+            input: plan.input,
+            rebuild: plan.rebuild,
+            context,
+            cursors: self.cursors.clone(),
+            stats: Arc::clone(&stats),
+            up,
+        }));
         tracing::info!(pipeline = %id, source = %plan.source, "pipeline started");
         self.status.insert(&id, Arc::clone(&stats));
         self.running.insert(
@@ -275,6 +275,87 @@ impl PipelineSet {
             stopped.push(summary);
         }
         (stopped, timed_out)
+    }
+}
+
+/// An input and what its supervisor needs to restart it.
+struct SupervisedInput {
+    input: Box<dyn Input>,
+    rebuild: Option<InputFactory>,
+    context: InputContext,
+    cursors: CursorStore,
+    stats: Arc<PipelineStats>,
+    up: prometheus::IntGauge,
+}
+
+/// The longest wait before restarting an input that panicked.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+
+/// Runs a pipeline's input until it returns. One that panics is logged with
+/// its pipeline and counted (`threatbeat_pipeline_panics_total`), the
+/// pipeline is down meanwhile (`/healthz` 503, `threatbeat_pipeline_up` 0),
+/// and the input is built again and restarted from its stored cursor after
+/// a backoff (1 s, doubling, at most a minute) — nothing it did not deliver
+/// was acknowledged, so nothing is lost.
+async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> {
+    let SupervisedInput {
+        mut input,
+        rebuild,
+        mut context,
+        cursors,
+        stats,
+        up,
+    } = supervised;
+    let mut restarts: u32 = 0;
+    loop {
+        let outcome = tokio::spawn(input.run(context.clone())).await;
+        stats.input_running.store(false, Ordering::Relaxed);
+        up.set(0);
+        let panic = match outcome {
+            Ok(result) => return result,
+            Err(error) if error.is_panic() => panic_message(error.into_panic()),
+            Err(error) => return Err(InputError::Fatal(format!("the input task ended: {error}"))),
+        };
+        crate::metrics::agent()
+            .panics
+            .with_label_values(&[context.id.as_str()])
+            .inc();
+        let stopped = |reason: String| Err(InputError::Fatal(format!("the input panicked ({panic}); {reason}")));
+        let Some(rebuild) = rebuild.as_ref().filter(|_| !context.run_once) else {
+            tracing::error!(pipeline = %context.id, %panic, "the input panicked; it is not restarted");
+            return stopped("not restarted".to_owned());
+        };
+        let delay = Duration::from_secs(1u64 << restarts.min(6)).min(MAX_RESTART_DELAY);
+        restarts += 1;
+        tracing::error!(pipeline = %context.id, %panic, restart_in = ?delay, restarts, "the input panicked; it is restarted from its stored cursor");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = context.shutdown.cancelled() => return stopped("the agent stopped before its restart".to_owned()),
+        }
+        input = match rebuild() {
+            Ok(input) => input,
+            Err(error) => return stopped(format!("it cannot be built again: {error}")),
+        };
+        context.cursor = match cursors.load(&context.id) {
+            Ok(cursor) => cursor,
+            Err(error) => {
+                tracing::warn!(pipeline = %context.id, %error, "restarting without a cursor");
+                None
+            }
+        };
+        stats.input_running.store(true, Ordering::Relaxed);
+        up.set(1);
+        tracing::info!(pipeline = %context.id, "the input runs again");
+    }
+}
+
+/// The text a panic carried.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast::<&'static str>()
+            .map_or_else(|_| "a panic without a message".to_owned(), |text| (*text).to_owned()),
     }
 }
 

@@ -49,6 +49,9 @@ pub struct PipelinePlan {
     pub current_state: Option<(CurrentStateSettings, PathBuf)>,
     /// The input.
     pub input: Box<dyn Input>,
+    /// Builds the input again, to restart it after a panic; `None`: a
+    /// panicked input stays stopped.
+    pub rebuild: Option<InputFactory>,
     /// The processor chains, in order: the definition's, the user's, the global ones.
     pub chains: Vec<Chain>,
     /// The index set on events that have none.
@@ -58,6 +61,9 @@ pub struct PipelinePlan {
     /// Identifies the resolved configuration: reload restarts the pipeline when it changes.
     pub fingerprint: String,
 }
+
+/// Builds a pipeline's input afresh from its configuration.
+pub type InputFactory = Arc<dyn Fn() -> Result<Box<dyn Input>, ConfigError> + Send + Sync>;
 
 /// Why the agent could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +130,10 @@ pub fn build_pipeline(
     let global_origin = Origin::file(&config.file).child("processors");
     let fingerprint = fingerprint(&fileset);
     let input = threatbeat_inputs::registry().build(&fileset.input, &context)?;
+    let rebuild: InputFactory = {
+        let (input_config, context) = (fileset.input.clone(), context.clone());
+        Arc::new(move || threatbeat_inputs::registry().build(&input_config, &context))
+    };
     let chains = vec![
         Chain::build(&fileset.processors, &fileset.processors_origin, &context)?,
         Chain::build(
@@ -141,6 +151,7 @@ pub fn build_pipeline(
         source_key: fileset.source_key.clone(),
         id: fileset.id,
         input,
+        rebuild: Some(rebuild),
         chains,
         index: fileset.index,
         source,

@@ -18,7 +18,9 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use threatbeat_test_support::agent::{in_index, replay_current_state, stderr_text, unique_ids, AgentHome};
+use threatbeat_test_support::agent::{
+    assert_current_state as shared_assert_current_state, in_index, stderr_text, unique_ids, AgentHome,
+};
 use threatbeat_test_support::data::filebeat_threatintel;
 use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair, history_documents};
 use threatbeat_test_support::taxii::{timestamp_ago, Fault, TaxiiSimulator, COLLECTION_PATH};
@@ -32,28 +34,20 @@ fn binary() -> &'static Path {
 const HISTORY: &str = "logs-ti_threatbeat.anomali-default";
 const LATEST: &str = "logs-ti_threatbeat_latest.anomali";
 
-/// Every history document is marked for the rules to skip, and the current
-/// state holds one unmarked document per STIX id of `valid`, nothing else.
+/// The current state holds one document per STIX id of `valid`, nothing else.
 fn assert_current_state(documents: &[Value], valid: &[String]) {
-    let history = in_index(documents, HISTORY);
-    assert!(history
-        .iter()
-        .all(|document| document["labels"]["is_ioc_transform_source"] == "true"));
-    let state = replay_current_state(documents, LATEST);
-    assert!(state.values().all(|document| document.get("labels").is_none()));
-    let mut ids: Vec<String> = state
-        .values()
-        .map(|document| {
+    shared_assert_current_state(
+        documents,
+        HISTORY,
+        LATEST,
+        |document| {
             document["anomali"]["limo"]["id"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned()
-        })
-        .collect();
-    ids.sort();
-    let mut valid = valid.to_vec();
-    valid.sort();
-    assert_eq!(ids, valid, "one current-state document per valid indicator");
+        },
+        valid,
+    );
 }
 
 /// The STIX id of [`indicator`] `number`.

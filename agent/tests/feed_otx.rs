@@ -18,7 +18,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use threatbeat_test_support::agent::{in_index, replay_current_state, stderr_text, unique_ids, AgentHome};
+use threatbeat_test_support::agent::{
+    assert_current_state as shared_assert_current_state, in_index, stderr_text, unique_ids, AgentHome,
+};
 use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair, history_documents};
 use threatbeat_test_support::otx::{parse_time, Fault, OtxSimulator, API_KEY, AUTH_REQUIRED, EXPORT_PATH};
 
@@ -37,19 +39,9 @@ fn now() -> i64 {
 const HISTORY: &str = "logs-ti_threatbeat.otx-default";
 const LATEST: &str = "logs-ti_threatbeat_latest.otx";
 
-/// Every history document is marked for the rules to skip, and the current
-/// state holds exactly one unmarked document per indicator value of `valid`.
+/// The current state holds one document per indicator of `valid`, nothing else.
 fn assert_current_state(documents: &[Value], valid: &[String]) {
-    assert!(in_index(documents, HISTORY)
-        .iter()
-        .all(|document| document["labels"]["is_ioc_transform_source"] == "true"));
-    let state = replay_current_state(documents, LATEST);
-    assert!(state.values().all(|document| document.get("labels").is_none()));
-    let mut values: Vec<String> = state.values().map(indicator_value).collect();
-    values.sort();
-    let mut valid = valid.to_vec();
-    valid.sort();
-    assert_eq!(values, valid, "one current-state document per valid indicator");
+    shared_assert_current_state(documents, HISTORY, LATEST, indicator_value, valid);
 }
 
 /// The indicator a document holds, wherever its type put it.

@@ -16,7 +16,9 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use threatbeat_test_support::agent::{in_index, replay_current_state, stderr_text, unique_ids, AgentHome};
+use threatbeat_test_support::agent::{
+    assert_current_state as shared_assert_current_state, in_index, stderr_text, unique_ids, AgentHome,
+};
 use threatbeat_test_support::golden::{compare_unordered, filebeat_ignored, golden_pair, history_documents};
 use threatbeat_test_support::threatq::{Fault, ThreatqSimulator, CLIENT_ID, CLIENT_SECRET, COLLECTION};
 
@@ -29,22 +31,20 @@ fn binary() -> &'static Path {
 const HISTORY: &str = "logs-ti_threatbeat.threatq-default";
 const LATEST: &str = "logs-ti_threatbeat_latest.threatq";
 
-/// Every history document is marked for the rules to skip, and the current
-/// state holds exactly one unmarked document per IP of `valid`.
+/// The current state holds one document per address of `valid`, nothing else.
 fn assert_current_state(documents: &[Value], valid: &[&str]) {
-    assert!(in_index(documents, HISTORY)
-        .iter()
-        .all(|document| document["labels"]["is_ioc_transform_source"] == "true"));
-    let state = replay_current_state(documents, LATEST);
-    assert!(state.values().all(|document| document.get("labels").is_none()));
-    let mut ips: Vec<&str> = state
-        .values()
-        .map(|document| document["threat"]["indicator"]["ip"].as_str().unwrap_or_default())
-        .collect();
-    ips.sort();
-    let mut valid = valid.to_vec();
-    valid.sort();
-    assert_eq!(ips, valid, "one current-state document per valid indicator");
+    shared_assert_current_state(
+        documents,
+        HISTORY,
+        LATEST,
+        |document| {
+            document["threat"]["indicator"]["ip"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        },
+        valid,
+    );
 }
 
 /// `seconds` ago in ThreatQ's layout (`yyyy-MM-dd HH:mm:ss`, UTC).

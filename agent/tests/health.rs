@@ -32,6 +32,7 @@ impl Input for SteadyInput {
                 let batch = Batch {
                     events: vec![Event::from_value(json!({"n": sent}))],
                     cursor: Some(json!({"sent": sent})),
+                    ..Batch::default()
                 };
                 let _ = context.publisher.publish(batch).await;
             }
@@ -52,6 +53,16 @@ impl Input for BrokenInput {
         Err(InputError::Fatal(
             "simulated: the feed answered 401 for good".into(),
         ))
+    }
+}
+
+/// Panics as soon as it runs, as an input with a bug would.
+struct PanickingInput;
+
+#[async_trait]
+impl Input for PanickingInput {
+    async fn run(self: Box<Self>, _context: InputContext) -> Result<(), InputError> {
+        panic!("simulated: index out of bounds in the input");
     }
 }
 
@@ -77,6 +88,7 @@ fn pipeline(id: &str, input: Box<dyn Input>) -> PipelinePlan {
         source_key: String::new(),
         current_state: None,
         input,
+        rebuild: None,
         chains: vec![Chain::build(
             &serde_json::Value::Null,
             &Origin::named("test"),
@@ -256,6 +268,60 @@ async fn a_queue_the_output_cannot_drain_makes_the_agent_unhealthy() {
     down.store(false, Ordering::SeqCst);
     eventually("the drained queue", &status, |problems| problems.is_empty()).await;
 
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// An input that panics is caught: the agent is unhealthy (503,
+/// `threatbeat_pipeline_up` 0) while it waits, then the input is built
+/// again, restarted, and the agent is healthy; the panic is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_input_is_restarted_and_health_follows() {
+    let data = tempfile::tempdir().unwrap();
+    let next = Arc::new(AtomicBool::new(true));
+    let rebuilt = Arc::clone(&next);
+    let mut plan = pipeline("test/panicky", Box::new(PanickingInput));
+    plan.rebuild = Some(Arc::new(move || {
+        Ok(Box::new(SteadyInput {
+            next: Arc::clone(&rebuilt),
+        }) as Box<dyn Input>)
+    }));
+    let plan = Plan {
+        pipelines: vec![plan],
+        output: Box::new(SwitchableOutput { down: Arc::default() }),
+        output_description: "test output".into(),
+        cursors: CursorStore::new(data.path()),
+        queue: None,
+    };
+    let status = Arc::new(Status::new("test output".into()));
+    let (shutdown, running) = start(plan, &status);
+    let up = || {
+        threatbeat::metrics::agent()
+            .pipeline_up
+            .with_label_values(&["test/panicky"])
+            .get()
+    };
+    let problems = eventually("the panic", &status, |problems| !problems.is_empty()).await;
+    assert!(problems[0].contains("test/panicky"), "{problems:?}");
+    assert_eq!(up(), 0);
+    // Restarted after a second: healthy, up, and its first batch written.
+    eventually("the restart", &status, |problems| problems.is_empty()).await;
+    assert_eq!(up(), 1);
+    let stats = status.pipelines().get("test/panicky").cloned().unwrap();
+    for _ in 0..200 {
+        if stats.cursors_stored.load(Ordering::SeqCst) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats.cursors_stored.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        threatbeat::metrics::agent()
+            .panics
+            .with_label_values(&["test/panicky"])
+            .get(),
+        1
+    );
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }

@@ -57,7 +57,9 @@ fn a_real_event_with_objects_gives_one_document_per_attribute() {
 
     let (split, chain) = split_and_chain();
     let mut records = Vec::new();
-    split.apply(&body, &mut records).unwrap();
+    let mut rejected = Vec::new();
+    split.apply(&body, &mut records, &mut rejected).unwrap();
+    assert!(rejected.is_empty(), "{rejected:?}");
     assert_eq!(records.len(), 2 + 24, "the union, not 2 x 24");
 
     let documents: Vec<Event> = records
@@ -130,7 +132,9 @@ fn every_real_fixture_event_maps_cleanly() {
             _ => continue,
         };
         let mut records = Vec::new();
-        split.apply(&body, &mut records).unwrap();
+        let mut rejected = Vec::new();
+        split.apply(&body, &mut records, &mut rejected).unwrap();
+        assert!(rejected.is_empty(), "{rejected:?}");
         for record in records {
             let Some(document) = chain.run(Event::from_value(record)) else {
                 continue;

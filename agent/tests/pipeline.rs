@@ -65,6 +65,7 @@ fn batch(values: &[&str], cursor: i64) -> Batch {
             .map(|value| Event::from_value(json!({"threat": {"indicator": {"ip": value}}})))
             .collect(),
         cursor: Some(json!({"timestamp": cursor})),
+        ..Batch::default()
     }
 }
 
@@ -98,6 +99,7 @@ fn plan(data: &std::path::Path, batches: Vec<Batch>, accept: usize) -> (Plan, Ha
             source_key: String::new(),
             current_state: None,
             input: Box::new(input),
+            rebuild: None,
             chains: vec![chain],
             index: Some("threatbeat-test".into()),
             source: threatbeat::running::Source::Main,

@@ -150,11 +150,24 @@ pub enum NullKeys {
     Keep,
 }
 
+/// The deepest a configuration may nest once its dotted keys are expanded:
+/// the limit serde_yaml puts on YAML's own nesting. Without it a key of a
+/// million dots would become a million-level value, and the recursive walks
+/// over it (merging, cloning, dropping) would overflow the stack.
+pub const MAX_CONFIG_DEPTH: usize = 128;
+
 /// Expands dotted keys (`output.file.path: x`, `backoff.init: 1s`) into
 /// nested maps, as Beats does, merging with keys already nested; recurses
 /// through maps but not into lists (module entries and processors keep
-/// their keys).
+/// their keys). A key that would nest past [`MAX_CONFIG_DEPTH`] is kept as
+/// written: [`check_dotted_keys`] reports it clearly, and a typed config
+/// refuses it as an unknown field.
 pub fn nest_dotted_keys(value: Value, nulls: NullKeys) -> Value {
+    nest_below(value, nulls, 0)
+}
+
+/// [`nest_dotted_keys`] for a value `depth` levels below the top.
+fn nest_below(value: Value, nulls: NullKeys, depth: usize) -> Value {
     match value {
         Value::Object(map) => {
             let mut nested = serde_json::Map::new();
@@ -162,12 +175,18 @@ pub fn nest_dotted_keys(value: Value, nulls: NullKeys) -> Value {
                 if item.is_null() && nulls == NullKeys::Drop {
                     continue;
                 }
-                let item = nest_dotted_keys(item, nulls);
-                let single = key.rsplit('.').fold(item, |inner, segment| {
-                    let mut map = serde_json::Map::new();
-                    map.insert(segment.to_owned(), inner);
-                    Value::Object(map)
-                });
+                let segments = key.split('.').count();
+                let single = if depth + segments <= MAX_CONFIG_DEPTH {
+                    let item = nest_below(item, nulls, depth + segments);
+                    key.rsplit('.').fold(item, |inner, segment| {
+                        let mut map = serde_json::Map::new();
+                        map.insert(segment.to_owned(), inner);
+                        Value::Object(map)
+                    })
+                } else {
+                    let item = nest_below(item, nulls, depth + 1);
+                    Value::Object(serde_json::Map::from_iter([(key, item)]))
+                };
                 if let Value::Object(single) = single {
                     deep_merge(&mut nested, &single);
                 }
@@ -176,6 +195,44 @@ pub fn nest_dotted_keys(value: Value, nulls: NullKeys) -> Value {
         }
         other => other,
     }
+}
+
+/// Refuses a configuration whose dotted keys would nest it deeper than
+/// [`MAX_CONFIG_DEPTH`] levels, naming the key by its first characters (it
+/// may be megabytes long). Walks lists too: the keys of the maps inside
+/// them are nested by whoever reads them (module entries, `input.*` keys).
+pub fn check_dotted_keys(value: &Value, origin: &Origin) -> Result<(), ConfigError> {
+    check_below(value, origin, 0)
+}
+
+/// [`check_dotted_keys`] for a value `depth` levels below the top.
+fn check_below(value: &Value, origin: &Origin, depth: usize) -> Result<(), ConfigError> {
+    let map = match value {
+        Value::Object(map) => map,
+        Value::Array(items) => {
+            for (position, item) in items.iter().enumerate() {
+                check_below(item, &origin.child(position), depth + 1)?;
+            }
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    for (key, item) in map {
+        let segments = key.split('.').count();
+        if depth + segments > MAX_CONFIG_DEPTH {
+            const SHOWN: usize = 60;
+            let mut shown: String = key.chars().take(SHOWN).collect();
+            if key.chars().nth(SHOWN).is_some() {
+                shown.push('…');
+            }
+            return Err(origin.error(format!(
+                "key `{shown}` has {segments} dotted segments: the configuration would nest \
+                 deeper than {MAX_CONFIG_DEPTH} levels"
+            )));
+        }
+        check_below(item, &origin.child(key), depth + segments)?;
+    }
+    Ok(())
 }
 
 /// Merges `overlay` into `base`: maps merge key by key, anything else replaces.

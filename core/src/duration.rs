@@ -4,8 +4,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// The longest duration accepted: 100 years. Longer ones are typing slips,
+/// and would overflow the clock arithmetic they feed (`now - first_interval`).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Parses `30s`, `60m`, `24h`, `2d`, `1h30m`, `250ms`; a bare `0` means zero.
-/// Units: `ms`, `s`, `m` (minutes), `h`, `d`.
+/// Units: `ms`, `s`, `m` (minutes), `h`, `d`. At most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
@@ -54,6 +58,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("invalid duration `{text}`: out of range"))?;
         rest = &rest[unit_len..];
     }
+    if total > MAX_DURATION {
+        return Err(format!("invalid duration `{text}`: longer than 100 years, the limit"));
+    }
     Ok(total)
 }
 
@@ -68,7 +75,13 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     }
     match Raw::deserialize(deserializer)? {
         Raw::Seconds(seconds) => Duration::try_from_secs_f64(seconds)
-            .map_err(|_| serde::de::Error::custom(format!("{seconds} is not a valid number of seconds"))),
+            .ok()
+            .filter(|duration| *duration <= MAX_DURATION)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{seconds} is not a valid number of seconds (0 to 100 years)"
+                ))
+            }),
         Raw::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
     }
 }
@@ -105,6 +118,9 @@ mod tests {
         assert!(parse_duration("99999999999999999999999d")
             .unwrap_err()
             .contains("out of range"));
+        // Representable, but absurd: it used to wrap `now - first_interval` around.
+        assert!(parse_duration("10000000000000000000s").unwrap_err().contains("100 years"));
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
     }
 
     #[test]

@@ -26,4 +26,4 @@ pub use plugin::{
     PublishError, PublishRequest, Publisher,
 };
 pub use registry::{Factory, Registry};
-pub use secret::{Secret, REDACTED};
+pub use secret::{redact_userinfo, Secret, REDACTED};

@@ -21,7 +21,20 @@ pub enum PathError {
     /// A segment between two dots was empty (`a..b`, `.a`, `a.`).
     #[error("field path `{0}` has an empty segment")]
     EmptySegment(String),
+    /// More segments than [`MAX_SEGMENTS`]; the path is not repeated, as it
+    /// may be megabytes long.
+    #[error("field path has {count} segments, more than the {MAX_SEGMENTS} allowed")]
+    TooManySegments {
+        /// How many segments the path has.
+        count: usize,
+    },
 }
+
+/// The most segments a path may have. JSON parsed from a feed nests at
+/// most 128 levels (serde_json's recursion limit), so a longer path could
+/// never address a value; the bound keeps the parsed form (a chain of
+/// suffixes, quadratic in the segment count) and the recursive walks small.
+pub const MAX_SEGMENTS: usize = 128;
 
 /// Why a value could not be written at a path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +74,12 @@ impl FieldPath {
     pub fn parse(raw: &str) -> Result<Self, PathError> {
         if raw.is_empty() {
             return Err(PathError::Empty);
+        }
+        // Counted before anything is copied: a key of a million dots must
+        // cost one scan, not a million strings.
+        let count = raw.split('.').count();
+        if count > MAX_SEGMENTS {
+            return Err(PathError::TooManySegments { count });
         }
         let segments: Vec<String> = raw.split('.').map(str::to_owned).collect();
         if segments.iter().any(String::is_empty) {

@@ -53,6 +53,13 @@ pub struct Batch {
     /// The input's cursor once these events are durable; `None` leaves the
     /// stored cursor as it is. A batch may carry a cursor and no events.
     pub cursor: Option<Value>,
+    /// The first batch of a poll that read the source from its beginning.
+    pub starts_poll: bool,
+    /// The last batch of a poll that ended normally: with [`Batch::starts_poll`]
+    /// seen earlier, the batches in between are everything the source
+    /// answered. A fileset whose source is a whole list every time (a
+    /// blocklist) ends the indicators such a poll no longer held.
+    pub ends_poll: bool,
 }
 
 /// Why a batch could not be published.
@@ -189,6 +196,7 @@ mod tests {
         let batch = Batch {
             events: vec![Event::default(), Event::default()],
             cursor: Some(serde_json::json!({"timestamp": "1"})),
+            ..Batch::default()
         };
         publisher.publish(batch).await.unwrap();
         pipeline.await.unwrap();

@@ -47,6 +47,45 @@ impl Serialize for Secret {
     }
 }
 
+/// `text` with the credentials of every URL in it replaced by [`REDACTED`]:
+/// the password of `scheme://user:password@host` (or the whole userinfo of
+/// `scheme://token@host`). Wherever a URL is logged or exported, it goes
+/// through here, so a `var.url` with credentials written inline never shows
+/// them.
+pub fn redact_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("://") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(found) = rest.find("://") {
+        let authority_start = found + 3;
+        out.push_str(&rest[..authority_start]);
+        let after = &rest[authority_start..];
+        let authority_len = after
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..authority_len];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..=colon]);
+                        out.push_str(REDACTED);
+                    }
+                    None => out.push_str(REDACTED),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[authority_len..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer).map(Secret)
@@ -56,6 +95,22 @@ impl<'de> Deserialize<'de> for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_credentials_are_redacted_wherever_they_appear() {
+        assert_eq!(
+            redact_userinfo("GET http://user:hunter2@misp.example:8443/events?x=1 failed"),
+            "GET http://user:[REDACTED]@misp.example:8443/events?x=1 failed"
+        );
+        assert_eq!(
+            redact_userinfo(r#"proxy_url="https://t0ken@proxy:3128" and ftp://a:b@c"#),
+            r#"proxy_url="https://[REDACTED]@proxy:3128" and ftp://a:[REDACTED]@c"#
+        );
+        // An `@` after the authority is no credential.
+        assert_eq!(redact_userinfo("https://host/a@b"), "https://host/a@b");
+        assert_eq!(redact_userinfo("no url: a@b"), "no url: a@b");
+        assert_eq!(redact_userinfo("trailing ://"), "trailing ://");
+    }
 
     #[test]
     fn never_prints_its_value() {

@@ -22,14 +22,30 @@ pub struct CsvConfig {
     /// Bounds the damage of an unterminated quote. Default 1 MiB.
     #[serde(default = "default_max_row_bytes")]
     pub max_row_bytes: usize,
+    /// Whether the first row names the columns (default true). Without a
+    /// header the cells are named `column1`, `column2`, … and rows may have
+    /// any number of cells.
+    #[serde(default = "default_header")]
+    pub header: bool,
+    /// A line starting with one of these is a comment, skipped before the
+    /// header and between rows (abuse.ch's CSV exports open with `#` lines,
+    /// their column names included). Default none.
+    #[serde(default)]
+    pub comment_prefixes: Vec<String>,
 }
 
 impl Default for CsvConfig {
     fn default() -> Self {
         Self {
             max_row_bytes: default_max_row_bytes(),
+            header: default_header(),
+            comment_prefixes: Vec::new(),
         }
     }
+}
+
+fn default_header() -> bool {
+    true
 }
 
 fn default_max_row_bytes() -> usize {
@@ -108,7 +124,11 @@ pub fn decode_csv(bytes: &[u8], config: &CsvConfig) -> Result<CsvRows, CsvError>
         position: 0,
         line: 1,
         max: config.max_row_bytes,
+        comments: &config.comment_prefixes,
     };
+    if !config.header {
+        return Ok(headless_rows(&mut reader));
+    }
     let header = loop {
         let Some((line, row)) = reader.next_row() else {
             return Err(CsvError::Empty);
@@ -142,6 +162,26 @@ pub fn decode_csv(bytes: &[u8], config: &CsvConfig) -> Result<CsvRows, CsvError>
     Ok(rows)
 }
 
+/// The rows of a CSV without a header, each cell named by its column.
+fn headless_rows(reader: &mut Reader<'_>) -> CsvRows {
+    let mut rows = CsvRows::default();
+    while let Some((line, row)) = reader.next_row() {
+        match row {
+            Ok(cells) if cells.len() == 1 && cells[0].is_empty() => {}
+            Ok(cells) => {
+                let record: Map<String, Value> = cells
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, cell)| (format!("column{}", index + 1), Value::String(cell)))
+                    .collect();
+                rows.records.push(Value::Object(record));
+            }
+            Err(reason) => rows.errors.push(RowError { line, reason }),
+        }
+    }
+    rows
+}
+
 /// Reads rows one at a time.
 struct Reader<'a> {
     text: &'a str,
@@ -150,11 +190,18 @@ struct Reader<'a> {
     /// 1-based line of `position`.
     line: usize,
     max: usize,
+    comments: &'a [String],
 }
 
 impl Reader<'_> {
     /// The next row with the line it starts on, or `None` at the end.
     fn next_row(&mut self) -> Option<(usize, Result<Vec<String>, String>)> {
+        while self.at_comment() {
+            self.position = self.text[self.position..]
+                .find('\n')
+                .map_or(self.text.len(), |offset| self.position + offset + 1);
+            self.line += 1;
+        }
         if self.position >= self.text.len() {
             return None;
         }
@@ -173,6 +220,16 @@ impl Reader<'_> {
         Some((line, outcome.map(|(cells, _)| cells)))
     }
 
+    /// Whether the line at the current position is a comment.
+    fn at_comment(&self) -> bool {
+        let rest = &self.text[self.position..];
+        !rest.is_empty()
+            && self
+                .comments
+                .iter()
+                .any(|prefix| !prefix.is_empty() && rest.starts_with(prefix.as_str()))
+    }
+
     /// Parses the row at `start`: its cells and where the next row starts.
     fn parse_row(&self, start: usize) -> Result<(Vec<String>, usize), String> {
         let text = self.text;
@@ -187,7 +244,8 @@ impl Reader<'_> {
                 loop {
                     // Only as far as the row may reach, so a runaway quote
                     // costs at most `max_row_bytes` of scanning.
-                    let limit = (start + self.max + 1).min(bytes.len());
+                    // Saturating: `max_row_bytes` may be as large as usize allows.
+                    let limit = start.saturating_add(self.max).saturating_add(1).min(bytes.len());
                     let found = bytes
                         .get(at..limit)
                         .and_then(|window| window.iter().position(|byte| *byte == b'"'));
@@ -297,10 +355,46 @@ mod tests {
         for index in 0..50 {
             text.push_str(&format!("row{index},{index}\n"));
         }
-        let rows = decode_csv(text.as_bytes(), &CsvConfig { max_row_bytes: 64 }).unwrap();
+        let config = CsvConfig {
+            max_row_bytes: 64,
+            ..CsvConfig::default()
+        };
+        let rows = decode_csv(text.as_bytes(), &config).unwrap();
         assert_eq!(rows.records.len(), 50, "{:?}", rows.errors);
         assert_eq!(rows.errors.len(), 1);
         assert!(rows.errors[0].reason.contains("max_row_bytes"));
+    }
+
+    #[test]
+    fn comments_and_rows_without_a_header() {
+        let text = concat!(
+            "################\n",
+            "# abuse.ch Feodo Tracker Botnet C2 IP Blocklist (CSV)\n",
+            "# \"first_seen_utc\",\"dst_ip\",\"dst_port\"\n",
+            "\"2021-01-17 07:44:46\",\"192.0.2.5\",\"443\"\n",
+            "\"2021-01-18 07:44:46\",\"192.0.2.6\",\"8080\",\"extra\"\n",
+            "# end\n",
+        );
+        let config = CsvConfig {
+            header: false,
+            comment_prefixes: vec!["#".to_owned()],
+            ..CsvConfig::default()
+        };
+        let rows = decode_csv(text.as_bytes(), &config).unwrap();
+        assert!(rows.errors.is_empty(), "{:?}", rows.errors);
+        assert_eq!(
+            rows.records,
+            vec![
+                json!({"column1": "2021-01-17 07:44:46", "column2": "192.0.2.5", "column3": "443"}),
+                json!({"column1": "2021-01-18 07:44:46", "column2": "192.0.2.6", "column3": "8080", "column4": "extra"}),
+            ]
+        );
+        let with_header = CsvConfig {
+            comment_prefixes: vec!["#".to_owned()],
+            ..CsvConfig::default()
+        };
+        let rows = decode_csv("# note\nName,Risk\n# between\na,1\n".as_bytes(), &with_header).unwrap();
+        assert_eq!(rows.records, vec![json!({"Name": "a", "Risk": "1"})]);
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! - [`httpjson`]: polls REST APIs (MISP, abuse.ch, OTX, ...) with paging and a cursor.
 //! - [`http_endpoint`]: listens for records pushed over HTTP(S) (webhooks, ThreatStream).
 //! - [`file`]: reads JSON, NDJSON, CSV and MISP feed folders through the same split.
-//! - [`csv`]: CSV with a header row into objects (httpjson `decode_as: text/csv`, file `format: csv`).
+//! - [`csv`]: CSV into objects (httpjson `decode_as: text/csv`, file `format: csv`).
+//! - [`lines`]: one value per line (httpjson `decode_as: text/plain`, file `format: lines`).
 
 pub mod csv;
+pub mod dead_letter;
 pub mod decode;
 pub mod file;
 pub mod http_endpoint;
 pub mod httpjson;
+pub mod lines;
 pub mod metrics;
 pub mod split;
 

@@ -11,6 +11,7 @@ struct Families {
     request_duration: HistogramVec,
     pages: IntCounterVec,
     events: IntCounterVec,
+    rejected: IntCounterVec,
     last_success: GaugeVec,
     cursor_lag: GaugeVec,
 }
@@ -60,6 +61,16 @@ fn families() -> &'static Families {
                 )
                 .expect("a valid metric definition"),
             ),
+            rejected: register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "threatbeat_input_records_rejected_total",
+                        "Records set aside in the dead-letter file (a nested split could not cut them).",
+                    ),
+                    pipeline,
+                )
+                .expect("a valid metric definition"),
+            ),
             last_success: register(
                 GaugeVec::new(
                     Opts::new(
@@ -91,6 +102,11 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
         tracing::warn!(%error, "a metric could not be registered");
     }
     metric
+}
+
+/// The rejected-records counter of `pipeline`.
+pub fn records_rejected(pipeline: &str) -> IntCounter {
+    families().rejected.with_label_values(&[pipeline])
 }
 
 /// Now as unix seconds.

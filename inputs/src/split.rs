@@ -96,6 +96,17 @@ pub struct SplitError {
     pub found: &'static str,
 }
 
+/// A record that cannot be made into events (a MISP event whose `Object`
+/// is not a list, a keyset item without its sort field): one bad record,
+/// kept aside with why, while the records around it go on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The record.
+    pub record: Value,
+    /// Why.
+    pub error: String,
+}
+
 impl Split {
     /// Compiles `config`; errors name the key under `origin`.
     pub fn build(config: &SplitConfig, origin: &Origin) -> Result<Self, ConfigError> {
@@ -163,15 +174,18 @@ impl Split {
     }
 
     /// Splits `document` and pushes every record to `out`. Only the parts
-    /// that become records are copied.
-    pub fn apply(&self, document: &Value, out: &mut Vec<Value>) -> Result<(), SplitError> {
+    /// that become records are copied. A `document` whose own target has
+    /// the wrong shape is an error (the whole answer is not what the feed
+    /// sends); a record that a nested split cannot cut goes to `rejected`
+    /// and the others are still split.
+    pub fn apply(&self, document: &Value, out: &mut Vec<Value>, rejected: &mut Vec<Rejected>) -> Result<(), SplitError> {
         if let (SplitKind::Array, false) = (self.kind, self.keep_parent) {
             if let Some(Value::Array(items)) = self.target_value(document) {
                 if !items.is_empty() {
                     // Borrowed: a page is not copied as a whole, only the parts
                     // that end up in records are (discarded context never is).
                     for item in items {
-                        self.emit_borrowed(item, out)?;
+                        self.emit_borrowed(item, out, rejected);
                     }
                     return Ok(());
                 }
@@ -181,7 +195,7 @@ impl Split {
             Some(elements) => elements,
             None => {
                 if !self.ignore_empty_value {
-                    self.emit(document.clone(), out)?;
+                    self.emit(document.clone(), out, rejected);
                 }
                 return Ok(());
             }
@@ -201,7 +215,7 @@ impl Split {
                 }
                 None => element,
             };
-            self.emit(record, out)?;
+            self.emit(record, out, rejected);
         }
         Ok(())
     }
@@ -217,12 +231,12 @@ impl Split {
     /// Like [`Self::emit`] for a record still inside the page: the discarded
     /// paths (and, per sibling branch, the other branches' targets) are left
     /// out while copying instead of removed after.
-    fn emit_borrowed(&self, record: &Value, out: &mut Vec<Value>) -> Result<(), SplitError> {
+    fn emit_borrowed(&self, record: &Value, out: &mut Vec<Value>, rejected: &mut Vec<Rejected>) {
         let discard: Vec<&[String]> = self.discard.iter().map(FieldPath::segments).collect();
         match self.children.as_slice() {
             [] => out.push(clone_without(record, &discard)),
-            [only] if discard.is_empty() => only.apply(record, out)?,
-            [only] => only.apply(&clone_without(record, &discard), out)?,
+            [only] if discard.is_empty() => only.apply_nested(record, out, rejected),
+            [only] => only.apply_nested(&clone_without(record, &discard), out, rejected),
             siblings => {
                 for (index, branch) in siblings.iter().enumerate() {
                     let mut left_out = discard.clone();
@@ -233,11 +247,20 @@ impl Split {
                             .filter(|(other_index, _)| *other_index != index)
                             .filter_map(|(_, other)| other.target.as_ref().map(FieldPath::segments)),
                     );
-                    branch.apply(&clone_without(record, &left_out), out)?;
+                    branch.apply_nested(&clone_without(record, &left_out), out, rejected);
                 }
             }
         }
-        Ok(())
+    }
+
+    /// A nested split of one record: its failure rejects that record only.
+    fn apply_nested(&self, record: &Value, out: &mut Vec<Value>, rejected: &mut Vec<Rejected>) {
+        if let Err(error) = self.apply(record, out, rejected) {
+            rejected.push(Rejected {
+                record: record.clone(),
+                error: error.to_string(),
+            });
+        }
     }
 
     /// The elements of the target, or `None` when it is missing or empty.
@@ -283,7 +306,7 @@ impl Split {
         }
     }
 
-    fn emit(&self, mut record: Value, out: &mut Vec<Value>) -> Result<(), SplitError> {
+    fn emit(&self, mut record: Value, out: &mut Vec<Value>, rejected: &mut Vec<Rejected>) {
         if let Value::Object(map) = &mut record {
             for path in &self.discard {
                 path.remove(map);
@@ -291,7 +314,7 @@ impl Split {
         }
         match self.children.as_slice() {
             [] => out.push(record),
-            [only] => only.apply(&record, out)?,
+            [only] => only.apply_nested(&record, out, rejected),
             siblings => {
                 for (index, branch) in siblings.iter().enumerate() {
                     let others: Vec<&[String]> = siblings
@@ -300,11 +323,10 @@ impl Split {
                         .filter(|(other_index, _)| *other_index != index)
                         .filter_map(|(_, other)| other.target.as_ref().map(FieldPath::segments))
                         .collect();
-                    branch.apply(&clone_without(&record, &others), out)?;
+                    branch.apply_nested(&clone_without(&record, &others), out, rejected);
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -349,7 +371,9 @@ mod tests {
 
     fn run(split: &Split, document: Value) -> Vec<Value> {
         let mut out = Vec::new();
-        split.apply(&document, &mut out).unwrap();
+        let mut rejected = Vec::new();
+        split.apply(&document, &mut out, &mut rejected).unwrap();
+        assert!(rejected.is_empty(), "{rejected:?}");
         out
     }
 
@@ -445,10 +469,30 @@ split:
     }
 
     #[test]
+    fn a_record_a_nested_split_cannot_cut_is_rejected_alone() {
+        let split = split(MISP_EVENTS);
+        let page = json!({"response": [
+            {"Event": {"uuid": "bad", "Attribute": [{"uuid": "a0"}], "Object": "not-a-list"}},
+            {"Event": {"uuid": "good", "Attribute": [{"uuid": "a1"}, {"uuid": "a2"}]}},
+        ]});
+        let mut out = Vec::new();
+        let mut rejected = Vec::new();
+        split.apply(&page, &mut out, &mut rejected).unwrap();
+        let uuids: Vec<&str> = out
+            .iter()
+            .filter_map(|record| record.pointer("/Event/Attribute/uuid").and_then(Value::as_str))
+            .collect();
+        assert!(uuids.contains(&"a1") && uuids.contains(&"a2"), "{out:?}");
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].record.pointer("/Event/uuid"), Some(&json!("bad")));
+        assert!(rejected[0].error.to_string().contains("Object"), "{}", rejected[0].error);
+    }
+
+    #[test]
     fn wrong_shapes_are_errors_not_panics() {
         let split = split("target: body.items");
         let error = split
-            .apply(&json!({"items": "nope"}), &mut Vec::new())
+            .apply(&json!({"items": "nope"}), &mut Vec::new(), &mut Vec::new())
             .unwrap_err();
         assert_eq!(
             error.to_string(),

@@ -173,3 +173,38 @@ fn config_errors_name_the_key() {
         .unwrap();
     assert_eq!(error.key, "input.file.format");
 }
+
+/// A feed manifest whose keys climb out of the folder (`../../x`, an
+/// absolute path, `a/b`) or name a symbolic link reads none of those files;
+/// the real events are read.
+#[tokio::test]
+async fn a_feed_manifest_cannot_read_outside_its_folder() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("secret.json"),
+        serde_json::to_vec(&json!({"Event": {"uuid": "secret", "Attribute": [{"uuid": "s1", "value": "leak"}]}})).unwrap(),
+    )
+    .unwrap();
+    let feed = tempfile::tempdir().unwrap();
+    let (total, _) = write_feed(feed.path());
+    let manifest_path = feed.path().join("manifest.json");
+    let mut manifest: serde_json::Map<String, Value> =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let escaping = outside.path().join("secret");
+    let relative = format!("../{}/secret", outside.path().file_name().unwrap().to_string_lossy());
+    for key in [escaping.display().to_string(), relative, "linked".to_owned()] {
+        manifest.insert(key, json!({"timestamp": "1"}));
+    }
+    std::os::unix::fs::symlink(outside.path().join("secret.json"), feed.path().join("linked.json")).unwrap();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let config = manifest_input("threatintel/misp", json!({"input": "file", "paths": [feed.path()]}));
+    let data = tempfile::tempdir().unwrap();
+    let pipeline = TestPipeline::new(data.path(), "threatintel/misp", None);
+    run_once(&config, &pipeline).await.unwrap();
+    assert_eq!(pipeline.event_count(), total);
+    assert!(pipeline
+        .events()
+        .iter()
+        .all(|event| event.fields["Event"]["uuid"] != "secret"));
+}

@@ -143,14 +143,16 @@ async fn filebeat_bug_3_pages_keep_the_poll_timestamp_and_the_cursor_takes_the_n
         Some(json!({"timestamp": start + 9})),
         "newest Event.timestamp"
     );
-    // The cursor moved page by page, each time after the page was durable.
+    // The cursor moved page by page, each time after the page was durable
+    // (the empty last page only says the poll ended: `Batch::ends_poll`).
     let cursors: Vec<i64> = pipeline
         .collected
         .lock()
         .unwrap()
         .batches
         .iter()
-        .map(|(_, cursor)| cursor.as_ref().unwrap()["timestamp"].as_i64().unwrap())
+        .filter_map(|(_, cursor)| cursor.as_ref())
+        .map(|cursor| cursor["timestamp"].as_i64().unwrap())
         .collect();
     assert_eq!(cursors, vec![start + 2, start + 5, start + 8, start + 9]);
 }
@@ -166,9 +168,11 @@ async fn a_page_larger_than_a_slice_is_published_in_slices_with_the_cursor_on_th
     run_once(&config, &pipeline).await.unwrap();
     let batches = pipeline.collected.lock().unwrap().batches.clone();
     let sizes: Vec<usize> = batches.iter().map(|(events, _)| *events).collect();
-    assert_eq!(sizes, [500, 500, 200]);
+    // Then the empty last page, which only says the poll ended (`Batch::ends_poll`).
+    assert_eq!(sizes, [500, 500, 200, 0]);
     assert!(batches[..2].iter().all(|(_, cursor)| cursor.is_none()));
     assert_eq!(batches[2].1, Some(json!({"timestamp": start + 119})));
+    assert_eq!(batches[3].1, None);
     assert_eq!(pipeline.event_count(), 1200);
 }
 
@@ -537,4 +541,29 @@ async fn the_next_page_is_requested_while_the_previous_one_is_published() {
             "{paging}: page 2 was requested while page 1 waited for its acknowledgement"
         );
     }
+}
+
+/// A keyset page where one event lacks its `timestamp`: that event is set
+/// aside in the dead-letter file, the others are delivered and the cursor
+/// moves (it used to fail the poll on every try).
+#[tokio::test]
+async fn a_keyset_item_without_its_sort_key_is_set_aside() {
+    use threatbeat_test_support::hostile::{Canned, HostileServer};
+    let start = Utc::now().timestamp() - 600;
+    let mut events = generate_events(3, 1, start);
+    events[1].as_object_mut().unwrap().remove("timestamp");
+    let page: Vec<Value> = events.iter().map(|event| json!({"Event": event})).collect();
+    let server = HostileServer::start().await;
+    server.answer_in_turn(
+        "/events/restSearch",
+        vec![Canned::json(json!({"response": page})), Canned::json(json!({"response": []}))],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let pipeline = TestPipeline::new(data.path(), "threatintel/misp", None);
+    let vars = json!({"url": server.url("/events/restSearch"), "api_token": API_KEY, "limit": 10, "paging": "keyset", "first_interval": "1h"});
+    run_once(&manifest_input("threatintel/misp", vars), &pipeline).await.unwrap();
+    assert_eq!(counts(&pipeline.events()).len(), 2);
+    assert!(pipeline.stored_cursor().is_some());
+    let dead = std::fs::read_to_string(data.path().join("dead_letter/threatintel_misp.ndjson")).unwrap();
+    assert!(dead.contains("has no numeric"), "{dead}");
 }

@@ -125,7 +125,9 @@ impl IocExpiration {
                         .join(", ")
                 ))
             })?;
-        let decayed_at = latest + self.duration;
+        // A date near the end of chrono's range (year 262142) plus the
+        // duration does not exist: such a record never expires.
+        let decayed_at = latest.checked_add_signed(self.duration).unwrap_or(DateTime::<Utc>::MAX_UTC);
         write(event, &self.target, Value::String(format_date(&decayed_at)))?;
         write(event, &self.decayed, Value::Bool(decayed_at < now))?;
         Ok(())
@@ -188,6 +190,15 @@ mod tests {
             json!(false),
             "a minority of models is not enough"
         );
+    }
+
+    #[test]
+    fn a_date_at_the_end_of_time_does_not_overflow() {
+        let c = chain(expiry("90d"));
+        // Near the largest time chrono holds (year 262142): + 90 days overflows.
+        let end = (DateTime::<Utc>::MAX_UTC.timestamp() - 10).to_string();
+        let out = run(&c, json!({"a": {"timestamp": end}}));
+        assert_eq!(out["a"]["decayed"], json!(false), "{out}");
     }
 
     #[test]

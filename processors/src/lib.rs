@@ -22,6 +22,7 @@ mod fingerprint;
 mod format;
 mod lookup;
 mod split_list;
+mod stix_pattern;
 mod tags;
 mod uri;
 mod values;
@@ -62,6 +63,7 @@ pub fn registry() -> Registry<dyn Processor> {
         .register("set", factory::<fields::SetConfig>)
         .register("split", factory::<lookup::SplitConfig>)
         .register("split_list", factory::<split_list::SplitListConfig>)
+        .register("stix_pattern", factory::<stix_pattern::StixPatternConfig>)
         .register("timestamp", factory::<convert::TimestampConfig>)
         .register("uppercase", factory::<values::UppercaseConfig>)
         .register("uri_parts", factory::<uri::UriPartsConfig>);

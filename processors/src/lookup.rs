@@ -260,19 +260,33 @@ impl Step for Lookup {
                 Some(Value::Null) | None => return Err(missing(source)),
                 Some(value) => value.clone(),
             };
-            route(event, value, source, &self.separator, routing)?;
+            route(event, value, source, &self.separator, SplitAt::First, routing)?;
         }
         Ok(ProcessOutcome::Keep)
     }
 }
 
+/// Where a value is cut when it has more separators than targets need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SplitAt {
+    /// At the first separators; the last target takes the rest (default).
+    #[default]
+    First,
+    /// At the last separators; the first target takes the rest
+    /// (`2001:db8::5:443` → address, port).
+    Last,
+}
+
 /// Writes `value` into the routing's targets: as is for one target, split
-/// on `separator` (first separator, then the rest) for several.
+/// on `separator` for several (first separator, then the rest; or from the
+/// end with [`SplitAt::Last`]).
 pub(crate) fn route(
     event: &mut Event,
     value: Value,
     source: &FieldPath,
     separator: &str,
+    split_at: SplitAt,
     routing: &Routing,
 ) -> Result<(), ProcessorError> {
     let invalid = |reason: String| -> Result<(), ProcessorError> {
@@ -287,7 +301,14 @@ pub(crate) fn route(
         let Some(text) = value.as_str() else {
             return invalid(format!("field [{source}] is not a string and cannot be split"));
         };
-        let pieces: Vec<&str> = text.splitn(routing.targets.len(), separator).collect();
+        let pieces: Vec<&str> = match split_at {
+            SplitAt::First => text.splitn(routing.targets.len(), separator).collect(),
+            SplitAt::Last => {
+                let mut pieces: Vec<&str> = text.rsplitn(routing.targets.len(), separator).collect();
+                pieces.reverse();
+                pieces
+            }
+        };
         if pieces.len() != routing.targets.len() {
             return invalid(format!(
                 "field [{source}] value [{text}] does not have {} parts separated by `{separator}`",
@@ -330,11 +351,16 @@ pub(crate) struct SplitConfig {
     on_invalid: OnInvalid,
     #[serde(default)]
     ignore_missing: bool,
+    /// `first` (default) or `last`: where a value with more separators than
+    /// targets need is cut.
+    #[serde(default)]
+    split_at: SplitAt,
 }
 
 pub(crate) struct Split {
     field: FieldPath,
     separator: String,
+    split_at: SplitAt,
     routing: Routing,
     ignore_missing: bool,
 }
@@ -353,6 +379,7 @@ impl StepConfig for SplitConfig {
         Ok(Split {
             field: path_at(&self.field, &origin.child("field"))?,
             separator: self.separator,
+            split_at: self.split_at,
             routing: compile_routing(targets, self.convert, self.on_invalid, origin)?,
             ignore_missing: self.ignore_missing,
         })
@@ -366,7 +393,7 @@ impl Step for Split {
             Some(Value::Null) | None => return Err(missing(&self.field)),
             Some(value) => value.clone(),
         };
-        route(event, value, &self.field, &self.separator, &self.routing)?;
+        route(event, value, &self.field, &self.separator, self.split_at, &self.routing)?;
         Ok(ProcessOutcome::Keep)
     }
 }

@@ -1,7 +1,12 @@
 //! An abuse.ch simulator: URLhaus (`GET /v1/urls/recent/`,
-//! `GET /v1/payloads/recent/`, with or without `limit/<n>/`) and MalwareBazaar
-//! (`POST /api/v1/` with the form `query=get_recent&selector=time`), on one
-//! loopback port, with a request log, `Auth-Key` checking and injectable faults.
+//! `GET /v1/payloads/recent/`, with or without `limit/<n>/`), MalwareBazaar
+//! (`POST /api/v1/` with the form `query=get_recent&selector=time`) and
+//! ThreatFox (`POST /api/v1/` with the JSON body `{"query": "get_iocs",
+//! "days": N}`), on one loopback port, with a request log, `Auth-Key`
+//! checking and injectable faults. MalwareBazaar and ThreatFox share the
+//! path (they live on different hosts, `mb-api.abuse.ch` and
+//! `threatfox-api.abuse.ch`): a JSON body is ThreatFox's, anything else
+//! MalwareBazaar's.
 //!
 //! What the real services answer, and what is served here:
 //!
@@ -20,6 +25,17 @@
 //!   `{"query_status": "illegal_query"}` (the simulator's word for it).
 //!   Filebeat sends `query` and `selector` in the URL query of an empty form
 //!   POST, so they are read from the URL too (the log says where they came from);
+//! * ThreatFox's `get_iocs` returns the IOCs whose `first_seen` lies within
+//!   the last `days` days (documented: min 1, max 7, default 3), newest
+//!   first, as `{"query_status": "ok", "data": [...]}`; none is
+//!   `{"query_status": "no_result", "data": "Your search did not yield any
+//!   results"}` (HTTP 200, `data` a string). A `days` outside 1..=7 or not a
+//!   number is `{"query_status": "illegal_days"}`, another query
+//!   `{"query_status": "unknown_query"}`, a body that is not JSON
+//!   `{"query_status": "illegal_json"}` (HTTP 200; undocumented, the
+//!   simulator's words). The clock of the `days` window is the machine's,
+//!   or the one [`AbusechSimulator::set_threatfox_now`] pins (sample data
+//!   from the vendor's documentation is years old);
 //! * abuse.ch's rate limit answer is not documented: [`Fault::RateLimited`]
 //!   serves `429 Too Many Requests` with a plain-text body and, when given,
 //!   `Retry-After`.
@@ -44,6 +60,9 @@ use serde_json::{json, Value};
 
 use crate::server::{lock, Shared, SimServer};
 
+/// ThreatFox's `data` when nothing matched (`query_status: no_result`).
+pub const NO_RESULT: &str = "Your search did not yield any results";
+
 /// A misbehaviour injected into the next answer of a feed endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
@@ -63,6 +82,9 @@ pub enum Fault {
     ConnectionReset,
     /// The answer comes after this delay (client timeouts).
     Slow(Duration),
+    /// 200 with `{"query_status": <this>}` and no records: an answer the
+    /// request did not deserve (`illegal_days` to a valid `days`, ...).
+    QueryStatus(&'static str),
 }
 
 /// Which API a request was for.
@@ -72,8 +94,10 @@ pub enum Endpoint {
     RecentUrls,
     /// URLhaus `/v1/payloads/recent/`.
     RecentPayloads,
-    /// MalwareBazaar `/api/v1/`.
+    /// MalwareBazaar `/api/v1/` (a form or an empty body).
     Bazaar,
+    /// ThreatFox `/api/v1/` (a JSON body).
+    ThreatFox,
     /// Anything else (404).
     Unknown,
 }
@@ -93,6 +117,8 @@ pub struct RequestRecord {
     pub content_type: Option<String>,
     /// The form fields of the body (MalwareBazaar), in order.
     pub form: Vec<(String, String)>,
+    /// The JSON body (ThreatFox), when it parsed.
+    pub json: Option<Value>,
     /// The `Auth-Key` header, if sent.
     pub auth_key: Option<String>,
     /// The status answered; 0 while unanswered (or when the client gave up first).
@@ -106,6 +132,10 @@ struct State {
     urls: Vec<Value>,
     payloads: Vec<Value>,
     samples: Vec<Value>,
+    /// ThreatFox IOC records.
+    iocs: Vec<Value>,
+    /// The time (Unix seconds) ThreatFox's `days` window ends at; `None`: now.
+    threatfox_now: Option<i64>,
     /// `None`: no key needed (the API before mid-2025).
     auth_keys: Option<Vec<String>>,
     faults: VecDeque<Fault>,
@@ -144,6 +174,31 @@ impl AbusechSimulator {
     /// Replaces the records of MalwareBazaar's `get_recent`.
     pub fn set_samples(&self, samples: Vec<Value>) {
         self.server.state().samples = samples;
+    }
+
+    /// Replaces the IOC records of ThreatFox's `get_iocs` (each with a
+    /// `first_seen` of the form `2022-08-05 11:40:15 UTC`).
+    pub fn set_iocs(&self, iocs: Vec<Value>) {
+        self.server.state().iocs = iocs;
+    }
+
+    /// Adds IOC records to ThreatFox's `get_iocs`.
+    pub fn add_iocs(&self, iocs: Vec<Value>) {
+        self.server.state().iocs.extend(iocs);
+    }
+
+    /// Pins the end of ThreatFox's `days` window to `now` (Unix seconds),
+    /// so that dated sample records fall inside it.
+    pub fn set_threatfox_now(&self, now: i64) {
+        self.server.state().threatfox_now = Some(now);
+    }
+
+    /// The ThreatFox requests seen so far.
+    pub fn threatfox_requests(&self) -> Vec<RequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request.endpoint == Endpoint::ThreatFox)
+            .collect()
     }
 
     /// Requires `Auth-Key` to be one of `keys` from now on.
@@ -246,7 +301,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
-    let (endpoint, limit) = route(&path);
+    let (mut endpoint, limit) = route(&path);
     let header = |name: &str| {
         headers
             .get(name)
@@ -262,6 +317,18 @@ async fn handle(
     } else {
         Vec::new()
     };
+    let is_json = content_type
+        .as_deref()
+        .is_some_and(|value| value.starts_with("application/json"))
+        || body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
+    if endpoint == Endpoint::Bazaar && is_json {
+        endpoint = Endpoint::ThreatFox;
+    }
+    let json = if endpoint == Endpoint::ThreatFox {
+        serde_json::from_slice::<Value>(&body).ok()
+    } else {
+        None
+    };
     let auth_key = header("auth-key");
     // Logged on arrival (status 0 until answered), so that a request whose
     // client gave up still shows.
@@ -274,13 +341,18 @@ async fn handle(
             endpoint,
             content_type,
             form: form.clone(),
+            json: json.clone(),
             auth_key: auth_key.clone(),
             status: 0,
             items: 0,
         });
         state.log.len() - 1
     };
-    let (response, items) = answer(&state, &method, &uri, endpoint, limit, &form, auth_key.as_deref()).await;
+    let (response, items) = if endpoint == Endpoint::ThreatFox {
+        threatfox_answer(&state, &method, json.as_ref(), auth_key.as_deref()).await
+    } else {
+        answer(&state, &method, &uri, endpoint, limit, &form, auth_key.as_deref()).await
+    };
     if let Some(record) = lock(&state).log.get_mut(index) {
         record.status = response.status().as_u16();
         record.items = items;
@@ -306,20 +378,8 @@ async fn answer(
             0,
         );
     }
-    // The key is checked before anything else, as the real front end does.
-    if let Some(keys) = &lock(state).auth_keys {
-        match auth_key {
-            None | Some("") => {
-                return (
-                    json_response(StatusCode::UNAUTHORIZED, &json!({"error": "Unauthorized"})),
-                    0,
-                )
-            }
-            Some(key) if !keys.iter().any(|known| known == key) => {
-                return (query_status(StatusCode::FORBIDDEN, "unknown_auth_key"), 0)
-            }
-            Some(_) => {}
-        }
+    if let Some(refused) = check_auth_key(state, auth_key) {
+        return (refused, 0);
     }
     let key = match endpoint {
         Endpoint::RecentUrls | Endpoint::RecentPayloads if method != Method::GET => {
@@ -374,14 +434,44 @@ async fn answer(
     } else {
         json!({"query_status": "ok", key: records})
     };
+    match fault {
+        None => (json_response(StatusCode::OK, &body), items),
+        Some(fault) => {
+            let (response, complete) = fault_response(fault, &body).await;
+            (response, if complete { items } else { 0 })
+        }
+    }
+}
+
+/// `None` when the key is accepted (or none is required); otherwise
+/// abuse.ch's refusal: `401 {"error": "Unauthorized"}` without a key,
+/// `403 {"query_status": "unknown_auth_key"}` with an unknown one. The key is
+/// checked before anything else, as the real front end does.
+fn check_auth_key(state: &Shared<State>, auth_key: Option<&str>) -> Option<Response> {
+    let guard = lock(state);
+    let keys = guard.auth_keys.as_ref()?;
+    match auth_key {
+        None | Some("") => Some(json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "Unauthorized"}),
+        )),
+        Some(key) if !keys.iter().any(|known| known == key) => {
+            Some(query_status(StatusCode::FORBIDDEN, "unknown_auth_key"))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The answer `fault` turns `body` into, and whether it still delivers the
+/// whole body (only a slow answer does).
+async fn fault_response(fault: Fault, body: &Value) -> (Response, bool) {
     let text = body.to_string();
     let response = match fault {
-        None => return (json_response(StatusCode::OK, &body), items),
-        Some(Fault::Slow(delay)) => {
+        Fault::Slow(delay) => {
             tokio::time::sleep(delay).await;
-            return (json_response(StatusCode::OK, &body), items);
+            return (json_response(StatusCode::OK, body), true);
         }
-        Some(Fault::RateLimited(retry_after)) => {
+        Fault::RateLimited(retry_after) => {
             let mut builder = Response::builder()
                 .status(StatusCode::TOO_MANY_REQUESTS)
                 .header("Content-Type", "text/plain; charset=UTF-8");
@@ -390,29 +480,30 @@ async fn answer(
             }
             builder.body(Body::from("Too Many Requests\n")).unwrap_or_default()
         }
-        Some(Fault::InternalError) => html_response(
+        Fault::InternalError => html_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>\n",
         ),
-        Some(Fault::BadGatewayHtml) => html_response(
+        Fault::BadGatewayHtml => html_response(
             StatusCode::BAD_GATEWAY,
             "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n",
         ),
-        Some(Fault::TruncatedJson) => Response::builder()
+        Fault::TruncatedJson => Response::builder()
             .status(StatusCode::OK)
             .header("Content-Type", "application/json")
             .body(Body::from(text.as_bytes()[..text.len() / 2].to_vec()))
             .unwrap_or_default(),
-        Some(Fault::HtmlPage) => html_response(
+        Fault::HtmlPage => html_response(
             StatusCode::OK,
             "<!DOCTYPE html>\n<html><head><title>abuse.ch | Maintenance</title></head><body><p>We are currently performing maintenance.</p></body></html>\n",
         ),
-        Some(Fault::EmptyBody) => Response::builder()
+        Fault::QueryStatus(status) => query_status(StatusCode::OK, status),
+        Fault::EmptyBody => Response::builder()
             .status(StatusCode::OK)
             .header("Content-Type", "application/json")
             .body(Body::empty())
             .unwrap_or_default(),
-        Some(Fault::ConnectionReset) => {
+        Fault::ConnectionReset => {
             let head = text.as_bytes()[..text.len().min(64)].to_vec();
             let stream = futures::stream::iter(vec![
                 Ok::<Bytes, std::io::Error>(Bytes::from(head)),
@@ -425,12 +516,103 @@ async fn answer(
                 .unwrap_or_default()
         }
     };
-    (response, 0)
+    (response, false)
+}
+
+/// `2022-08-05 11:40:15 UTC` (ThreatFox's `first_seen`) as Unix seconds.
+pub fn threatfox_time(text: &str) -> Option<i64> {
+    chrono::NaiveDateTime::parse_from_str(text.trim_end_matches(" UTC"), "%Y-%m-%d %H:%M:%S")
+        .ok()
+        .map(|time| time.and_utc().timestamp())
+}
+
+/// Unix seconds as ThreatFox writes a time: `2022-08-05 11:40:15 UTC`.
+pub fn threatfox_format(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|time| time.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// ThreatFox's `POST /api/v1/` with a JSON body.
+async fn threatfox_answer(
+    state: &Shared<State>,
+    method: &Method,
+    body: Option<&Value>,
+    auth_key: Option<&str>,
+) -> (Response, usize) {
+    if let Some(refused) = check_auth_key(state, auth_key) {
+        return (refused, 0);
+    }
+    if method != Method::POST {
+        return (
+            query_status(StatusCode::METHOD_NOT_ALLOWED, "http_post_expected"),
+            0,
+        );
+    }
+    let Some(body) = body.filter(|body| body.is_object()) else {
+        return (query_status(StatusCode::OK, "illegal_json"), 0);
+    };
+    if body["query"] != "get_iocs" {
+        return (query_status(StatusCode::OK, "unknown_query"), 0);
+    }
+    // `days` may come as a number or as a numeric string; absent means 3.
+    let days = match &body["days"] {
+        Value::Null => Some(3),
+        Value::Number(number) => number.as_i64(),
+        Value::String(text) => text.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    let Some(days) = days.filter(|days| (1..=7).contains(days)) else {
+        return (query_status(StatusCode::OK, "illegal_days"), 0);
+    };
+    let (fault, mut records) = {
+        let mut guard = lock(state);
+        let now = guard
+            .threatfox_now
+            .unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let since = now - days * 86_400;
+        let records: Vec<Value> = guard
+            .iocs
+            .iter()
+            .filter(|ioc| {
+                ioc["first_seen"]
+                    .as_str()
+                    .and_then(threatfox_time)
+                    .is_some_and(|seen| seen >= since && seen <= now)
+            })
+            .cloned()
+            .collect();
+        (guard.faults.pop_front(), records)
+    };
+    // Newest first, as the API answers.
+    records.sort_by_key(|ioc| {
+        std::cmp::Reverse(ioc["first_seen"].as_str().and_then(threatfox_time).unwrap_or(0))
+    });
+    let items = records.len();
+    let answer = if records.is_empty() {
+        json!({"query_status": "no_result", "data": NO_RESULT})
+    } else {
+        json!({"query_status": "ok", "data": records})
+    };
+    match fault {
+        None => (json_response(StatusCode::OK, &answer), items),
+        Some(fault) => {
+            let (response, complete) = fault_response(fault, &answer).await;
+            (response, if complete { items } else { 0 })
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threatfox_times() {
+        assert_eq!(threatfox_time("2020-12-08 13:36:27 UTC"), Some(1_607_434_587));
+        assert_eq!(threatfox_format(1_607_434_587), "2020-12-08 13:36:27 UTC");
+        assert_eq!(threatfox_time("yesterday"), None);
+    }
 
     #[test]
     fn routes_and_forms() {

@@ -60,6 +60,8 @@ impl AgentHome {
             .args(["-e", "-c"])
             .arg(self.path("threatbeat.yml"))
             .env_remove("RUST_LOG")
+            // The tests' own seed is no agent setting (`THREATBEAT_*` are).
+            .env_remove("THREATBEAT_E2E_SEED")
             .stdin(Stdio::null());
         command
     }
@@ -209,6 +211,34 @@ impl Drop for AgentProcess {
         }
         self.kill_9();
     }
+}
+
+/// Checks what the rules will see of a fileset after the documents written
+/// so far: every document of the history `history` is marked for the rules
+/// to skip, no document of the current state `latest` is, and the current
+/// state holds exactly one document per value of `valid` (each document's
+/// value given by `key`), nothing else. Returns the current-state documents.
+pub fn assert_current_state<S: AsRef<str>>(
+    documents: &[Value],
+    history: &str,
+    latest: &str,
+    key: impl Fn(&Value) -> String,
+    valid: impl IntoIterator<Item = S>,
+) -> Vec<Value> {
+    assert!(
+        in_index(documents, history)
+            .iter()
+            .all(|document| document["labels"]["is_ioc_transform_source"] == "true"),
+        "every history document is marked for the rules to skip"
+    );
+    let state = replay_current_state(documents, latest);
+    assert!(state.values().all(|document| document.get("labels").is_none()));
+    let mut values: Vec<String> = state.values().map(key).collect();
+    values.sort();
+    let mut valid: Vec<String> = valid.into_iter().map(|value| value.as_ref().to_owned()).collect();
+    valid.sort();
+    assert_eq!(values, valid, "one current-state document per valid indicator");
+    state.into_values().collect()
 }
 
 /// The text a finished command wrote to stderr.

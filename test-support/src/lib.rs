@@ -4,15 +4,19 @@
 //! comparison. The product binary never links this crate.
 pub mod abusech;
 pub mod agent;
+pub mod blocklist;
 pub mod data;
 pub mod elasticsearch;
 pub mod golden;
+pub mod hostile;
 pub mod kibana;
 pub mod misp;
+pub mod misp_feed;
 pub mod otx;
 pub mod recordedfuture;
 pub mod rules;
 pub mod server;
 pub mod taxii;
+pub mod taxii21;
 pub mod threatq;
 pub mod tls;

@@ -1,6 +1,8 @@
 //! An AlienVault OTX simulator: the indicators export
 //! (`GET /api/v1/indicators/export`) that Filebeat's `threatintel/otx`
-//! fileset polls, with a request log, key checking and injectable faults.
+//! fileset polls and the subscribed pulses (`GET /api/v1/pulses/subscribed`)
+//! that `threatintel/otx_pulses` polls, with a request log, key checking and
+//! injectable faults.
 //!
 //! What the real service does, and what is served here:
 //!
@@ -18,7 +20,14 @@
 //!   this one with `page` + 1), null on the last page;
 //! * a record is `{"id", "indicator", "type", "title", "description",
 //!   "content"}` (the export has no dates; the simulator keeps each record's
-//!   modification time beside it).
+//!   modification time beside it);
+//! * `/api/v1/pulses/subscribed` answers the same envelope with whole pulses
+//!   in `results` (`{"id", "name", "modified", "tlp", "tags", ...,
+//!   "indicators": [...]}`); `modified_since` keeps the pulses whose
+//!   `modified` (`2023-08-22T09:43:18.855000`, UTC) is at or after it, to
+//!   the second (inclusive: a pulse modified in the second of the bound is
+//!   answered again), the most recently modified first; `limit` and `page`
+//!   as above.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -45,6 +54,9 @@ pub const API_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef01234
 
 /// The export endpoint's path.
 pub const EXPORT_PATH: &str = "/api/v1/indicators/export";
+
+/// The subscribed pulses endpoint's path.
+pub const PULSES_PATH: &str = "/api/v1/pulses/subscribed";
 
 /// OTX's answer to a missing or unknown key (HTTP 403).
 pub const AUTH_REQUIRED: &str = "Authentication required";
@@ -75,7 +87,7 @@ pub struct RequestRecord {
     pub api_key: Option<String>,
     /// The status answered.
     pub status: u16,
-    /// Number of records returned.
+    /// Number of records returned (export records, or pulses).
     pub items: usize,
     /// The `next` link answered (None on the last page or on an error).
     pub next: Option<String>,
@@ -95,9 +107,12 @@ impl RequestRecord {
 struct State {
     /// (modified, record), in insertion order.
     indicators: Vec<(i64, Value)>,
+    /// Subscribed pulses, in insertion order.
+    pulses: Vec<Value>,
     api_keys: Vec<String>,
     page_size: usize,
-    faults: VecDeque<Fault>,
+    /// One entry per coming request: `None` answers it normally.
+    faults: VecDeque<Option<Fault>>,
     log: Vec<RequestRecord>,
 }
 
@@ -139,14 +154,36 @@ impl OtxSimulator {
         }
     }
 
+    /// Adds subscribed pulses (each with `id`, `modified` and `indicators`).
+    pub fn add_pulses(&self, pulses: Vec<Value>) {
+        self.server.state().pulses.extend(pulses);
+    }
+
+    /// The subscribed-pulses requests seen so far.
+    pub fn pulse_requests(&self) -> Vec<RequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(|record| record.path == PULSES_PATH)
+            .collect()
+    }
+
     /// Records per page when the request gives no `limit`.
     pub fn set_page_size(&self, size: usize) {
         self.server.state().page_size = size.max(1);
     }
 
-    /// Queues faults for the next export requests, one each.
+    /// Queues faults for the next export or pulse requests, one each.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.server.state().faults.extend(faults);
+        self.server.state().faults.extend(faults.into_iter().map(Some));
+    }
+
+    /// Lets the next `count` requests be answered normally before the faults
+    /// queued after this call (a fault on page 2 of a poll).
+    pub fn push_normal_answers(&self, count: usize) {
+        self.server
+            .state()
+            .faults
+            .extend(std::iter::repeat_n(None, count));
     }
 
     /// Every request seen so far.
@@ -270,7 +307,7 @@ fn answer(state: &mut State, request: &Request<'_>, record: &mut RequestRecord) 
         params,
         api_key,
     } = *request;
-    if path != EXPORT_PATH {
+    if path != EXPORT_PATH && path != PULSES_PATH {
         return json_response(StatusCode::NOT_FOUND, &json!({"detail": "Not found."}));
     }
     if *method != Method::GET && *method != Method::HEAD {
@@ -282,7 +319,7 @@ fn answer(state: &mut State, request: &Request<'_>, record: &mut RequestRecord) 
     if !api_key.is_some_and(|key| state.api_keys.iter().any(|known| known == key)) {
         return json_response(StatusCode::FORBIDDEN, &json!({"detail": AUTH_REQUIRED}));
     }
-    let fault = state.faults.pop_front();
+    let fault = state.faults.pop_front().flatten();
     if let Some(Fault::RateLimited(seconds)) = fault {
         let mut response = json_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -317,9 +354,6 @@ fn answer(state: &mut State, request: &Request<'_>, record: &mut RequestRecord) 
             }
         },
     };
-    let types: Option<Vec<String>> = get("types")
-        .filter(|text| !text.is_empty())
-        .map(|text| text.split(',').map(|kind| kind.trim().to_lowercase()).collect());
     let limit = get("limit")
         .and_then(|text| text.parse::<usize>().ok())
         .filter(|limit| *limit > 0)
@@ -328,28 +362,11 @@ fn answer(state: &mut State, request: &Request<'_>, record: &mut RequestRecord) 
         .and_then(|text| text.parse::<usize>().ok())
         .filter(|page| *page > 0)
         .unwrap_or(1);
-
-    // Oldest modification first, then by id: stable pages.
-    let mut matching: Vec<&(i64, Value)> = state
-        .indicators
-        .iter()
-        .filter(|(modified, _)| since.is_none_or(|since| *modified >= since))
-        .filter(|(_, indicator)| {
-            types.as_ref().is_none_or(|types| {
-                indicator["type"]
-                    .as_str()
-                    .is_some_and(|kind| types.contains(&kind.to_lowercase()))
-            })
-        })
-        .collect();
-    matching.sort_by_key(|(modified, indicator)| (*modified, indicator["id"].as_i64().unwrap_or(0)));
-    let count = matching.len();
-    let results: Vec<Value> = matching
-        .iter()
-        .skip((page - 1) * limit)
-        .take(limit)
-        .map(|(_, indicator)| indicator.clone())
-        .collect();
+    let (count, results) = if path == PULSES_PATH {
+        pulses_matching(state, since, page, limit)
+    } else {
+        export_matching(state, get("types"), since, page, limit)
+    };
     if results.is_empty() && page > 1 {
         return json_response(StatusCode::NOT_FOUND, &json!({"detail": "Invalid page."}));
     }
@@ -360,7 +377,7 @@ fn answer(state: &mut State, request: &Request<'_>, record: &mut RequestRecord) 
             .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
             .collect();
         query.push(format!("page={number}"));
-        format!("http://{host}{EXPORT_PATH}?{}", query.join("&"))
+        format!("http://{host}{path}?{}", query.join("&"))
     };
     let next = (page * limit < count).then(|| link(page + 1));
     let previous = (page > 1).then(|| link(page - 1));
@@ -380,6 +397,64 @@ fn answer(state: &mut State, request: &Request<'_>, record: &mut RequestRecord) 
         ),
         _ => json_response_text(text),
     }
+}
+
+/// The export records modified since `since` (of `types`, when given),
+/// oldest first: their total and page `page` of `limit`.
+fn export_matching(
+    state: &State,
+    types: Option<&str>,
+    since: Option<i64>,
+    page: usize,
+    limit: usize,
+) -> (usize, Vec<Value>) {
+    let types: Option<Vec<String>> = types
+        .filter(|text| !text.is_empty())
+        .map(|text| text.split(',').map(|kind| kind.trim().to_lowercase()).collect());
+    // Oldest modification first, then by id: stable pages.
+    let mut matching: Vec<&(i64, Value)> = state
+        .indicators
+        .iter()
+        .filter(|(modified, _)| since.is_none_or(|since| *modified >= since))
+        .filter(|(_, indicator)| {
+            types.as_ref().is_none_or(|types| {
+                indicator["type"]
+                    .as_str()
+                    .is_some_and(|kind| types.contains(&kind.to_lowercase()))
+            })
+        })
+        .collect();
+    matching.sort_by_key(|(modified, indicator)| (*modified, indicator["id"].as_i64().unwrap_or(0)));
+    let results = matching
+        .iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .map(|(_, indicator)| indicator.clone())
+        .collect();
+    (matching.len(), results)
+}
+
+/// The pulses modified since `since` (to the second), the most recently
+/// modified first: their total and page `page` of `limit`.
+fn pulses_matching(state: &State, since: Option<i64>, page: usize, limit: usize) -> (usize, Vec<Value>) {
+    let modified = |pulse: &Value| pulse["modified"].as_str().and_then(parse_time).unwrap_or(0);
+    let mut matching: Vec<&Value> = state
+        .pulses
+        .iter()
+        .filter(|pulse| since.is_none_or(|since| modified(pulse) >= since))
+        .collect();
+    matching.sort_by(|a, b| {
+        modified(b)
+            .cmp(&modified(a))
+            .then_with(|| a["id"].as_str().cmp(&b["id"].as_str()))
+    });
+    let results = matching
+        .iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .map(|pulse| (*pulse).clone())
+        .collect();
+    (matching.len(), results)
 }
 
 fn json_response_text(text: String) -> Response {

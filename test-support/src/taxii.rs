@@ -162,7 +162,7 @@ impl TaxiiSimulator {
     }
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|value| value.to_str().ok())
@@ -357,7 +357,7 @@ pub fn timestamp_ago(seconds_ago: i64) -> String {
 }
 
 /// Timestamps compared as text need one layout: `…:00Z` and `…:00.000Z` are equal.
-fn normalise(text: &str) -> String {
+pub(crate) fn normalise(text: &str) -> String {
     match chrono::DateTime::parse_from_rfc3339(text.trim()) {
         Ok(time) => time
             .with_timezone(&chrono::Utc)

@@ -98,7 +98,7 @@ impl RequestRecord {
 struct State {
     indicators: Vec<Value>,
     tokens: Vec<String>,
-    token_lifetime: u64,
+    token_lifetime: Value,
     empty_data_as_object: bool,
     faults: VecDeque<Fault>,
     log: Vec<RequestRecord>,
@@ -113,12 +113,18 @@ impl ThreatqSimulator {
     /// An empty simulator for [`CLIENT_ID`] / [`CLIENT_SECRET`] and [`COLLECTION`].
     pub async fn start() -> Self {
         let state = State {
-            token_lifetime: 3600,
+            token_lifetime: json!(3600),
             ..State::default()
         };
         Self {
             server: SimServer::start(state, |state| Router::new().fallback(handle).with_state(state)).await,
         }
+    }
+
+    /// The `expires_in` of the tokens issued from now on (default `3600`):
+    /// any JSON, e.g. Azure AD v1's string `"3599"` or an absurd number.
+    pub fn set_token_lifetime(&self, expires_in: Value) {
+        self.server.state().token_lifetime = expires_in;
     }
 
     /// `http://127.0.0.1:<port><path>`.

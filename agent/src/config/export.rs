@@ -5,14 +5,20 @@ use threatbeat_core::REDACTED;
 
 use super::expand::looks_secret;
 
-/// `value` with every secret-looking key's value, and every occurrence of a
-/// known secret value, replaced by [`REDACTED`].
+/// `value` with secrets replaced by [`REDACTED`]: the value of every
+/// secret-looking key (`password`, `*token*`, `*secret*`, and any scalar
+/// under a key naming an `auth` or a `key`), every value of a `headers` map
+/// (`Authorization: Bearer …`), every inline PEM private key, the
+/// credentials of every URL (`user:password@`, proxies included), and every
+/// occurrence of a known secret value.
 pub fn redacted(value: &Value, secrets: &[String]) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(key, item)| {
-                    let item = if looks_secret(key) && !item.is_null() {
+                    let item = if is_headers(key) {
+                        redact_all_scalars(item)
+                    } else if !item.is_null() && (looks_secret(key) || (names_a_credential(key) && is_scalar(item))) {
                         Value::String(REDACTED.to_owned())
                     } else {
                         redacted(item, secrets)
@@ -22,8 +28,40 @@ pub fn redacted(value: &Value, secrets: &[String]) -> Value {
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(|item| redacted(item, secrets)).collect()),
-        Value::String(text) => Value::String(redact_text(text, secrets)),
+        Value::String(text) if text.contains("PRIVATE KEY-----") => Value::String(REDACTED.to_owned()),
+        Value::String(text) => Value::String(redact_text(&threatbeat_core::redact_userinfo(text), secrets)),
         other => other.clone(),
+    }
+}
+
+/// `headers`, `request.headers`, `var.headers`, `response.header`….
+fn is_headers(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.rsplit('.').next().is_some_and(|last| last == "headers" || last == "header")
+}
+
+/// A key whose scalar value is a credential: `auth_key`, `var.auth_key`,
+/// `Authorization`, `api-key`, `key`, `private_key`….
+fn names_a_credential(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("auth") || key.rsplit(['.', '_', '-']).next().is_some_and(|last| last == "key")
+}
+
+fn is_scalar(value: &Value) -> bool {
+    !matches!(value, Value::Object(_) | Value::Array(_))
+}
+
+/// `value` with every scalar inside replaced by [`REDACTED`].
+fn redact_all_scalars(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, item)| (key.clone(), redact_all_scalars(item)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact_all_scalars).collect()),
+        Value::Null => Value::Null,
+        _ => Value::String(REDACTED.to_owned()),
     }
 }
 
@@ -61,5 +99,27 @@ mod tests {
             out["threatbeat"]["modules"][0]["misp"]["var.url"],
             json!("https://user:[REDACTED]@misp/events")
         );
+    }
+
+    #[test]
+    fn redacts_headers_auth_keys_proxies_and_pem_keys_written_inline() {
+        let value = json!({
+            "input": {"request": {
+                "url": "http://user:literal-pass@misp:8080/events",
+                "proxy_url": "http://proxyuser:proxy-pass@proxy:3128",
+                "headers": {"Authorization": "Bearer inline-bearer", "X-Custom": "custom-secret"},
+                "ssl": {"key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n", "certificate": "/etc/cert.pem"}
+            }},
+            "var.auth_key": "abusech-key",
+            "var.headers": {"X-Api-Key": "list-key"},
+            "keyset": {"sort_field": "timestamp"}
+        });
+        let printed = redacted(&value, &[]).to_string();
+        for secret in ["literal-pass", "proxy-pass", "inline-bearer", "custom-secret", "MIIE", "abusech-key", "list-key"] {
+            assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+        }
+        for kept in ["http://user:[REDACTED]@misp:8080/events", "/etc/cert.pem", "timestamp", "X-Custom"] {
+            assert!(printed.contains(kept), "{kept} lost: {printed}");
+        }
     }
 }

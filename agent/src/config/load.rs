@@ -9,6 +9,7 @@ use figment::providers::Serialized;
 use figment::value::{Dict, Map as FigmentMap};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde_json::{Map, Value};
+use threatbeat_core::config::check_dotted_keys;
 use threatbeat_core::{ConfigError, NullKeys, Origin};
 
 use super::expand::Expander;
@@ -125,6 +126,7 @@ fn load_with(
         value @ Value::Object(_) => value,
         _ => return Err(origin.error("the main config must be a map of settings")),
     };
+    check_dotted_keys(&from_file, &origin)?;
     let mut expander = match lenient {
         true => Expander::lenient(&variables),
         false => Expander::new(&variables),
@@ -144,7 +146,8 @@ fn load_with(
             .join(".");
         let source = format!("environment variable {name}");
         let parsed = parse_scalar(value, &Origin::named(&source).child(&key))?;
-        figment = figment.merge(Layer::new(source, nest(&key, parsed)));
+        let nested = nest(&key, parsed, &Origin::named(&source))?;
+        figment = figment.merge(Layer::new(source, nested));
     }
     for flag in &options.overrides {
         let source = format!("-E {flag}");
@@ -154,7 +157,8 @@ fn load_with(
         let key = key.trim();
         let mut parsed = parse_scalar(value, &Origin::named(&source).child(key))?;
         expander.expand(&mut parsed, &Origin::named(&source).child(key))?;
-        figment = figment.merge(Layer::new(source, nest(key, parsed)));
+        let nested = nest(key, parsed, &Origin::named(&source))?;
+        figment = figment.merge(Layer::new(source, nested));
     }
 
     let secrets = &expander.secrets;
@@ -206,6 +210,7 @@ impl LoadedConfig {
         let origin = Origin::file(file);
         let text = fs::read_to_string(file).map_err(|error| origin.error(format!("cannot read: {error}")))?;
         let mut value = parse_yaml(&text, &origin)?;
+        check_dotted_keys(&value, &origin)?;
         let mut expander = Expander::new(&self.env);
         expander.expand(&mut value, &origin)?;
         parse_module_list(&value, &origin)
@@ -324,11 +329,20 @@ fn parse_scalar(text: &str, origin: &Origin) -> Result<Value, ConfigError> {
 }
 
 /// `a.b.c` and `value` as `{"a": {"b": {"c": value}}}` (an `-E` flag or an
-/// environment variable).
-fn nest(key: &str, value: Value) -> Value {
+/// environment variable from `source`).
+fn nest(key: &str, value: Value, source: &Origin) -> Result<Value, ConfigError> {
     let mut single = Map::new();
     single.insert(key.to_owned(), value);
-    threatbeat_core::nest_dotted_keys(Value::Object(single), NullKeys::Keep)
+    let single = Value::Object(single);
+    check_dotted_keys(&single, source).map_err(|mut error| {
+        // The source quotes the whole flag or variable name: not megabytes of it.
+        const SHOWN: usize = 80;
+        if error.file.chars().nth(SHOWN).is_some() {
+            error.file = format!("{}…", error.file.chars().take(SHOWN).collect::<String>());
+        }
+        error
+    })?;
+    Ok(threatbeat_core::nest_dotted_keys(single, NullKeys::Keep))
 }
 
 /// Expands dotted keys (`output.file.path: x`) into nested maps, as Beats

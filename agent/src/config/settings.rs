@@ -99,6 +99,38 @@ pub struct LoggingSettings {
     /// Log to stderr instead of `${path.logs}/threatbeat.log` (same as `-e`).
     #[serde(default)]
     pub to_stderr: bool,
+    /// `logging.files.*`: rotation of the log file.
+    #[serde(default)]
+    pub files: LogFileSettings,
+}
+
+/// `logging.files.*` (Beats' names).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFileSettings {
+    /// Rotate the log file when it would grow past this many bytes (default 10 MiB).
+    #[serde(default = "default_rotate_every_bytes")]
+    pub rotateeverybytes: u64,
+    /// How many rotated files to keep, `threatbeat.log.1` … (default 7).
+    #[serde(default = "default_keep_files")]
+    pub keepfiles: u32,
+}
+
+impl Default for LogFileSettings {
+    fn default() -> Self {
+        Self {
+            rotateeverybytes: default_rotate_every_bytes(),
+            keepfiles: default_keep_files(),
+        }
+    }
+}
+
+fn default_rotate_every_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+
+fn default_keep_files() -> u32 {
+    7
 }
 
 /// `threatbeat.*`.

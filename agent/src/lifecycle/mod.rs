@@ -25,7 +25,9 @@
 
 pub mod store;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine;
@@ -34,7 +36,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use threatbeat_core::{deserialize_at, ConfigError, Event, FieldPath, OpType, Origin};
 
-pub use self::store::{Entry, IndicatorStore, StoreError};
+pub use self::store::{Entry, IndicatorStore, Key, StoreError};
 
 /// The label that tells the rules a document is a history copy.
 const TRANSFORM_SOURCE_LABEL: &str = "labels.is_ioc_transform_source";
@@ -70,6 +72,11 @@ pub struct CurrentStateConfig {
     pub refresh_after: String,
     /// How often expiry and refresh are checked (the fileset's interval).
     pub check_interval: String,
+    /// Every complete poll answers the source's whole list (a blocklist):
+    /// an indicator that a complete poll no longer holds has ended and its
+    /// document is deleted. Default false.
+    #[serde(default, deserialize_with = "threatbeat_core::deserialize_switch")]
+    pub full_list: bool,
     /// Fields set on every current-state document (dotted names), e.g. the
     /// `event.module` the rules read where the history keeps another one.
     #[serde(default)]
@@ -103,6 +110,8 @@ pub struct CurrentStateSettings {
     pub check_interval: Duration,
     /// Fields set on every current-state document.
     pub fields: Vec<(FieldPath, Value)>,
+    /// A complete poll is the whole list: what it lacks has ended.
+    pub full_list: bool,
 }
 
 impl CurrentStateSettings {
@@ -156,6 +165,7 @@ impl CurrentStateSettings {
             .collect::<Result<_, ConfigError>>()?;
         Ok(Some(Self {
             fields,
+            full_list: config.full_list,
             history: config.history,
             index: config.index,
             id_fields,
@@ -171,6 +181,10 @@ impl CurrentStateSettings {
 pub struct CurrentState {
     settings: CurrentStateSettings,
     store: IndicatorStore,
+    /// With `full_list`: the indicators the poll in progress delivered so
+    /// far, from its first batch; `None` until a poll's first batch is seen
+    /// (after a restart, the poll under way may have begun before it).
+    listing: Mutex<Option<HashSet<Key>>>,
 }
 
 /// A batch ready to publish, and what to record once it is queued.
@@ -184,6 +198,8 @@ pub struct Prepared {
     /// Indicators written anew (new, changed, or due for a refresh); an
     /// unchanged one read again is not written.
     pub written: usize,
+    /// Every valid indicator the batch held, written or not.
+    pub listed: Vec<Key>,
 }
 
 /// One step of expiry and refresh, ready to publish.
@@ -202,6 +218,7 @@ impl CurrentState {
         Ok(Self {
             settings,
             store: IndicatorStore::open(store_path)?,
+            listing: Mutex::new(None),
         })
     }
 
@@ -227,11 +244,16 @@ impl CurrentState {
         let mut deleted = Vec::new();
         let mut state_events = Vec::new();
         let mut written = 0;
+        let mut listed = Vec::new();
         for mut event in history {
+            let mut unchanged = false;
             if let Some(id) = self.identity(&event) {
                 let expires_at = self.expires_at(&event, now);
                 let known = self.store.get(&id)?;
                 if expires_at > now {
+                    if self.settings.full_list {
+                        listed.extend(store::key(&id));
+                    }
                     let digest = digest(&event);
                     match known {
                         // Read again unchanged (a feed that returns its whole
@@ -242,6 +264,7 @@ impl CurrentState {
                             if entry.digest == digest
                                 && now - entry.written_at < self.settings.refresh_after.as_secs() as i64 =>
                         {
+                            unchanged = true;
                             if entry.expires_at != expires_at {
                                 records.push((id, Entry { expires_at, ..entry }));
                             }
@@ -264,7 +287,11 @@ impl CurrentState {
                     deleted.push(id);
                 }
             }
-            if self.settings.history && !current_state_only(&event) {
+            // A whole list pulled again repeats every value it still holds:
+            // its history records a value when it appears or changes, not
+            // at every pull.
+            let repeated = self.settings.full_list && unchanged;
+            if self.settings.history && !current_state_only(&event) && !repeated {
                 mark_as_history(&mut event);
                 events.push(event);
             }
@@ -275,7 +302,61 @@ impl CurrentState {
             records,
             deleted,
             written,
+            listed,
         })
+    }
+
+    /// Notes a committed batch's place in its poll (`full_list` only): the
+    /// first batch of a poll starts a new listing, every batch adds the
+    /// indicators it held. Called after [`CurrentState::commit`], and for
+    /// batches without events too.
+    pub fn note_listing(&self, starts_poll: bool, listed: Vec<Key>) {
+        if !self.settings.full_list {
+            return;
+        }
+        let mut listing = self.listing.lock().unwrap_or_else(PoisonError::into_inner);
+        if starts_poll {
+            *listing = Some(HashSet::new());
+        }
+        if let Some(listing) = listing.as_mut() {
+            listing.extend(listed);
+        }
+    }
+
+    /// At the end of a complete poll (`full_list` only): the indicators it no
+    /// longer held, whose documents are to be deleted (in steps, see
+    /// [`CurrentState::ended`]). A poll whose start this process did not see
+    /// ends nothing, and neither does one that listed no indicator at all:
+    /// an emptied list is far more likely a broken source than the end of
+    /// every threat.
+    pub fn end_listing(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        if !self.settings.full_list {
+            return Ok(Vec::new());
+        }
+        let listing = self
+            .listing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(listing) = listing else {
+            tracing::debug!(pipeline, "the poll began before the agent started; its list ends no indicator");
+            return Ok(Vec::new());
+        };
+        if listing.is_empty() {
+            tracing::warn!(pipeline, "a complete poll listed no indicator; the current state is kept (an emptied list is more likely a broken source)");
+            return Ok(Vec::new());
+        }
+        self.store.ids_outside(&listing)
+    }
+
+    /// The deletes of indicators that ended (no longer listed), as a sweep
+    /// step that [`CurrentState::swept`] records once it is queued.
+    pub fn ended(&self, ids: Vec<String>) -> Sweep {
+        Sweep {
+            events: ids.iter().map(|id| self.delete(id)).collect(),
+            expired: ids,
+            refreshed: Vec::new(),
+        }
     }
 
     /// Records what a prepared batch wrote, once it is queued: the written
@@ -421,8 +502,25 @@ pub fn store_path(data_path: &Path, pipeline_id: &str) -> PathBuf {
 /// document's fields (before the history mark).
 fn digest(event: &Event) -> u64 {
     // Serialising a JSON map cannot fail.
-    let bytes = serde_json::to_vec(&event.fields).unwrap_or_default();
+    let bytes = serde_json::to_vec(&WithoutTimestamp(&event.fields)).unwrap_or_default();
     xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+/// An event's fields but `@timestamp`, for [`digest`]: a feed without dates
+/// (OTX's export, a blocklist) gets the time it was read, which changes on
+/// every pull although the indicator did not; a feed's own time changes with
+/// the fields it comes from.
+struct WithoutTimestamp<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for WithoutTimestamp<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.0.iter().filter(|(key, _)| key.as_str() != "@timestamp") {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 /// Whether the processors said this record is for the current state only

@@ -15,7 +15,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// The 20 bytes behind an indicator id (its `_id` is their URL-safe base64):
 /// fixed-size keys keep the store small (docs/detection.md has the figures).
-type Key = [u8; ID_BYTES];
+pub type Key = [u8; ID_BYTES];
 
 /// redb's page cache for one store.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -31,7 +31,7 @@ const BY_EXPIRY: TableDefinition<(i64, Key), ()> = TableDefinition::new("by_expi
 const BY_WRITTEN: TableDefinition<(i64, Key), ()> = TableDefinition::new("by_written");
 
 /// The key of `id`, or `None` when it is not an indicator id of ours.
-fn key(id: &str) -> Option<Key> {
+pub fn key(id: &str) -> Option<Key> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(id).ok()?;
     bytes.try_into().ok()
 }
@@ -220,6 +220,23 @@ impl IndicatorStore {
     /// Whether the store holds no indicator.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
+    }
+
+    /// The ids of every indicator whose key is not in `keep`.
+    pub fn ids_outside(&self, keep: &std::collections::HashSet<Key>) -> Result<Vec<String>, StoreError> {
+        let transaction = self.database.begin_read().map_err(|error| self.error(error))?;
+        let table = transaction
+            .open_table(INDICATORS)
+            .map_err(|error| self.error(error))?;
+        let mut ids = Vec::new();
+        for item in table.iter().map_err(|error| self.error(error))? {
+            let (key, _) = item.map_err(|error| self.error(error))?;
+            let key = key.value();
+            if !keep.contains(&key) {
+                ids.push(id_of(&key));
+            }
+        }
+        Ok(ids)
     }
 
     /// Up to `limit` ids whose indicator expired at or before `now`, soonest first.

@@ -46,6 +46,10 @@ pub struct Manifest {
     /// indicators (see `agent/src/lifecycle`); templated like the rest.
     #[serde(default)]
     pub current_state: Value,
+    /// `module/fileset` whose `processors.yml` this fileset runs, templated
+    /// with this fileset's own vars (instead of a `processors.yml` of its own).
+    #[serde(default)]
+    pub processors_from: Option<String>,
 }
 
 /// One fileset definition, not yet templated.
@@ -101,6 +105,18 @@ impl FilesetDefinition {
             return Err(manifest_origin
                 .child("input")
                 .error("a fileset needs at least one input"));
+        }
+        if let Some(source) = &manifest.processors_from {
+            let origin = manifest_origin.child("processors_from");
+            if split_id(source).is_none() {
+                return Err(origin.error(format!("`{source}` is not a `module/fileset` name")));
+            }
+            if processors_text.is_some() {
+                return Err(origin.error(format!(
+                    "the fileset runs the processors of `{source}`, so it cannot have a processors.yml of its own ({})",
+                    processors_origin.file
+                )));
+            }
         }
         let processors = match processors_text {
             Some(text) => parse_yaml(text, &processors_origin)?,
@@ -204,6 +220,7 @@ impl Definitions {
             definition.builtin = true;
             definitions.insert(definition);
         }
+        definitions.link_borrowed_processors()?;
         Ok(definitions)
     }
 
@@ -237,6 +254,55 @@ impl Definitions {
                     Origin::file(&processors_path),
                 )?;
                 self.insert(definition);
+            }
+        }
+        // After every user definition is in: a user's override of a fileset
+        // whose processors others borrow applies to them too.
+        self.link_borrowed_processors()
+    }
+
+    /// Gives every fileset with `processors_from` the processors of the
+    /// fileset it names (as known now: user overrides included). Linking
+    /// again after more definitions were added re-copies them.
+    pub fn link_borrowed_processors(&mut self) -> Result<(), ConfigError> {
+        let borrowers: Vec<((String, String), String)> = self
+            .by_id
+            .iter()
+            .filter_map(|(id, definition)| {
+                definition
+                    .manifest
+                    .processors_from
+                    .clone()
+                    .map(|source| (id.clone(), source))
+            })
+            .collect();
+        for (id, source) in borrowers {
+            let borrower = &self.by_id[&id];
+            let origin = borrower.manifest_origin.child("processors_from");
+            let lender = split_id(&source)
+                .and_then(|(module, fileset)| self.get(module, fileset))
+                .ok_or_else(|| {
+                    origin.error(format!(
+                        "names `{source}`, which is not a known fileset (built-in or under modules.d/definitions/)"
+                    ))
+                })?;
+            if let Some(further) = &lender.manifest.processors_from {
+                return Err(origin.error(format!(
+                    "`{source}` borrows its processors itself (from `{further}`); name the fileset that has the processors.yml"
+                )));
+            }
+            let processors = lender.processors.clone();
+            let processors_origin = Origin {
+                file: format!(
+                    "{} (processors_from of {})",
+                    lender.processors_origin.file,
+                    borrower.id()
+                ),
+                key: lender.processors_origin.key.clone(),
+            };
+            if let Some(borrower) = self.by_id.get_mut(&id) {
+                borrower.processors = processors;
+                borrower.processors_origin = processors_origin;
             }
         }
         Ok(())
@@ -285,6 +351,13 @@ pub fn builtin_definition(module: &str, fileset: &str) -> Option<FilesetDefiniti
     }
 }
 
+/// `module/fileset` as its two names.
+fn split_id(id: &str) -> Option<(&str, &str)> {
+    let (module, fileset) = id.split_once('/')?;
+    let valid = |name: &str| !name.is_empty() && !name.contains('/');
+    (valid(module) && valid(fileset)).then_some((module, fileset))
+}
+
 fn read_text(path: &Path) -> Result<String, ConfigError> {
     fs::read_to_string(path).map_err(|error| Origin::file(path).error(format!("cannot read: {error}")))
 }
@@ -308,4 +381,123 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod processors_from_tests {
+    use serde_json::{json, Map};
+
+    use super::*;
+    use crate::modules::resolve;
+
+    const LENDER: &str = "module: intel\nfileset: api\nvar:\n  tags: [api]\ninput:\n  httpjson: {}\n";
+    const LENDER_PROCESSORS: &str = "- add_tags: {tags: \"{{ var.tags }}\"}\n";
+    const BORROWER: &str =
+        "module: intel\nfileset: feed\nprocessors_from: intel/api\nvar:\n  tags: [feed]\ninput:\n  httpjson: {}\n";
+
+    fn write(root: &Path, fileset: &str, manifest: &str, processors: Option<&str>) {
+        let folder = root.join(BUILTIN_DEFINITIONS_DIR).join("intel").join(fileset);
+        fs::create_dir_all(&folder).unwrap();
+        fs::write(folder.join("manifest.yml"), manifest).unwrap();
+        if let Some(processors) = processors {
+            fs::write(folder.join("processors.yml"), processors).unwrap();
+        }
+    }
+
+    fn processors_of(definitions: &Definitions, fileset: &str) -> Value {
+        let definition = definitions.get("intel", fileset).unwrap();
+        resolve(definition, &Map::new(), &Origin::named("test"))
+            .unwrap()
+            .processors
+    }
+
+    #[test]
+    fn a_borrowed_processors_yml_is_templated_with_the_borrowers_vars() {
+        let config = tempfile::tempdir().unwrap();
+        write(config.path(), "api", LENDER, Some(LENDER_PROCESSORS));
+        write(config.path(), "feed", BORROWER, None);
+        let definitions = Definitions::load(config.path()).unwrap();
+        assert_eq!(
+            processors_of(&definitions, "feed"),
+            json!([{"add_tags": {"tags": ["feed"]}}])
+        );
+        assert_eq!(
+            processors_of(&definitions, "api"),
+            json!([{"add_tags": {"tags": ["api"]}}])
+        );
+        let origin = &definitions.get("intel", "feed").unwrap().processors_origin;
+        assert!(
+            origin.file.contains("api") && origin.file.contains("processors_from of intel/feed"),
+            "{origin:?}"
+        );
+    }
+
+    #[test]
+    fn a_user_override_of_the_lender_applies_to_the_borrower() {
+        let config = tempfile::tempdir().unwrap();
+        let misp_feed = builtin_definition("threatintel", "misp_feed").expect("misp_feed ships");
+        let misp = builtin_definition("threatintel", "misp").unwrap();
+        assert_eq!(
+            misp_feed.processors, misp.processors,
+            "the built-in borrower runs misp's processors"
+        );
+        let folder = config
+            .path()
+            .join(BUILTIN_DEFINITIONS_DIR)
+            .join("threatintel/misp");
+        fs::create_dir_all(&folder).unwrap();
+        fs::write(
+            folder.join("manifest.yml"),
+            "module: threatintel\nfileset: misp\ninput:\n  httpjson: {}\n",
+        )
+        .unwrap();
+        fs::write(folder.join("processors.yml"), "- drop_event: {}\n").unwrap();
+        let definitions = Definitions::load(config.path()).unwrap();
+        assert_eq!(
+            definitions.get("threatintel", "misp_feed").unwrap().processors,
+            json!([{"drop_event": {}}])
+        );
+    }
+
+    #[test]
+    fn unknown_or_borrowing_lenders_are_errors_naming_the_manifest_and_key() {
+        let config = tempfile::tempdir().unwrap();
+        write(
+            config.path(),
+            "feed",
+            &BORROWER.replace("intel/api", "intel/nothing"),
+            None,
+        );
+        let error = Definitions::load(config.path()).unwrap_err();
+        assert!(error.file.ends_with("feed/manifest.yml"), "{error}");
+        assert_eq!(error.key, "processors_from");
+        assert!(error.reason.contains("`intel/nothing`"), "{error}");
+
+        let config = tempfile::tempdir().unwrap();
+        write(config.path(), "api", LENDER, Some(LENDER_PROCESSORS));
+        write(config.path(), "feed", BORROWER, None);
+        write(
+            config.path(),
+            "mirror",
+            &BORROWER
+                .replace("fileset: feed", "fileset: mirror")
+                .replace("intel/api", "intel/feed"),
+            None,
+        );
+        let error = Definitions::load(config.path()).unwrap_err();
+        assert!(error.file.ends_with("mirror/manifest.yml"), "{error}");
+        assert!(error.reason.contains("borrows its processors itself"), "{error}");
+
+        let config = tempfile::tempdir().unwrap();
+        write(config.path(), "api", LENDER, Some(LENDER_PROCESSORS));
+        write(config.path(), "feed", BORROWER, Some(LENDER_PROCESSORS));
+        let error = Definitions::load(config.path()).unwrap_err();
+        assert_eq!(error.key, "processors_from");
+        assert!(error.reason.contains("cannot have a processors.yml"), "{error}");
+
+        let config = tempfile::tempdir().unwrap();
+        write(config.path(), "feed", &BORROWER.replace("intel/api", "api"), None);
+        let error = Definitions::load(config.path()).unwrap_err();
+        assert!(error.reason.contains("not a `module/fileset` name"), "{error}");
+    }
 }

@@ -63,6 +63,6 @@ pub fn misp_fileset() -> Misp {
 pub fn records(misp: &Misp, body: &[u8]) -> Vec<Value> {
     let document: Value = serde_json::from_slice(body).unwrap();
     let mut out = Vec::new();
-    misp.split.apply(&document, &mut out).unwrap();
+    misp.split.apply(&document, &mut out, &mut Vec::new()).unwrap();
     out
 }

@@ -18,8 +18,10 @@ use threatbeat_core::{
 };
 
 use crate::csv::{decode_csv, CsvConfig, RowError};
+use crate::lines::{decode_lines, LinesConfig};
 use crate::decode::{decode_json, decode_ndjson, DecodeError};
 use crate::metrics::{unix_now, InputMetrics};
+use crate::dead_letter::DeadLetter;
 use crate::split::{Split, SplitConfig};
 use threatbeat_core::duration;
 
@@ -37,8 +39,10 @@ pub enum Format {
     Ndjson,
     /// MISP event files (`{"Event": {...}}`), as in a feed folder.
     MispFeed,
-    /// CSV with a header row: one record per row (see [`crate::csv`]).
+    /// CSV: one record per row (see [`crate::csv`]).
     Csv,
+    /// One value per line: one `{"message": …}` record per line (see [`crate::lines`]).
+    Lines,
 }
 
 /// The `file` input config.
@@ -56,12 +60,22 @@ pub struct FileConfig {
     /// CSV settings (`format: csv`, or `auto` on a `.csv` file).
     #[serde(default)]
     pub csv: CsvConfig,
+    /// Line settings (`format: lines`).
+    #[serde(default)]
+    pub lines: LinesConfig,
+    /// The largest file read, in bytes (default 100 MiB).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
     /// How often the paths are scanned for new or changed files. Default 10s.
     #[serde(
         default = "default_scan_frequency",
         deserialize_with = "duration::deserialize"
     )]
     pub scan_frequency: Duration,
+}
+
+fn default_max_file_bytes() -> u64 {
+    100 * 1024 * 1024
 }
 
 fn default_scan_frequency() -> Duration {
@@ -73,7 +87,10 @@ pub struct FileInput {
     patterns: Vec<String>,
     format: Format,
     csv: CsvConfig,
+    lines: LinesConfig,
+    max_file_bytes: u64,
     split: Option<Split>,
+    dead_letter: DeadLetter,
     scan_frequency: Duration,
 }
 
@@ -107,7 +124,10 @@ pub fn build(config: &PluginConfig, context: &BuildContext) -> Result<Box<dyn In
         patterns,
         format: parsed.format,
         csv: parsed.csv,
+        lines: parsed.lines,
+        max_file_bytes: parsed.max_file_bytes,
         split,
+        dead_letter: DeadLetter::new(&context.data_path, &context.pipeline_id),
         scan_frequency: parsed.scan_frequency,
     }))
 }
@@ -173,6 +193,13 @@ impl FileInput {
 
     /// Reads one file into records.
     fn read(&self, path: &Path, format: Format, input: &str) -> Result<Vec<Value>, String> {
+        let size = std::fs::metadata(path).map_err(|error| format!("cannot read: {error}"))?.len();
+        if size > self.max_file_bytes {
+            return Err(format!(
+                "{size} bytes, more than max_file_bytes ({}); raise it if the file is genuine",
+                self.max_file_bytes
+            ));
+        }
         let bytes = std::fs::read(path).map_err(|error| format!("cannot read: {error}"))?;
         let format = if format == Format::Auto && is_csv_name(path) {
             Format::Csv
@@ -182,10 +209,15 @@ impl FileInput {
         let documents = match format {
             Format::Csv => {
                 let rows = decode_csv(&bytes, &self.csv).map_err(|error| error.to_string())?;
-                log_skipped_rows(input, &path.display().to_string(), &rows.errors);
+                log_skipped_rows(input, &path.display().to_string(), "CSV row", &rows.errors);
                 // Each row is a document of its own, so a `split` meant for
                 // saved API answers passes rows through unchanged.
                 rows.records
+            }
+            Format::Lines => {
+                let lines = decode_lines(&bytes, &self.lines).map_err(|error| error.to_string())?;
+                log_skipped_rows(input, &path.display().to_string(), "line", &lines.errors);
+                lines.records
             }
             Format::Json | Format::MispFeed => vec![decode_json(&bytes).map_err(|error| error.to_string())?],
             Format::Ndjson => {
@@ -200,15 +232,16 @@ impl FileInput {
             },
         };
         let mut records = Vec::new();
+        let mut rejected = Vec::new();
         for document in documents {
-            let document = if format != Format::Ndjson {
+            let document = if !matches!(format, Format::Ndjson | Format::Lines | Format::Csv) {
                 as_rest_search(document)
             } else {
                 document
             };
             match &self.split {
                 Some(split) => split
-                    .apply(&document, &mut records)
+                    .apply(&document, &mut records, &mut rejected)
                     .map_err(|error| error.to_string())?,
                 None => match document {
                     Value::Array(items) => records.extend(items),
@@ -216,11 +249,14 @@ impl FileInput {
                 },
             }
         }
+        self.dead_letter.record(&path.display().to_string(), rejected);
         Ok(records)
     }
 
     /// One scan: every new or changed file is read and published with the
-    /// cursor that records it. Returns the files that failed.
+    /// cursor that records it. Returns the files that failed. A scan that
+    /// reads every file it matched is a whole listing of the source: its
+    /// first batch starts a poll and its last ends it (see [`Batch::ends_poll`]).
     async fn scan(
         &self,
         cursor: &mut Map<String, Value>,
@@ -228,18 +264,24 @@ impl FileInput {
         metrics: &InputMetrics,
     ) -> Result<Vec<String>, InputError> {
         let (files, mut failures) = self.files();
+        let matched = files.len();
+        // Files that are gone leave the cursor, so it does not grow with
+        // every file ever seen (their state goes with the next stored batch).
+        let present: std::collections::HashSet<String> =
+            files.iter().map(|(path, _)| path.to_string_lossy().into_owned()).collect();
+        cursor.retain(|key, _| present.contains(key));
+        let mut changed = Vec::new();
         for (path, format) in files {
             let key = path.to_string_lossy().into_owned();
-            let current = match stamp(&path) {
-                Ok(stamp) => stamp,
-                Err(error) => {
-                    failures.push(format!("{key}: {error}"));
-                    continue;
-                }
-            };
-            if cursor.get(&key) == Some(&current) {
-                continue;
+            match stamp(&path) {
+                Ok(current) if cursor.get(&key) == Some(&current) => {}
+                Ok(current) => changed.push((path, format, key, current)),
+                Err(error) => failures.push(format!("{key}: {error}")),
             }
+        }
+        let whole_listing = changed.len() == matched && failures.is_empty();
+        let last_index = changed.len().saturating_sub(1);
+        for (index, (path, format, key, current)) in changed.into_iter().enumerate() {
             let records = match self.read(&path, format, &context.id) {
                 Ok(records) => records,
                 Err(reason) => {
@@ -254,6 +296,8 @@ impl FileInput {
             let batch = Batch {
                 events: records.into_iter().map(Event::from_value).collect(),
                 cursor: Some(Value::Object(next.clone())),
+                starts_poll: whole_listing && index == 0,
+                ends_poll: whole_listing && index == last_index && failures.is_empty(),
             };
             let published = tokio::select! {
                 result = context.publisher.publish(batch) => result,
@@ -284,23 +328,27 @@ fn is_csv_name(path: &Path) -> bool {
         .is_some_and(|name| name.split('.').skip(1).any(|ext| ext.eq_ignore_ascii_case("csv")))
 }
 
-/// Logs the rows a CSV decode skipped (the first ten one by one, then a count).
-pub(crate) fn log_skipped_rows(input: &str, source: &str, errors: &[RowError]) {
+/// Logs the rows (CSV rows, lines) a decode skipped: the first ten one by
+/// one, then a count. `kind` names a row in the messages.
+pub(crate) fn log_skipped_rows(input: &str, source: &str, kind: &str, errors: &[RowError]) {
     const LOGGED: usize = 10;
     for error in errors.iter().take(LOGGED) {
-        tracing::warn!(input, source, line = error.line, error = %error.reason, "CSV row skipped");
+        tracing::warn!(input, source, line = error.line, error = %error.reason, "{kind} skipped");
     }
     if errors.len() > LOGGED {
         tracing::warn!(
             input,
             source,
             skipped = errors.len(),
-            "CSV rows skipped in all (only the first {LOGGED} are logged)"
+            "{kind}s skipped in all (only the first {LOGGED} are logged)"
         );
     }
 }
 
-/// The `<uuid>.json` files a feed `manifest.json` lists (sorted).
+/// The `<uuid>.json` files a feed `manifest.json` lists (sorted). A key
+/// that is not a plain name (`../../etc/x`, `/abs`, `a/b`) would read
+/// outside the feed folder and is skipped with a warning, as is a listed
+/// file that is a symbolic link.
 fn feed_files(folder: &Path, manifest: &Path) -> Result<Vec<PathBuf>, String> {
     let bytes = std::fs::read(manifest).map_err(|error| format!("{}: {error}", manifest.display()))?;
     let listed = decode_json(&bytes).map_err(|error| format!("{}: {error}", manifest.display()))?;
@@ -310,10 +358,23 @@ fn feed_files(folder: &Path, manifest: &Path) -> Result<Vec<PathBuf>, String> {
             manifest.display()
         ));
     };
-    Ok(entries
-        .keys()
-        .map(|uuid| folder.join(format!("{uuid}.json")))
-        .collect())
+    let mut files = Vec::new();
+    for uuid in entries.keys() {
+        let plain = !uuid.is_empty()
+            && uuid.len() <= 128
+            && uuid.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !plain {
+            tracing::warn!(manifest = %manifest.display(), key = %uuid, "a manifest key that is not an event uuid is skipped (it would name a file outside the feed folder)");
+            continue;
+        }
+        let file = folder.join(format!("{uuid}.json"));
+        if std::fs::symlink_metadata(&file).is_ok_and(|metadata| metadata.file_type().is_symlink()) {
+            tracing::warn!(file = %file.display(), "a feed file that is a symbolic link is skipped");
+            continue;
+        }
+        files.push(file);
+    }
+    Ok(files)
 }
 
 /// A MISP event file (`{"Event": {...}}` with list-valued `Attribute`/`Object`)

@@ -456,7 +456,13 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
 
 /// Hands the batch to the pipeline and waits until it is durable.
 async fn publish(shared: &Shared, events: Vec<Event>) -> Result<(), PublishError> {
-    shared.publisher.publish(Batch { events, cursor: None }).await
+    shared
+        .publisher
+        .publish(Batch {
+            events,
+            ..Batch::default()
+        })
+        .await
 }
 
 /// One record as an event: under `prefix`, with `event.original` when asked.

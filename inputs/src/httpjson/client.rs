@@ -10,13 +10,91 @@ use tokio::sync::Mutex;
 
 use super::config::{AuthConfig, OAuth2Config, RequestConfig};
 
-/// Builds the reqwest client for `request`; `config_path` resolves relative PEM paths.
+/// Which origins receive the input's credentials: the configured URL's and
+/// those `request.allowed_origins` lists, never over `http://` when the
+/// configured URL is `https://`. A pagination link or a redirect elsewhere
+/// gets no auth and none of the configured `headers`.
+#[derive(Debug, Clone)]
+pub struct CredentialScope {
+    home: url::Origin,
+    allowed: Vec<url::Origin>,
+    https_only: bool,
+    configured_headers: Vec<String>,
+}
+
+impl CredentialScope {
+    /// The scope of `url` with `request.allowed_origins`; errors name the key.
+    pub fn build(request: &RequestConfig, url: &url::Url, origin: &Origin) -> Result<Self, ConfigError> {
+        let allowed = request
+            .allowed_origins
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let parsed = url::Url::parse(text)
+                    .ok()
+                    .map(|parsed| parsed.origin())
+                    .filter(url::Origin::is_tuple);
+                parsed.ok_or_else(|| {
+                    origin
+                        .child("request.allowed_origins")
+                        .child(index)
+                        .error(format!("`{text}` is not an origin; write e.g. `https://cdn.example.com` or `https://host:8443`"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            home: url.origin(),
+            allowed,
+            https_only: url.scheme() == "https",
+            configured_headers: request.headers.keys().map(|name| name.to_ascii_lowercase()).collect(),
+        })
+    }
+
+    /// Whether `url` may receive the credentials.
+    pub fn trusts(&self, url: &url::Url) -> bool {
+        if self.https_only && url.scheme() != "https" {
+            return false;
+        }
+        let origin = url.origin();
+        origin == self.home || self.allowed.contains(&origin)
+    }
+
+    /// Whether header `name` carries a credential: one the config sets
+    /// (`request.headers`), or one named like one.
+    pub fn is_credential_header(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        self.configured_headers.contains(&name)
+            || ["auth", "key", "token", "secret", "session", "cookie", "password"]
+                .iter()
+                .any(|marker| name.contains(marker))
+    }
+}
+
+/// Builds the reqwest client for `request`; `config_path` resolves relative
+/// PEM paths. Redirects are followed only within `scope` (reqwest would
+/// keep custom headers such as `X-OTX-API-KEY` on a redirect elsewhere).
 pub fn build_client(
     request: &RequestConfig,
+    scope: &CredentialScope,
     config_path: &Path,
     origin: &Origin,
 ) -> Result<Client, ConfigError> {
+    let redirect_scope = scope.clone();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else if redirect_scope.trusts(attempt.url()) {
+            attempt.follow()
+        } else {
+            let target = threatbeat_core::redact_userinfo(attempt.url().as_str()).into_owned();
+            attempt.error(format!(
+                "a redirect to {target} was not followed: credentials stay with the configured origin \
+                 (list that origin in request.allowed_origins to follow it)"
+            ))
+        }
+    });
     let mut builder = Client::builder()
+        .redirect(redirects)
         .timeout(request.timeout)
         .connect_timeout(request.timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("threatbeat/", env!("CARGO_PKG_VERSION")));
@@ -123,8 +201,22 @@ pub struct OAuth2 {
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lifetime_seconds")]
     expires_in: Option<u64>,
+}
+
+/// The longest a token is kept without asking again, whatever the server
+/// says: a lifetime of 2^63 seconds would overflow the clock.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// `expires_in` as RFC 6749 writes it (a number of seconds) or as Azure AD
+/// v1 does (the number in a string); anything else counts as absent.
+fn lifetime_seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(deserializer)? {
+        Some(serde_json::Value::Number(number)) => number.as_u64(),
+        Some(serde_json::Value::String(text)) => text.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 impl OAuth2 {
@@ -161,8 +253,8 @@ impl OAuth2 {
             .await
             .map_err(|error| format!("OAuth2 token request to {url} failed: {error}"))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        // A token answer is a few hundred bytes; read no more than 1 MiB.
+        let body = super::fetch::read_body(response, 1024 * 1024)
             .await
             .map_err(|error| format!("OAuth2 token response from {url}: {error}"))?;
         if !status.is_success() {
@@ -173,7 +265,7 @@ impl OAuth2 {
         }
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|error| format!("OAuth2 token endpoint {url} sent no usable token: {error}"))?;
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600));
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600)).min(MAX_TOKEN_LIFETIME);
         let token = Secret::new(parsed.access_token);
         *cached = Some((token.clone(), Instant::now() + lifetime));
         Ok(token)

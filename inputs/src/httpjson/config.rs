@@ -10,7 +10,8 @@ use threatbeat_core::tls::TlsSettings;
 use threatbeat_core::Secret;
 
 use crate::csv::CsvConfig;
-use crate::split::SplitConfig;
+use crate::lines::LinesConfig;
+use crate::split::{NestedSplit, SplitConfig};
 use threatbeat_core::duration;
 
 /// The whole `httpjson` input config.
@@ -35,6 +36,77 @@ pub struct HttpJsonConfig {
     /// offset paging by `response.pagination`.
     #[serde(default)]
     pub keyset: Option<KeysetConfig>,
+    /// Chained requests (Filebeat's `chain`): each record of the root
+    /// request's split is the parent of one request per step; the last
+    /// step's records are the events. See `docs/inputs/httpjson.md`.
+    #[serde(default)]
+    pub chain: Vec<ChainEntryConfig>,
+    /// The record fields whose values order the root records, ascending
+    /// (numbers numerically, other values as text; ties by the next field),
+    /// so that a per-record cursor only ever moves forward.
+    #[serde(default)]
+    pub chain_order_by: Vec<String>,
+    /// At most this many chained requests per poll; the records left are
+    /// fetched by the next poll. Default 1000.
+    #[serde(default = "default_chain_max_requests")]
+    pub chain_max_requests: u32,
+}
+
+fn default_chain_max_requests() -> u32 {
+    1000
+}
+
+/// One entry of `chain`. Only `step` exists (Filebeat's `while` does not).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainEntryConfig {
+    /// The step's settings, as written: dotted keys (`request.url`, as
+    /// Filebeat writes them) are nested when the chain is built.
+    pub step: Value,
+}
+
+/// `chain[].step`, after its dotted keys were nested.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainStepConfig {
+    /// The request sent once per parent record.
+    pub request: ChainRequestConfig,
+    /// A JSONPath (`$.uuid`, `$.links.self`) into the parent record: every
+    /// occurrence of this exact text in `request.url` is replaced with the
+    /// record's value there.
+    #[serde(default)]
+    pub replace: Option<String>,
+    /// A template rendered per parent record (`record`, `cursor`, `poll`):
+    /// `true` sends the request, `false` or empty skips the record.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// How the step's responses become records.
+    #[serde(default)]
+    pub response: ChainResponseConfig,
+}
+
+/// `chain[].step.request`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainRequestConfig {
+    /// The URL, with the `replace` text and/or `[[ ]]` templates over `record`.
+    pub url: String,
+    /// `GET` (default) or `POST`.
+    #[serde(default)]
+    pub method: Method,
+    /// Headers added to the input's `request.headers`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `chain[].step.response`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainResponseConfig {
+    /// One split, or a list of sibling splits applied to the body (their
+    /// records concatenated, each branch without the other branches' targets).
+    #[serde(default)]
+    pub split: Option<NestedSplit>,
 }
 
 fn default_interval() -> Duration {
@@ -89,6 +161,12 @@ pub struct RequestConfig {
     /// An HTTP(S) proxy for every request.
     #[serde(default)]
     pub proxy_url: Option<String>,
+    /// Origins (`https://cdn.example.com:8443`) besides `url`'s that may
+    /// receive the credentials (auth, `headers`) when a pagination link or a
+    /// redirect leads there. Default none: credentials stay with `url`'s
+    /// origin, and never go over `http://` when `url` is `https://`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     /// TLS settings.
     #[serde(default)]
     pub ssl: TlsSettings,
@@ -242,6 +320,17 @@ pub struct ResponseConfig {
     /// CSV settings for `decode_as: text/csv`.
     #[serde(default)]
     pub csv: CsvConfig,
+    /// Line settings for `decode_as: text/plain`.
+    #[serde(default)]
+    pub lines: LinesConfig,
+    /// The largest response body read, in bytes, after decompression
+    /// (a 0.5 MB gzip may inflate to gigabytes). Default 100 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+fn default_max_body_bytes() -> u64 {
+    100 * 1024 * 1024
 }
 
 /// `response.decode_as`.
@@ -255,6 +344,10 @@ pub enum DecodeAs {
     /// row, keyed by the header's names (Filebeat's `text/csv`).
     #[serde(rename = "text/csv")]
     Csv,
+    /// One value per line: the body becomes an array of `{"message": line}`
+    /// records, comments and blank lines left out (blocklists).
+    #[serde(rename = "text/plain")]
+    Text,
 }
 
 impl Default for ResponseConfig {
@@ -266,6 +359,8 @@ impl Default for ResponseConfig {
             page_limit: default_page_limit(),
             decode_as: DecodeAs::default(),
             csv: CsvConfig::default(),
+            lines: LinesConfig::default(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }
@@ -289,6 +384,12 @@ pub struct CursorFieldConfig {
     /// Type of the stored value.
     #[serde(default)]
     pub value_type: ValueType,
+    /// The value is a time from the server (epoch seconds or milliseconds,
+    /// or RFC 3339): one later than now plus 5 minutes of clock skew is
+    /// stored as now, with a warning, so that one record stamped in 2038
+    /// does not make every later poll ask for what comes after it.
+    #[serde(default)]
+    pub not_in_future: bool,
 }
 
 fn default_true() -> bool {

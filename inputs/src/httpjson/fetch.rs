@@ -11,10 +11,11 @@ use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::client::Auth;
+use super::client::{Auth, CredentialScope};
 use super::config::{DecodeAs, Encoding, Method, RetryConfig};
 use super::transform::RequestState;
 use crate::csv::{decode_csv, CsvConfig};
+use crate::lines::{decode_lines, LinesConfig};
 use crate::decode::{decode_json, misp_error_message, snippet};
 use crate::metrics::InputMetrics;
 
@@ -77,6 +78,46 @@ pub struct Fetcher {
     pub decode_as: DecodeAs,
     /// CSV settings.
     pub csv: CsvConfig,
+    /// Line settings.
+    pub lines: LinesConfig,
+    /// The largest body read (after decompression).
+    pub max_body_bytes: u64,
+    /// Which origins get the credentials.
+    pub scope: CredentialScope,
+}
+
+/// Why a body was not read whole.
+pub(super) enum BodyError {
+    /// More than the limit arrived (decompressed).
+    TooLarge,
+    /// The connection failed.
+    Read(reqwest::Error),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge => formatter.write_str("the answer is larger than its limit"),
+            BodyError::Read(error) => formatter.write_str(&threatbeat_core::redact_userinfo(&error.to_string())),
+        }
+    }
+}
+
+/// Reads `response`'s body chunk by chunk (decompressed as it arrives),
+/// stopping as soon as it exceeds `limit` bytes: a compression bomb costs
+/// at most the limit, never its inflated size.
+pub(super) async fn read_body(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|length| length > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Waits `duration` unless `shutdown` fires first.
@@ -204,11 +245,16 @@ impl Fetcher {
             let accept = match self.decode_as {
                 DecodeAs::Json => "application/json",
                 DecodeAs::Csv => "text/csv",
+                DecodeAs::Text => "text/plain",
             };
             builder = builder.header("Accept", accept);
         }
+        // A pagination link to another origin gets no credentials.
+        let trusted = self.scope.trusts(&request.url);
         for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
+            if trusted || !self.scope.is_credential_header(name) {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
         }
         if self.method == Method::POST {
             builder = match self.encoding {
@@ -229,11 +275,17 @@ impl Fetcher {
                 }
             };
         }
-        let builder = self
-            .auth
-            .apply(&self.client, builder)
-            .await
-            .map_err(|reason| failed(reason, true))?;
+        let builder = match trusted {
+            true => self
+                .auth
+                .apply(&self.client, builder)
+                .await
+                .map_err(|reason| failed(reason, true))?,
+            false => {
+                tracing::warn!(input = %self.id, url = %threatbeat_core::redact_userinfo(request.url.as_str()), "this request leaves the configured origin: it is sent without credentials (list its origin in request.allowed_origins to trust it)");
+                builder
+            }
+        };
         let started = Instant::now();
         let response = match builder.send().await {
             Ok(response) => response,
@@ -257,14 +309,22 @@ impl Fetcher {
                 }
             }
         }
-        let bytes = response.bytes().await;
+        let bytes = read_body(response, self.max_body_bytes).await;
         self.metrics
             .record_request(Some(status.as_u16()), started.elapsed().as_secs_f64());
-        let bytes = bytes.map_err(|error| {
-            failed(
+        let bytes = bytes.map_err(|error| match error {
+            BodyError::TooLarge => failed(
+                format!(
+                    "{status} but the response body is larger than response.max_body_bytes ({} bytes, after decompression); \
+                     not retried: raise the limit if the answer is genuine",
+                    self.max_body_bytes
+                ),
+                false,
+            ),
+            BodyError::Read(error) => failed(
                 format!("reading the response body failed: {}", describe(error)),
                 true,
-            )
+            ),
         })?;
         if !status.is_success() {
             let detail = match decode_json(&bytes).ok().as_ref().and_then(misp_error_message) {
@@ -287,9 +347,18 @@ impl Fetcher {
         if self.decode_as == DecodeAs::Csv {
             let rows = decode_csv(&bytes, &self.csv)
                 .map_err(|error| failed(format!("{status} but {error}"), true))?;
-            crate::file::log_skipped_rows(&self.id, request.url.as_str(), &rows.errors);
+            crate::file::log_skipped_rows(&self.id, request.url.as_str(), "CSV row", &rows.errors);
             return Ok(Response {
                 body: Value::Array(rows.records),
+                headers,
+            });
+        }
+        if self.decode_as == DecodeAs::Text {
+            let lines = decode_lines(&bytes, &self.lines)
+                .map_err(|error| failed(format!("{status} but {error}"), true))?;
+            crate::file::log_skipped_rows(&self.id, request.url.as_str(), "line", &lines.errors);
+            return Ok(Response {
+                body: Value::Array(lines.records),
                 headers,
             });
         }

@@ -14,9 +14,10 @@ use serde_json::{json, Map, Value};
 use threatbeat_core::{ConfigError, FieldPath, InputContext, Origin};
 
 use super::config::KeysetConfig;
-use super::poll::{fetch_error, PollError, PollSummary};
+use super::poll::{fetch_error, PagePlace, PollError, PollSummary};
 use super::template::{Context, TemplateBuilder, TemplateId};
 use super::{as_epoch, body_path, HttpJsonInput};
+use crate::split::Rejected;
 
 /// Compiled keyset settings.
 pub struct Keyset {
@@ -139,22 +140,25 @@ impl HttpJsonInput {
                 // The whole window [lower, upper] was read: the next poll starts at `upper`.
                 let mut next = cursor.clone();
                 next.insert(keyset.cursor_field.clone(), json!(upper.max(lower)));
-                self.publish_and_prefetch(context, Vec::new(), cursor, next, request_number, None)
+                self.publish_and_prefetch(context, Vec::new(), cursor, next, PagePlace::within(request_number), None)
                     .await?;
                 return Ok(summary);
             }
-            let mut max_key = lower;
-            for item in &items {
-                match keyset.sort_key(item) {
-                    Some(key) => max_key = max_key.max(key),
-                    None => {
-                        return Err(PollError::Response {
-                            page: request_number,
-                            reason: format!("an item has no numeric `{}`", keyset.sort_field.as_str()),
-                        })
-                    }
-                }
-            }
+            // An item without its sort key cannot be placed in the key order:
+            // it is set aside (dead letter), the others page on.
+            let (items, unsorted): (Vec<Value>, Vec<Value>) =
+                items.into_iter().partition(|item| keyset.sort_key(item).is_some());
+            self.dead_letter.record(
+                self.base_request.url.as_str(),
+                unsorted
+                    .into_iter()
+                    .map(|record| Rejected {
+                        record,
+                        error: format!("an item has no numeric `{}`", keyset.sort_field.as_str()),
+                    })
+                    .collect(),
+            );
+            let max_key = items.iter().filter_map(|item| keyset.sort_key(item)).fold(lower, i64::max);
             let fresh: Vec<Value> = items
                 .iter()
                 .filter(|item| {
@@ -194,7 +198,7 @@ impl HttpJsonInput {
                     records,
                     cursor,
                     next,
-                    request_number,
+                    PagePlace::within(request_number),
                     next_request.as_ref(),
                 )
                 .await?;

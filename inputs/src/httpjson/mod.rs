@@ -2,6 +2,7 @@
 //! answer, splits each page into events and publishes one batch per page
 //! with the cursor that covers it. See `docs/inputs/httpjson.md`.
 
+mod chain;
 pub mod client;
 pub mod config;
 pub mod fetch;
@@ -18,14 +19,16 @@ use threatbeat_core::{BuildContext, ConfigError, FieldPath, Input, InputContext,
 use tokio::sync::Mutex;
 use url::Url;
 
-use self::client::{build_client, Auth};
-use self::config::{HttpJsonConfig, ValueType};
+use self::chain::Chain;
+use self::client::{build_client, Auth, CredentialScope};
+use self::config::{DecodeAs, HttpJsonConfig, ValueType};
 use self::fetch::{sleep_or_shutdown, Fetcher};
 use self::keyset::Keyset;
 use self::poll::PollError;
 use self::template::{TemplateBuilder, TemplateId, Templates};
 use self::transform::{compile, RequestState, Transform};
 use crate::metrics::{unix_now, InputMetrics};
+use crate::dead_letter::DeadLetter;
 use crate::split::Split;
 use threatbeat_core::tls::VerificationMode;
 
@@ -36,6 +39,7 @@ struct CursorField {
     default: Option<TemplateId>,
     ignore_empty_value: bool,
     value_type: ValueType,
+    not_in_future: bool,
 }
 
 /// The built input.
@@ -49,13 +53,27 @@ pub struct HttpJsonInput {
     response_transforms: Vec<Transform>,
     pagination: Vec<Transform>,
     split: Option<Split>,
+    /// Where records a nested split cannot cut are set aside.
+    dead_letter: DeadLetter,
     cursor_fields: Vec<CursorField>,
     keyset: Option<Keyset>,
+    chain: Option<Chain>,
 }
 
 /// Registry factory for `type: httpjson`.
 pub fn build(config: &PluginConfig, context: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    Ok(Box::new(HttpJsonInput::build(config, context)?))
+    let input = HttpJsonInput::build(config, context)?;
+    // A dry run of the first poll's request (no cursor yet), so that `test
+    // config` and the start refuse a template that can only fail — an
+    // invalid date format, a duration over the limit — instead of the
+    // first poll.
+    if let Err(error) = input.first_request(&Map::new()) {
+        return Err(config
+            .origin
+            .child("request.transforms")
+            .error(format!("the first request cannot be built: {error}")));
+    }
+    Ok(Box::new(input))
 }
 
 impl HttpJsonInput {
@@ -87,7 +105,8 @@ impl HttpJsonInput {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let client = build_client(&config.request, &context.config_path, origin)?;
+        let scope = CredentialScope::build(&config.request, &url, origin)?;
+        let client = build_client(&config.request, &scope, &context.config_path, origin)?;
         if config.request.ssl.verification_mode == VerificationMode::None {
             tracing::warn!(input = %context.pipeline_id, url = %url, "ssl.verification_mode is `none`: the server's certificate is NOT verified; anyone on the path can read and change this traffic");
         }
@@ -141,6 +160,7 @@ impl HttpJsonInput {
                 default,
                 ignore_empty_value: field.ignore_empty_value,
                 value_type: field.value_type,
+                not_in_future: field.not_in_future,
             });
         }
         let keyset = match &config.keyset {
@@ -149,6 +169,38 @@ impl HttpJsonInput {
             }
             _ => None,
         };
+        if keyset.is_some() && !config.chain.is_empty() {
+            return Err(origin
+                .child("chain")
+                .error("`chain` does not combine with `keyset` paging"));
+        }
+        let chain = Chain::build(
+            &config.chain,
+            &config.chain_order_by,
+            config.chain_max_requests,
+            &url,
+            &mut templates,
+            origin,
+            |method| {
+                Ok(Fetcher {
+                    client: client.clone(),
+                    auth: Auth::build(&config.auth, origin)?,
+                    method,
+                    encoding: config.request.encode_as,
+                    retry: config.request.retry.clone(),
+                    min_spacing,
+                    last_sent: Mutex::new(None),
+                    id: context.pipeline_id.clone(),
+                    metrics: InputMetrics::new(&context.pipeline_id),
+                    // Chained answers are JSON whatever the root's decoding.
+                    decode_as: DecodeAs::Json,
+                    csv: Default::default(),
+                    lines: Default::default(),
+                    max_body_bytes: config.response.max_body_bytes,
+                    scope: scope.clone(),
+                })
+            },
+        )?;
         if config.response.page_limit == 0 {
             return Err(origin.child("response.page_limit").error("must be at least 1"));
         }
@@ -167,6 +219,9 @@ impl HttpJsonInput {
                 metrics: InputMetrics::new(&context.pipeline_id),
                 decode_as: config.response.decode_as,
                 csv: config.response.csv.clone(),
+                lines: config.response.lines.clone(),
+                max_body_bytes: config.response.max_body_bytes,
+                scope,
             },
             templates: templates.finish(),
             base_request: RequestState::new(url, headers, body),
@@ -174,8 +229,10 @@ impl HttpJsonInput {
             response_transforms,
             pagination,
             split,
+            dead_letter: DeadLetter::new(&context.data_path, &context.pipeline_id),
             cursor_fields,
             keyset,
+            chain,
         })
     }
 
@@ -197,17 +254,22 @@ impl Input for HttpJsonInput {
     async fn run(mut self: Box<Self>, context: InputContext) -> Result<(), InputError> {
         if context.id != self.fetcher.id {
             self.fetcher.metrics = InputMetrics::new(&context.id);
+            for step in self.chain.iter_mut().flat_map(|chain| chain.steps.iter_mut()) {
+                step.fetcher.metrics = InputMetrics::new(&context.id);
+            }
         }
         let mut cursor = Self::initial_cursor(&context);
-        let url = self.base_request.url.to_string();
+        // Logged and quoted in errors: credentials written in the URL stay out.
+        let url = threatbeat_core::redact_userinfo(self.base_request.url.as_str()).into_owned();
         let cursor_text = Value::Object(cursor.clone()).to_string();
-        tracing::info!(input = %context.id, url, interval = ?self.interval, paging = if self.keyset.is_some() { "keyset" } else { "offset" }, cursor = %cursor_text, run_once = context.run_once, "httpjson input started");
+        tracing::info!(input = %context.id, url, interval = ?self.interval, paging = if self.keyset.is_some() { "keyset" } else if self.chain.is_some() { "chain" } else { "offset" }, cursor = %cursor_text, run_once = context.run_once, "httpjson input started");
         let mut consecutive_failures: u64 = 0;
         loop {
             let started = Instant::now();
-            let outcome = match &self.keyset {
-                Some(keyset) => self.poll_keyset(keyset, &mut cursor, &context).await,
-                None => self.poll(&mut cursor, &context).await,
+            let outcome = match (&self.keyset, &self.chain) {
+                (Some(keyset), _) => self.poll_keyset(keyset, &mut cursor, &context).await,
+                (None, Some(chain)) => self.poll_chain(chain, &mut cursor, &context).await,
+                (None, None) => self.poll(&mut cursor, &context).await,
             };
             match outcome {
                 Ok(summary) => {
@@ -221,7 +283,7 @@ impl Input for HttpJsonInput {
                 Err(PollError::Shutdown) => return Ok(()),
                 Err(error) => {
                     consecutive_failures += 1;
-                    tracing::error!(input = %context.id, url, consecutive_failures, next_poll_in = ?self.interval, error = %error, "poll failed; the cursor did not move; polling again at the next interval");
+                    tracing::error!(input = %context.id, url, consecutive_failures, next_poll_in = ?self.interval, error = %error, "poll failed; the cursor covers only what was delivered; polling again at the next interval");
                     if context.run_once {
                         return Err(InputError::Fatal(format!(
                             "{}: poll of {url} failed: {error}",

@@ -14,7 +14,7 @@
 use serde_json::{json, Map, Value};
 use threatbeat_core::{Batch, Event, InputContext, PublishError};
 
-use super::fetch::{FetchError, Response};
+use super::fetch::{FetchError, Fetcher, Response};
 use super::template::Context;
 use super::transform::{typed, Applied, RequestState};
 use super::HttpJsonInput;
@@ -54,6 +54,26 @@ pub enum PollError {
         /// What failed.
         reason: String,
     },
+    /// A chained request failed for good, or its answer was not usable.
+    #[error("chain step {step}: {method} {url}: {reason}")]
+    Chain {
+        /// 1-based step number.
+        step: usize,
+        /// `GET` or `POST`.
+        method: &'static str,
+        /// The request's URL, without its query (which may hold a key).
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A chain step's `when` or URL could not be evaluated for a record.
+    #[error("chain step {step}: {reason}")]
+    ChainStep {
+        /// 1-based step number.
+        step: usize,
+        /// What failed.
+        reason: String,
+    },
     /// The pipeline did not take the batch.
     #[error("page {page}: publishing failed: {source}")]
     Publish {
@@ -71,6 +91,81 @@ pub struct PollSummary {
     pub pages: u32,
     /// Events published.
     pub events: usize,
+}
+
+/// How far ahead of the clock a server's time may be (clock skew) before a
+/// `not_in_future` cursor value is clamped.
+pub(super) const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The value to store instead of `value` when it is a time later than
+/// `now` + [`CLOCK_SKEW`]: `now`, in the same unit (epoch seconds or
+/// milliseconds, as a number or a string of digits) or as RFC 3339; `None`
+/// when `value` is not in the future (or no time).
+pub(super) fn clamp_to_now(value: &Value, now: chrono::DateTime<chrono::Utc>) -> Option<Value> {
+    let limit = now + CLOCK_SKEW;
+    let epoch = |number: i64| -> Option<i64> {
+        // Milliseconds from 2001-09-09 (1e12) on; seconds below.
+        let millis = number >= 1_000_000_000_000;
+        let ahead = if millis {
+            number > limit.timestamp_millis()
+        } else {
+            number > limit.timestamp()
+        };
+        ahead.then(|| if millis { now.timestamp_millis() } else { now.timestamp() })
+    };
+    match value {
+        Value::Number(number) => {
+            if let Some(seconds) = number.as_i64() {
+                epoch(seconds).map(Value::from)
+            } else {
+                // An integer beyond i64 (or a float): far in the future if positive.
+                number.as_f64().filter(|f| *f > limit.timestamp() as f64).map(|_| Value::from(now.timestamp()))
+            }
+        }
+        Value::String(text) if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) => match text.parse::<i64>() {
+            Ok(number) => epoch(number).map(|now| Value::String(now.to_string())),
+            Err(_) => Some(Value::String(now.timestamp().to_string())),
+        },
+        Value::String(text) => {
+            let time = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+            (time > limit).then(|| {
+                let format = if text.contains('.') { "%Y-%m-%dT%H:%M:%S%.6fZ" } else { "%Y-%m-%dT%H:%M:%SZ" };
+                Value::String(now.format(format).to_string())
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Where a page stands in its poll.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct PagePlace {
+    /// The page's number in the poll (1-based).
+    pub number: u32,
+    /// The poll's first page (its first batch says [`Batch::starts_poll`]).
+    pub starts_poll: bool,
+    /// The poll's last page, after which the source had nothing more.
+    pub ends_poll: bool,
+}
+
+impl PagePlace {
+    /// A page in the middle of a poll, or of one that is not a whole listing.
+    pub fn within(number: u32) -> Self {
+        Self {
+            number,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the pagination transforms make of a page.
+pub(super) enum NextPage {
+    /// Another page to fetch.
+    Request(RequestState),
+    /// The source has nothing more: the poll ended normally.
+    End,
+    /// The poll stopped with pages left (a loop, `page_limit`).
+    Cut,
 }
 
 pub(super) fn fetch_error(page: u32, error: FetchError) -> PollError {
@@ -115,15 +210,17 @@ impl HttpJsonInput {
             *body = Value::Object(holder.body);
         }
         let mut records = Vec::new();
+        let mut rejected = Vec::new();
         match &self.split {
             Some(split) => split
-                .apply(body, &mut records)
+                .apply(body, &mut records, &mut rejected)
                 .map_err(|error| PollError::Response {
                     page,
                     reason: error.to_string(),
                 })?,
             None => records.push(body.clone()),
         }
+        self.dead_letter.record(self.base_request.url.as_str(), rejected);
         Ok(records)
     }
 
@@ -133,14 +230,18 @@ impl HttpJsonInput {
     /// processed events are queued and freed while the rest of the page waits
     /// (memory is bounded by the slice, not the page); a crash between slices
     /// replays the page, whose events keep their ids.
-    async fn publish(
+    /// `cursor` is `None` when the page leaves the cursor as it was (an empty
+    /// page that only marks where the poll starts or ends).
+    pub(super) async fn publish(
         &self,
         context: &InputContext,
         records: Vec<Value>,
-        cursor: &Map<String, Value>,
-        page: u32,
+        cursor: Option<&Map<String, Value>>,
+        page: PagePlace,
     ) -> Result<(), PollError> {
         let mut records = records.into_iter().peekable();
+        let mut first = true;
+        let PagePlace { number: page, starts_poll, ends_poll } = page;
         loop {
             let events: Vec<Event> = records
                 .by_ref()
@@ -151,8 +252,11 @@ impl HttpJsonInput {
             let count = events.len();
             let batch = Batch {
                 events,
-                cursor: last.then(|| Value::Object(cursor.clone())),
+                cursor: cursor.filter(|_| last).map(|cursor| Value::Object(cursor.clone())),
+                starts_poll: first && starts_poll,
+                ends_poll: last && ends_poll,
             };
+            first = false;
             tokio::select! {
                 result = context.publisher.publish(batch) => {
                     result.map_err(|source| PollError::Publish { page, source })?;
@@ -167,7 +271,7 @@ impl HttpJsonInput {
     }
 
     /// Evaluates the cursor fields over `template_context`, starting from `current`.
-    fn next_cursor(&self, current: &Map<String, Value>, template_context: &Context) -> Map<String, Value> {
+    pub(super) fn next_cursor(&self, current: &Map<String, Value>, template_context: &Context) -> Map<String, Value> {
         let mut next = current.clone();
         for field in &self.cursor_fields {
             let render = |id| {
@@ -183,6 +287,10 @@ impl HttpJsonInput {
             }
             };
             let value = render(&field.value).or_else(|| field.default.as_ref().and_then(render));
+            let value = match value {
+                Some(value) if field.not_in_future => Some(self.not_in_future(&field.name, value)),
+                other => other,
+            };
             match value {
                 Some(value) => {
                     next.insert(field.name.clone(), value);
@@ -194,6 +302,17 @@ impl HttpJsonInput {
             }
         }
         next
+    }
+
+    /// `value`, a time from the server, or now when it is later than now
+    /// plus [`CLOCK_SKEW`] (in the value's own unit and form).
+    fn not_in_future(&self, field: &str, value: Value) -> Value {
+        let now = chrono::Utc::now();
+        let Some(clamped) = clamp_to_now(&value, now) else {
+            return value;
+        };
+        tracing::warn!(input = %self.fetcher.id, cursor_field = field, value = %value, stored = %clamped, "the server sent a time in the future; the cursor stores now instead, so later records are not skipped");
+        clamped
     }
 
     /// One poll with offset or link paging.
@@ -243,12 +362,21 @@ impl HttpJsonInput {
             }
             let template_context = Context::new(template_context);
             let next_cursor = self.next_cursor(cursor, &template_context);
-            let next_request = self.next_request(&request, &template_context, context, page);
+            let next = self.next_request(&request, &template_context, context, page);
             // The page body is not needed any more: free it before the next one arrives.
             drop(template_context);
             let count = records.len();
+            let place = PagePlace {
+                number: page,
+                starts_poll: page == 1,
+                ends_poll: matches!(next, NextPage::End),
+            };
+            let next_request = match next {
+                NextPage::Request(request) => Some(request),
+                NextPage::End | NextPage::Cut => None,
+            };
             prefetched = self
-                .publish_and_prefetch(context, records, cursor, next_cursor, page, next_request.as_ref())
+                .publish_and_prefetch(context, records, cursor, next_cursor, place, next_request.as_ref())
                 .await?;
             summary.pages = page;
             summary.events += count;
@@ -263,38 +391,37 @@ impl HttpJsonInput {
         }
     }
 
-    /// The request for the page after `page`, from the pagination transforms,
-    /// or `None` when the poll ends there.
-    fn next_request(
+    /// What follows `page`, from the pagination transforms.
+    pub(super) fn next_request(
         &self,
         request: &RequestState,
         template_context: &Context,
         context: &InputContext,
         page: u32,
-    ) -> Option<RequestState> {
+    ) -> NextPage {
         if self.pagination.is_empty() {
-            return None;
+            return NextPage::End;
         }
         let mut next = request.clone();
         for transform in &self.pagination {
             match transform.apply(&mut next, &self.templates, template_context) {
                 Ok(Applied::Done) => {}
-                Ok(Applied::Empty) => return None,
+                Ok(Applied::Empty) => return NextPage::End,
                 Err(reason) => {
                     tracing::debug!(input = %context.id, page, target = transform.target_name(), reason, "pagination template failed; no more pages");
-                    return None;
+                    return NextPage::End;
                 }
             }
         }
         if next == *request {
             tracing::warn!(input = %context.id, page, "pagination produced the same request again; stopping this poll");
-            return None;
+            return NextPage::Cut;
         }
         if page >= self.page_limit {
             tracing::warn!(input = %context.id, page_limit = self.page_limit, "page_limit reached with more pages announced; the rest is fetched by the next poll");
-            return None;
+            return NextPage::Cut;
         }
-        Some(next)
+        NextPage::Request(next)
     }
 
     /// Publishes a page's `records` with `next_cursor` (unless neither holds
@@ -312,22 +439,42 @@ impl HttpJsonInput {
         records: Vec<Value>,
         cursor: &mut Map<String, Value>,
         next_cursor: Map<String, Value>,
-        page: u32,
+        page: PagePlace,
         next: Option<&RequestState>,
     ) -> Result<Option<Result<Response, FetchError>>, PollError> {
-        let publishing = !records.is_empty() || next_cursor != *cursor;
+        self.publish_and_prefetch_with(&self.fetcher, context, records, cursor, next_cursor, page, next)
+            .await
+    }
+
+    /// [`Self::publish_and_prefetch`] with the `next` request sent by
+    /// `fetcher` (a chain step's, whose method and headers are its own).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn publish_and_prefetch_with(
+        &self,
+        fetcher: &Fetcher,
+        context: &InputContext,
+        records: Vec<Value>,
+        cursor: &mut Map<String, Value>,
+        next_cursor: Map<String, Value>,
+        page: PagePlace,
+        next: Option<&RequestState>,
+    ) -> Result<Option<Result<Response, FetchError>>, PollError> {
+        // An empty page still tells the pipeline where a poll starts or ends.
+        let publishing =
+            !records.is_empty() || next_cursor != *cursor || page.starts_poll || page.ends_poll;
         // The futures borrow `next_cursor`: they end with this block.
         let fetched = {
             let publish = async {
                 if publishing {
-                    self.publish(context, records, &next_cursor, page).await
+                    let moved = (!records.is_empty() || next_cursor != *cursor).then_some(&next_cursor);
+                    self.publish(context, records, moved, page).await
                 } else {
                     Ok(())
                 }
             };
             let prefetch = async {
                 match next {
-                    Some(request) => Some(self.fetcher.fetch(request, &context.shutdown).await),
+                    Some(request) => Some(fetcher.fetch(request, &context.shutdown).await),
                     None => None,
                 }
             };
@@ -349,5 +496,30 @@ impl HttpJsonInput {
             *cursor = next_cursor;
         }
         Ok(fetched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn server_times_in_the_future_are_clamped_to_now_in_their_own_form() {
+        let now = chrono::Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap();
+        let seconds = now.timestamp();
+        // MISP stamping one event 2147483647 (2038).
+        assert_eq!(clamp_to_now(&json!(2_147_483_647), now), Some(json!(seconds)));
+        assert_eq!(clamp_to_now(&json!("2147483647"), now), Some(json!(seconds.to_string())));
+        assert_eq!(clamp_to_now(&json!(4_102_444_800_000_i64), now), Some(json!(now.timestamp_millis())));
+        assert_eq!(clamp_to_now(&json!(u64::MAX), now), Some(json!(seconds)));
+        assert_eq!(
+            clamp_to_now(&json!("2099-01-01T00:00:00.123456Z"), now),
+            Some(json!("2026-12-04T12:00:00.000000Z"))
+        );
+        // Now, within the skew, the past, and what is no time at all stay.
+        for kept in [json!(seconds), json!(seconds + 200), json!(1_700_000_000), json!("2026-12-04T12:04:00Z"), json!("abc"), json!(null), json!(12)] {
+            assert_eq!(clamp_to_now(&kept, now), None, "{kept}");
+        }
     }
 }

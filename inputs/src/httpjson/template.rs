@@ -9,6 +9,7 @@
 //! `rel="next"` URL of a `Link` header). minijinja's own filters (`int`,
 //! `length`, `default`, `max`, `min`, `tojson`, ...) are available.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
@@ -286,14 +287,20 @@ fn next_range(content_range: Option<String>, size: i64) -> String {
     if size < 1 || end < start {
         return String::new();
     }
+    // The numbers come from the server: a page ending at i64::MAX has no
+    // next one, and a next page reaching past it asks for all that is left.
+    let Some(following) = end.checked_add(1) else {
+        return String::new();
+    };
     let last = match total {
-        Some(total) => end + 1 >= total,
-        None => end - start + 1 < size,
+        Some(total) => following >= total,
+        // `start` is not negative (it is the text before the first `-`): no overflow.
+        None => following - start < size,
     };
     if last {
         return String::new();
     }
-    format!("{unit} {}-{}", end + 1, end + size)
+    format!("{unit} {following}-{}", end.saturating_add(size))
 }
 
 /// Parses a time: epoch seconds, RFC 3339, RFC 2822, `YYYY-MM-DD`, or a strftime `format`.
@@ -348,7 +355,18 @@ fn format_date(value: TemplateValue, format: Option<String>) -> Result<String, E
         "RFC3339" => time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "unix" => seconds.to_string(),
         "UnixDate" => time.format("%a %b %e %H:%M:%S UTC %Y").to_string(),
-        custom => time.format(custom).to_string(),
+        custom => {
+            // An unknown specifier (`%Q`) fails while formatting, and
+            // `to_string` would panic on that: it is the template's error.
+            let mut text = String::new();
+            write!(text, "{}", time.format(custom)).map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("`{custom}` is not a valid date format"),
+                )
+            })?;
+            text
+        }
     })
 }
 

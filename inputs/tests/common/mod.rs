@@ -123,6 +123,8 @@ pub struct Collected {
 /// A pipeline: stores the cursor, then acks. `fail_after` batches it refuses
 /// further batches (the publish fails and nothing is stored).
 pub struct TestPipeline {
+    /// `path.data` of the pipeline (cursors, dead-letter files).
+    pub data: std::path::PathBuf,
     pub collected: Arc<Mutex<Collected>>,
     pub store: CursorStore,
     pub id: String,
@@ -158,6 +160,7 @@ impl TestPipeline {
             }
         });
         Self {
+            data: data.to_owned(),
             collected,
             store,
             id: id.to_owned(),
@@ -195,10 +198,17 @@ impl Drop for TestPipeline {
     }
 }
 
-/// Builds an input from `config` with the inputs registry.
+/// Builds an input from `config` with the inputs registry, its `path.data`
+/// a folder of the system's temporary one.
 pub fn build_input(config: &PluginConfig) -> Box<dyn Input> {
+    build_input_in(config, &std::env::temp_dir().join("threatbeat-inputs-tests"))
+}
+
+/// Builds an input from `config` with `data` as its `path.data`.
+pub fn build_input_in(config: &PluginConfig, data: &Path) -> Box<dyn Input> {
     let context = BuildContext {
         pipeline_id: "threatintel/misp".into(),
+        data_path: data.to_owned(),
         ..BuildContext::default()
     };
     match threatbeat_inputs::registry().build(config, &context) {
@@ -209,7 +219,7 @@ pub fn build_input(config: &PluginConfig) -> Box<dyn Input> {
 
 /// One complete pass (`run_once`).
 pub async fn run_once(config: &PluginConfig, pipeline: &TestPipeline) -> Result<(), InputError> {
-    let input = build_input(config);
+    let input = build_input_in(config, &pipeline.data);
     tokio::time::timeout(
         Duration::from_secs(120),
         input.run(pipeline.context(true, CancellationToken::new())),

@@ -163,10 +163,8 @@ pub struct ItemResult {
 
 #[derive(Deserialize)]
 struct RawResponse {
-    #[serde(default)]
-    errors: bool,
-    #[serde(default)]
-    items: Vec<HashMap<String, RawItem>>,
+    errors: Option<bool>,
+    items: Option<Vec<HashMap<String, RawItem>>>,
 }
 
 #[derive(Deserialize)]
@@ -178,10 +176,12 @@ struct RawItem {
 
 /// Decodes a bulk response: `Ok(None)` when every item succeeded
 /// (`errors: false`) and `every_item` is false, `Ok(Some(items))`
-/// otherwise; an error when the body is not a bulk response or has the
-/// wrong number of items. `every_item` serves batches with deletes: a
-/// delete that found nothing (404 `not_found`) is no error, so only its
-/// status tells it from one that deleted.
+/// otherwise; an error when the body is not a bulk response (no `errors`,
+/// no `items`) or has the wrong number of items, even with `errors: false`:
+/// a proxy or an impostor answering `200 {}` acknowledges nothing.
+/// `every_item` serves batches with deletes: a delete that found nothing
+/// (404 `not_found`) is no error, so only its status tells it from one that
+/// deleted.
 pub fn decode_response(
     body: &[u8],
     sent: usize,
@@ -189,17 +189,17 @@ pub fn decode_response(
 ) -> Result<Option<Vec<ItemResult>>, String> {
     let raw: RawResponse = serde_json::from_slice(body)
         .map_err(|error| format!("the bulk response is not valid JSON: {error}"))?;
-    if !raw.errors && !every_item {
+    let (Some(errors), Some(items)) = (raw.errors, raw.items) else {
+        return Err("the answer is not a bulk response (no `errors` or no `items`)".to_owned());
+    };
+    if items.len() != sent {
+        return Err(format!("the bulk response has {} items for {sent} sent", items.len()));
+    }
+    if !errors && !every_item {
         return Ok(None);
     }
-    if raw.items.len() != sent {
-        return Err(format!(
-            "the bulk response has {} items for {sent} sent",
-            raw.items.len()
-        ));
-    }
     Ok(Some(
-        raw.items
+        items
             .into_iter()
             .map(|mut item| {
                 let result = item.drain().next().map(|(_, raw)| raw);
@@ -422,6 +422,10 @@ mod tests {
         assert_eq!(items[1].reason.as_deref(), Some("failed to parse: not an IP"));
         assert!(decode_response(br#"{"errors":true,"items":[]}"#, 1, false).is_err());
         assert!(decode_response(br#"{"errors":false}"#, 1, true).is_err());
+        // What acknowledges nothing: no bulk fields, or too few items.
+        assert!(decode_response(br#"{}"#, 3, false).is_err());
+        assert!(decode_response(br#"{"errors":false,"items":[]}"#, 1000, false).is_err());
+        assert!(decode_response(br#"{"items":[{"create":{"status":201}}]}"#, 1, false).is_err());
         assert!(decode_response(b"<html>", 1, false).is_err());
     }
 }

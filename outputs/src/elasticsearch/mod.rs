@@ -28,6 +28,21 @@ pub use setup::{
 };
 pub use stats::{OutputStats, StatsSnapshot};
 
+/// Says so, once at start, when the connection to the cluster is weaker
+/// than it looks: a certificate that is not checked, or credentials that
+/// travel in clear text.
+fn warn_about_transport(parsed: &ElasticsearchConfig, settings: &ResolvedSettings) {
+    if parsed.ssl.verification_mode == threatbeat_core::tls::VerificationMode::None {
+        tracing::warn!("output.elasticsearch.ssl.verification_mode is `none`: the cluster's certificate is NOT verified; anyone on the path can read and change what is sent, credentials included");
+    }
+    if settings.authorization.is_some() {
+        for host in settings.hosts.iter().filter(|host| host.scheme() == "http") {
+            let host = threatbeat_core::redact_userinfo(host.as_str()).into_owned();
+            tracing::warn!(%host, "output.elasticsearch sends its credentials over plain http://; use https:// so they cannot be read on the way");
+        }
+    }
+}
+
 /// Builds the output from its raw config (the registry's factory).
 pub fn build(config: &PluginConfig, context: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
     Ok(Box::new(build_output(config, context)?))
@@ -40,5 +55,6 @@ pub fn build_output(
 ) -> Result<ElasticsearchOutput, ConfigError> {
     let parsed = ElasticsearchConfig::parse(&config.settings, &config.origin)?;
     let settings = parsed.resolve(&config.origin, &context.config_path)?;
+    warn_about_transport(&parsed, &settings);
     ElasticsearchOutput::new(settings).map_err(|error| config.origin.child("ssl").error(error.to_string()))
 }

@@ -42,7 +42,15 @@ pub fn mappings() -> Value {
 /// `threat.indicator.*`, split out to keep each `json!` within the macro recursion limit.
 fn indicator_mappings() -> Value {
     let mut properties = json!({
-                    "ip": {"type": "ip"},
+                    // An address for the IP rule; a network (MISP `ip-dst`,
+                    // STIX `ipv4-addr` CIDRs, Spamhaus DROP) is kept in the
+                    // keyword sub-field instead of failing its document, as
+                    // Elastic's own `logs@settings` ignores malformed values.
+                    "ip": {
+                        "type": "ip",
+                        "ignore_malformed": true,
+                        "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}
+                    },
                     "port": {"type": "long"},
                     "first_seen": {"type": "date"},
                     "last_seen": {"type": "date"},
@@ -116,20 +124,13 @@ pub const LATEST_PATTERN: &str = "logs-ti_threatbeat_latest.*";
 /// The composable template of the current-state indices: regular indices
 /// (no `data_stream`: they take `index`, `update` and `delete`), no ILM
 /// (a rollover would split one document per `_id` over two indices), the
-/// same ECS mappings as the data streams except `threat.indicator.ip`:
-/// still `ip` (the IP rule needs it) but with `ignore_malformed`, so a CIDR
-/// (MISP `ip-src`/`ip-dst` may hold one; the data streams' template refuses
-/// it, sending that one document to the dead-letter index) neither fails
-/// its document nor, through it, a lifecycle update of it, plus a
-/// `keyword` sub-field `threat.indicator.ip.keyword` that indexes any value,
-/// CIDRs included.
+/// same ECS mappings as the data streams: `threat.indicator.ip` an `ip`
+/// (the IP rule needs it) with `ignore_malformed`, so a CIDR neither fails
+/// its document nor, through it, a lifecycle update of it, and a `keyword`
+/// sub-field `threat.indicator.ip.keyword` that indexes any value, CIDRs
+/// included.
 pub fn latest_index_template(patterns: &[String], priority: u32) -> Value {
-    let mut mappings = mappings();
-    mappings["properties"]["threat"]["properties"]["indicator"]["properties"]["ip"] = json!({
-        "type": "ip",
-        "ignore_malformed": true,
-        "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}
-    });
+    let mappings = mappings();
     json!({
         "index_patterns": patterns,
         "priority": priority,

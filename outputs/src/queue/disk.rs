@@ -189,16 +189,27 @@ impl DiskQueue {
         }
         let id = self.segments.back().map_or(0, |segment| segment.id + 1);
         let path = self.segment_path(id);
+        // A file of this id is no segment the queue knows (a rollover that
+        // failed half-way, on a full disk): it is replaced, not a reason to
+        // stop for good.
         let mut file = OpenOptions::new()
-            .create_new(true)
+            .create(true)
             .append(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        file.write_all(&frame::segment_header())
-            .map_err(io_error(&path))?;
-        if self.settings.fsync != FsyncPolicy::Never {
-            file.sync_data().map_err(io_error(&path))?;
-            sync_directory(&self.settings.path);
+        let started = file.set_len(0).and_then(|()| file.write_all(&frame::segment_header())).and_then(|()| {
+            if self.settings.fsync != FsyncPolicy::Never {
+                file.sync_data()?;
+                sync_directory(&self.settings.path);
+            }
+            Ok(())
+        });
+        if let Err(source) = started {
+            // ENOSPC at rollover: remove the half-made segment, so the next
+            // push (once there is room) starts it again cleanly.
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(QueueError::Io { path, source });
         }
         if self.segments.is_empty() {
             self.reader.segment_id = id;
@@ -391,6 +402,20 @@ impl QueueStore for DiskQueue {
             payload.clear();
             frame::encode_payload(event, &mut payload)
                 .map_err(|error| QueueError::Encode(error.to_string()))?;
+            if payload.len() > frame::MAX_PAYLOAD as usize {
+                // The reader would call such a record corrupt; refusing it
+                // here keeps it from jamming the queue, and the events around
+                // it go on. No cluster indexes a document this large either.
+                tracing::error!(
+                    bytes = payload.len(),
+                    limit = frame::MAX_PAYLOAD,
+                    id = event.id().unwrap_or("(none)"),
+                    index = event.index().unwrap_or("(none)"),
+                    "an event larger than the queue's record limit was refused and dropped"
+                );
+                events.pop_front();
+                continue;
+            }
             let frame_size = FRAME_OVERHEAD + payload.len() as u64;
             let queue_holds_events = self.pending_events() > 0 || pushed > 0;
             if queue_holds_events && pending_bytes + frame_size > self.settings.max_size {

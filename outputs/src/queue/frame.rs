@@ -276,3 +276,176 @@ mod tests {
         }
     }
 }
+
+/// Property tests: whatever a segment file holds (a torn write, a flipped
+/// bit, another program's bytes), reading it gives a frame, the end, or a
+/// reason, never a panic, and never a payload the bytes do not contain.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Frames of small payloads, encoded back to back, with where each starts.
+    fn stream(frames: &[(u64, Vec<u8>)]) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for (seq, payload) in frames {
+            starts.push(bytes.len());
+            encode_frame(*seq, payload, &mut bytes);
+        }
+        (bytes, starts)
+    }
+
+    /// Bytes that often look like the start of a frame: the marker, then
+    /// a length that may be huge, then anything.
+    fn frame_like() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            (
+                prop_oneof![Just(MAX_PAYLOAD), Just(MAX_PAYLOAD + 1), Just(u32::MAX), 0u32..64],
+                prop::collection::vec(any::<u8>(), 0..96)
+            )
+                .prop_map(|(length, rest)| {
+                    let mut bytes = FRAME_MAGIC.to_vec();
+                    bytes.extend_from_slice(&length.to_le_bytes());
+                    bytes.extend(rest);
+                    bytes
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_are_a_frame_the_end_or_corrupt(bytes in frame_like()) {
+            match decode_frame(&bytes) {
+                FrameRead::Frame(frame, length) => {
+                    // Only bytes that are there, re-encoding to exactly them.
+                    prop_assert!(length as usize <= bytes.len());
+                    prop_assert!(frame.payload.len() <= MAX_PAYLOAD as usize);
+                    prop_assert_eq!(length, FRAME_OVERHEAD + frame.payload.len() as u64);
+                    let mut again = Vec::new();
+                    encode_frame(frame.seq, &frame.payload, &mut again);
+                    prop_assert_eq!(again.as_slice(), &bytes[..length as usize]);
+                }
+                FrameRead::End => prop_assert!(bytes.is_empty()),
+                FrameRead::Corrupt(reason) => prop_assert!(!reason.is_empty() && reason.len() < 200),
+            }
+            if let Some(next) = resync(&bytes) {
+                prop_assert!(next >= 1 && next < bytes.len());
+                prop_assert!(matches!(decode_frame(&bytes[next..]), FrameRead::Frame(..)));
+            }
+        }
+
+        #[test]
+        fn frames_read_back_one_after_another(
+            frames in prop::collection::vec((any::<u64>(), prop::collection::vec(any::<u8>(), 0..48)), 0..6),
+        ) {
+            let (bytes, starts) = stream(&frames);
+            let mut offset = 0;
+            for ((seq, payload), start) in frames.iter().zip(&starts) {
+                prop_assert_eq!(offset, *start);
+                let FrameRead::Frame(frame, length) = decode_frame(&bytes[offset..]) else {
+                    return Err(TestCaseError::fail(format!("no frame at {offset}")));
+                };
+                prop_assert_eq!((frame.seq, &frame.payload), (*seq, payload));
+                offset += length as usize;
+            }
+            prop_assert_eq!(decode_frame(&bytes[offset..]), FrameRead::End);
+        }
+
+        #[test]
+        fn a_torn_or_damaged_frame_is_corrupt_and_the_next_one_is_found(
+            frames in prop::collection::vec((any::<u64>(), prop::collection::vec(any::<u8>(), 0..48)), 2..5),
+            victim in any::<prop::sample::Index>(),
+            position in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let (bytes, starts) = stream(&frames);
+            let victim = victim.index(frames.len());
+            let start = starts[victim];
+            let end = starts.get(victim + 1).copied().unwrap_or(bytes.len());
+
+            // One byte changed anywhere in a frame: the marker, the length,
+            // the sequence number, the payload or the checksum.
+            let mut damaged = bytes.clone();
+            damaged[start + position.index(end - start)] ^= flip;
+            prop_assert!(
+                matches!(decode_frame(&damaged[start..]), FrameRead::Corrupt(_)),
+                "a damaged frame read as valid"
+            );
+            // Reading on finds the very next frame: none is skipped.
+            if let Some(next) = resync(&damaged[start..]) {
+                prop_assert_eq!(start + next, end);
+            } else {
+                prop_assert_eq!(victim, frames.len() - 1, "a later frame was not found");
+            }
+
+            // A frame cut short (a torn write at the end of the segment).
+            let torn = &bytes[start..start + cut.index(end - start)];
+            let read = decode_frame(torn);
+            if torn.is_empty() {
+                prop_assert_eq!(read, FrameRead::End);
+            } else {
+                prop_assert!(matches!(read, FrameRead::Corrupt(ref reason) if reason.contains("truncated")), "{read:?}");
+            }
+        }
+
+        #[test]
+        fn any_payload_decodes_or_is_refused(
+            version in prop_oneof![Just(SEGMENT_VERSION), Just(SEGMENT_VERSION_EVENT_JSON), any::<u32>()],
+            payload in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..96),
+                "[{}\\[\\]\":,a-z0-9\n_]{0,64}".prop_map(String::into_bytes),
+            ],
+        ) {
+            let length = payload.len();
+            if let Ok(event) = decode_payload(version, payload.clone()) {
+                if version == SEGMENT_VERSION {
+                    // The document is the payload after the first newline, not a copy of more.
+                    let split = payload.iter().position(|byte| *byte == b'\n').expect("a separator");
+                    prop_assert_eq!(&event.source[..], &payload[split + 1..]);
+                    prop_assert!(event.source.len() < length);
+                }
+            }
+        }
+
+        #[test]
+        fn encoded_events_read_back(
+            id in "[a-zA-Z0-9_-]{1,12}",
+            fields in prop::collection::btree_map("[a-z.@]{1,6}", "\\PC{0,12}", 0..5),
+        ) {
+            let mut event = Event::from_value(json!(fields));
+            event.set_id(id);
+            let encoded = event.encode().expect("an event encodes");
+            let mut payload = Vec::new();
+            encode_payload(&encoded, &mut payload).expect("its payload encodes");
+            let mut bytes = Vec::new();
+            encode_frame(7, &payload, &mut bytes);
+            let FrameRead::Frame(frame, _) = decode_frame(&bytes) else {
+                return Err(TestCaseError::fail("the frame does not read back"));
+            };
+            prop_assert_eq!(decode_payload(SEGMENT_VERSION, frame.payload), Ok(encoded));
+        }
+    }
+
+    #[test]
+    fn a_length_past_the_limit_is_refused_before_anything_is_read() {
+        for length in [MAX_PAYLOAD + 1, u32::MAX] {
+            let mut bytes = FRAME_MAGIC.to_vec();
+            bytes.extend_from_slice(&length.to_le_bytes());
+            bytes.extend_from_slice(&[0; 12]);
+            assert_eq!(
+                decode_frame(&bytes),
+                FrameRead::Corrupt(format!("implausible record length {length}"))
+            );
+        }
+        let mut bytes = FRAME_MAGIC.to_vec();
+        bytes.extend_from_slice(&MAX_PAYLOAD.to_le_bytes());
+        bytes.extend_from_slice(&[0; 12]);
+        assert!(matches!(decode_frame(&bytes), FrameRead::Corrupt(reason) if reason.contains("truncated")));
+    }
+}

@@ -1,8 +1,10 @@
-//! One process, one queue directory: a `lock` file holding the owner's PID.
-//! A lock left by a process that no longer runs (after `kill -9`) is taken over.
+//! One process, one queue directory: an exclusive OS lock (`flock`) on its
+//! `lock` file, held while the queue is open. The kernel drops it when the
+//! process ends, however it ends (`kill -9` included), so there is no stale
+//! lock to take over and no PID to guess about.
 
 use std::collections::HashSet;
-use std::fs;
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -18,14 +20,14 @@ fn open_in_this_process() -> &'static Mutex<HashSet<PathBuf>> {
 #[derive(Debug)]
 pub struct DirectoryLock {
     directory: PathBuf,
-    file: PathBuf,
+    _file: File,
 }
 
 impl DirectoryLock {
     /// Takes the lock of `directory`, or says who holds it.
     pub fn acquire(directory: &Path) -> Result<Self, QueueError> {
         let directory = directory.canonicalize().unwrap_or_else(|_| directory.to_owned());
-        let file = directory.join("lock");
+        let path = directory.join("lock");
         {
             let mut open = open_in_this_process()
                 .lock()
@@ -44,45 +46,37 @@ impl DirectoryLock {
                 .remove(&directory);
             error
         };
-        if let Ok(text) = fs::read_to_string(&file) {
-            if let Ok(pid) = text.trim().parse::<u32>() {
-                if pid != std::process::id() && process_is_a_live_threatbeat(pid) {
-                    return Err(release(QueueError::Locked {
-                        path: directory.clone(),
-                        owner: format!("process {pid}"),
-                    }));
-                }
+        let opened = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path);
+        let mut file = match opened {
+            Ok(file) => file,
+            Err(source) => return Err(release(QueueError::Io { path, source })),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                return Err(release(QueueError::Locked {
+                    path: directory.clone(),
+                    owner: match holder.trim() {
+                        "" => "another process".to_owned(),
+                        pid => format!("process {pid}"),
+                    },
+                }));
             }
+            Err(TryLockError::Error(source)) => return Err(release(QueueError::Io { path, source })),
         }
-        let written = fs::File::create(&file).and_then(|mut handle| write!(handle, "{}", std::process::id()));
-        if let Err(source) = written {
-            return Err(release(QueueError::Io { path: file, source }));
-        }
-        Ok(Self { directory, file })
-    }
-}
-
-/// Whether `pid` runs and is the same program as us. A zombie (killed, not
-/// yet reaped) or a reused PID running another program does not hold the lock.
-fn process_is_a_live_threatbeat(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the parenthesised command name.
-    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
-    if matches!(state, Some('Z') | Some('X')) {
-        return false;
-    }
-    match (fs::read_link(format!("/proc/{pid}/exe")), std::env::current_exe()) {
-        (Ok(theirs), Ok(ours)) => theirs == ours,
-        // Not allowed to look: assume it is a live owner rather than risk two writers.
-        _ => true,
+        // For a reader, never for the decision: who holds it.
+        let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id()));
+        Ok(Self { directory, _file: file })
     }
 }
 
 impl Drop for DirectoryLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.file);
         open_in_this_process()
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -245,14 +245,41 @@ fn memory_queue_matches_the_model() {
 }
 
 #[test]
-fn a_lock_left_by_a_dead_process_is_taken_over() {
+fn a_lock_file_left_behind_is_no_lock() {
     let directory = tempfile::tempdir().unwrap();
-    // A PID that cannot be running (above the kernel's pid_max limit).
+    // What a killed process leaves: the file, with its PID, but no OS lock.
     std::fs::write(directory.path().join("lock"), "4194999").unwrap();
     let queue = DiskQueue::open(settings(directory.path(), 1 << 20, 1 << 19));
     assert!(queue.is_ok(), "{:?}", queue.err());
-    // Our own PID from an earlier run in this process is not a foreign owner either.
+    // While it is open, the same directory cannot be opened twice.
+    let again = DiskQueue::open(settings(directory.path(), 1 << 20, 1 << 19));
+    assert!(matches!(again, Err(QueueError::Locked { .. })), "{:?}", again.err());
     drop(queue);
-    std::fs::write(directory.path().join("lock"), std::process::id().to_string()).unwrap();
     assert!(DiskQueue::open(settings(directory.path(), 1 << 20, 1 << 19)).is_ok());
+}
+
+#[test]
+fn an_event_larger_than_the_reader_accepts_is_refused_alone() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut queue = DiskQueue::open(settings(directory.path(), 1 << 30, 1 << 20)).unwrap();
+    let mut huge = event(1);
+    huge.source = vec![b' '; super::frame::MAX_PAYLOAD as usize + 1].into();
+    let mut events: VecDeque<EncodedEvent> = [event(0), huge, event(2)].into_iter().collect();
+    assert_eq!(queue.push(&mut events).unwrap(), 2);
+    assert!(events.is_empty());
+    assert_eq!(numbers(&queue.read(10).unwrap()), [0, 2]);
+}
+
+#[test]
+fn a_half_made_segment_left_by_a_full_disk_does_not_jam_the_queue() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut queue = DiskQueue::open(settings(directory.path(), 1 << 20, 4096)).unwrap();
+    assert_eq!(push(&mut queue, 0..10), 10);
+    // What a rollover that hit ENOSPC right after creating its file leaves:
+    // the next segment's file, unknown to the queue, holding a torn header.
+    std::fs::write(directory.path().join(format!("{:010}.seg", 1)), b"TB").unwrap();
+    // Space is back: the next rollovers go through.
+    assert_eq!(push(&mut queue, 10..200), 190);
+    let batch = queue.read(1000).unwrap();
+    assert_eq!(numbers(&batch), (0..200).collect::<Vec<_>>());
 }

@@ -153,6 +153,13 @@ impl ElasticsearchSimulator {
         self.shared.lock().faults.delay = delay;
     }
 
+    /// Answer `_bulk` with `200` and `body` (`None`: normally), storing
+    /// nothing: `{}` or `{"errors": false, "items": []}` as a misbehaving
+    /// proxy or an impostor would.
+    pub fn set_hollow_bulk_answer(&self, body: Option<Value>) {
+        self.shared.lock().faults.hollow_bulk_answer = body;
+    }
+
     /// Answer 413 to request bodies larger than `bytes` (as sent).
     pub fn set_max_content_length(&self, bytes: Option<usize>) {
         self.shared.lock().faults.max_content_length = bytes;

@@ -83,6 +83,9 @@ pub struct Faults {
     pub max_content_length: Option<usize>,
     /// Documents breaking one of these rules fail with a 400 mapping error.
     pub mapping_rules: Vec<MappingRule>,
+    /// Answer `_bulk` with `200` and this body, storing nothing (a proxy or
+    /// an impostor in front of the cluster).
+    pub hollow_bulk_answer: Option<Value>,
 }
 
 /// One stored document.
