@@ -54,6 +54,16 @@ pub enum Command {
     Keystore(KeystoreCommand),
     /// Prints the version.
     Version,
+    /// Prints a completion script for SHELL (e.g. `threatbeat completion bash > /etc/bash_completion.d/threatbeat`).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints the man page threatbeat(1) as roff; with DIR, writes it and one page per command there.
+    Manpage {
+        /// The folder to write threatbeat.1 and threatbeat-COMMAND.1 into.
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `run` options.
@@ -83,6 +93,20 @@ pub enum TestCommand {
     Config,
     /// Connects to Elasticsearch; prints its version and whether the credentials can write.
     Output,
+    /// Asks the running agent's /healthz (http.host, http.port); exit 0 only when it answers 200.
+    /// A health probe for containers and scripts.
+    Health(HealthArgs),
+}
+
+/// `test health` options.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The URL to ask instead of the one http.host and http.port give (the config is then not read).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// How long to wait for the answer, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub timeout: u64,
 }
 
 /// `modules` subcommands.
@@ -185,5 +209,21 @@ mod tests {
         assert!(
             matches!(cli.command, Some(Command::Modules(ModulesCommand::Enable { names })) if names.len() == 2)
         );
+        let cli = Cli::try_parse_from(["threatbeat", "completion", "zsh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Completion {
+                shell: clap_complete::Shell::Zsh
+            })
+        ));
+        assert!(Cli::try_parse_from(["threatbeat", "completion", "tcsh"]).is_err());
+        let cli = Cli::try_parse_from(["threatbeat", "test", "health"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Test(TestCommand::Health(HealthArgs {
+                url: None,
+                timeout: 5
+            })))
+        ));
     }
 }

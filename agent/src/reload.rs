@@ -6,9 +6,15 @@
 //! restarted pipeline resumes where it stopped. A file that does not load is
 //! rejected with a logged error naming the file and key, and the pipelines it
 //! configured before keep running.
+//!
+//! A rescan can also be asked for (SIGHUP, `systemctl reload`): it runs at
+//! once, whether or not watching is on. With `reload.enabled: false` the
+//! reloader does not watch and rescans only when asked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -18,11 +24,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{redact_text, LoadedConfig};
 use crate::modules::{assign_pipeline_ids, resolve_entries, Definitions, ResolvedFileset};
-use crate::running::{PipelineSet, Source};
+use crate::running::{PipelineSet, Source, Status};
 use crate::supervisor::{build_pipeline, duplicate_pipeline, fingerprint, PipelinePlan};
 
 /// Bursts of notifications (an editor's save, a rename) settle within this.
 const SETTLE: Duration = Duration::from_millis(250);
+
+/// How often a reloader that does not watch checks whether every input stopped.
+const INPUTS_CHECK: Duration = Duration::from_secs(1);
 
 /// Watches modules.d and applies its changes to the running pipelines.
 pub struct Reloader {
@@ -33,6 +42,12 @@ pub struct Reloader {
     rejected: BTreeMap<PathBuf, String>,
     /// Values masked in logged errors.
     secrets: Vec<String>,
+    /// Watch the folder and rescan every `period` (`reload.enabled`).
+    watch: bool,
+    /// Rescans asked for from outside (SIGHUP).
+    requests: Option<mpsc::Receiver<()>>,
+    /// Without watching: the status whose pipelines' inputs, once all stopped, end `run`.
+    inputs: Option<Arc<Status>>,
 }
 
 /// What one rescan did.
@@ -58,12 +73,39 @@ impl Reloader {
             period: period.max(Duration::from_millis(100)),
             stop_timeout,
             rejected: BTreeMap::new(),
+            watch: true,
+            requests: None,
+            inputs: None,
         }
     }
 
-    /// Applies changes until `shutdown` is cancelled.
+    /// Also rescans each time `requests` yields (the agent sends one per SIGHUP).
+    pub fn on_request(mut self, requests: mpsc::Receiver<()>) -> Self {
+        self.requests = Some(requests);
+        self
+    }
+
+    /// Whether to watch modules.d and rescan it every `reload.period` (the
+    /// default); without, only requests rescan. A reloader that does not watch
+    /// ends once every input of `status` stopped, so that an agent without
+    /// `reload.enabled` still exits when its inputs failed (as it did without a
+    /// reloader), for its supervisor to restart it.
+    pub fn watching(mut self, watch: bool, status: Arc<Status>) -> Self {
+        self.watch = watch;
+        self.inputs = (!watch).then_some(status);
+        self
+    }
+
+    /// Applies changes until `shutdown` is cancelled (or, without watching,
+    /// until every input stopped).
     pub async fn run(mut self, pipelines: &mut PipelineSet, shutdown: &CancellationToken) {
         let directory = self.directory();
+        let mut requests = self.requests.take();
+        if !self.watch {
+            return self
+                .on_requests_only(pipelines, shutdown, requests, &directory)
+                .await;
+        }
         let (notify_sender, mut notifications) = mpsc::channel::<()>(1);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok() {
@@ -100,9 +142,54 @@ impl Reloader {
                     }
                     while notifications.try_recv().is_ok() {}
                 }
+                Some(()) = next_request(&mut requests) => {
+                    tracing::info!(directory = %directory.display(), "rescanning modules.d on request");
+                }
             }
             self.reload(pipelines).await;
         }
+    }
+
+    /// `run` without watching: rescans only when asked.
+    async fn on_requests_only(
+        mut self,
+        pipelines: &mut PipelineSet,
+        shutdown: &CancellationToken,
+        mut requests: Option<mpsc::Receiver<()>>,
+        directory: &Path,
+    ) {
+        tracing::info!(
+            directory = %directory.display(),
+            "modules.d is rescanned on SIGHUP only (reload.enabled is false)"
+        );
+        let mut checks = tokio::time::interval(INPUTS_CHECK);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                Some(()) = next_request(&mut requests) => {}
+                _ = checks.tick() => {
+                    if self.every_input_stopped() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            tracing::info!(directory = %directory.display(), "rescanning modules.d on request");
+            self.reload(pipelines).await;
+        }
+    }
+
+    /// Whether the agent has pipelines and none of their inputs still runs.
+    /// With none at all (every module file removed), it waits for the next request.
+    fn every_input_stopped(&self) -> bool {
+        let Some(status) = &self.inputs else {
+            return false;
+        };
+        let pipelines = status.pipelines();
+        !pipelines.is_empty()
+            && pipelines
+                .values()
+                .all(|stats| !stats.input_running.load(Ordering::Relaxed))
     }
 
     /// The folder holding the module files.
@@ -324,6 +411,14 @@ impl Reloader {
             self.rejected.insert(file.clone(), message.clone());
         }
         outcome.rejected.push((file, message));
+    }
+}
+
+/// The next rescan request; never, without a channel or once its senders are gone.
+async fn next_request(requests: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match requests {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 
