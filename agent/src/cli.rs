@@ -52,6 +52,9 @@ pub enum Command {
     /// Manages the secrets keystore (${path.data}/threatbeat.keystore), referenced as ${KEY}.
     #[command(subcommand)]
     Keystore(KeystoreCommand),
+    /// Manages the stored cursors under ${path.data}/registry.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Prints the version.
     Version,
     /// Prints a completion script for SHELL (e.g. `threatbeat completion bash > /etc/bash_completion.d/threatbeat`).
@@ -93,6 +96,9 @@ pub enum TestCommand {
     Config,
     /// Connects to Elasticsearch; prints its version and whether the credentials can write.
     Output,
+    /// Sends the first request of every enabled fileset once; prints per fileset whether the
+    /// server is reachable, its HTTP status and whether the credentials were accepted.
+    Modules,
     /// Asks the running agent's /healthz (http.host, http.port); exit 0 only when it answers 200.
     /// A health probe for containers and scripts.
     Health(HealthArgs),
@@ -154,6 +160,18 @@ pub enum KeystoreCommand {
     Remove {
         /// The key.
         key: String,
+    },
+}
+
+/// `registry` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Removes the stored cursor of one pipeline, so that its next poll starts from the
+    /// first window again (var.first_interval). Refused while an agent runs on the data folder.
+    Reset {
+        /// The pipeline: MODULE/FILESET (threatintel/misp), or MODULE/FILESET/ID for one instance.
+        #[arg(value_name = "MODULE/FILESET")]
+        pipeline: String,
     },
 }
 

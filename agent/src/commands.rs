@@ -48,11 +48,13 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
         None => run(cli, &RunArgs::default()),
         Some(Command::Test(TestCommand::Config)) => test_config(cli),
         Some(Command::Test(TestCommand::Output)) => crate::cluster::test_output(&load(cli)?),
+        Some(Command::Test(TestCommand::Modules)) => crate::test_modules::command(cli),
         Some(Command::Test(TestCommand::Health(args))) => test_health(cli, args),
         Some(Command::Setup(args)) => setup(cli, args),
         Some(Command::Modules(action)) => modules(cli, action),
         Some(Command::Export(ExportCommand::Config)) => export_config(cli),
         Some(Command::Keystore(action)) => keystore(cli, action),
+        Some(Command::Registry(action)) => crate::cursor_reset::command(cli, action),
         Some(Command::Completion { shell }) => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "threatbeat", &mut script);
@@ -265,6 +267,8 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     let plan = prepare(&config)?;
     tracing::info!(
         config = %config.file.display(),
+        data = %config.paths.data.display(),
+        keystore = %Keystore::path_in(&config.paths.data).display(),
         pipelines = plan.pipelines.len(),
         output = %plan.output_description,
         logs = %log_destination,
@@ -296,6 +300,15 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
             Status::new(plan.output_description.clone())
                 .with_max_queue_age(config.settings.http.max_queue_age.0),
         );
+        let progress = crate::progress::Reporter::start(
+            crate::progress::Display::choose(
+                args.once,
+                &config.settings.logging.metrics,
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                log_destination == "stderr",
+            ),
+            Arc::clone(&status),
+        );
         let endpoint_stop = CancellationToken::new();
         if config.settings.http.enabled {
             crate::http::serve(&config.settings.http, Arc::clone(&status), endpoint_stop.clone())
@@ -317,6 +330,7 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
             shutdown_timeout,
         };
         let summary = supervisor::run_with(plan, options, services).await;
+        progress.finish().await;
         endpoint_stop.cancel();
         anyhow::Ok(summary?)
     })?;
@@ -473,7 +487,9 @@ fn test_config(cli: &Cli) -> Result<ExitCode> {
 }
 
 fn modules(cli: &Cli, action: &ModulesCommand) -> Result<ExitCode> {
-    let config = load(cli)?;
+    // The output is not used: its secrets need not resolve yet.
+    let options = LoadOptions::from_process(cli.config.clone(), cli.all_overrides());
+    let config = config::load_without_output(&options).context("invalid configuration")?;
     let glob = config.modules_glob();
     let directory = glob
         .parent()

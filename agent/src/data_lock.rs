@@ -54,7 +54,9 @@ impl DataLock {
             Err(TryLockError::Error(source)) => return Err(io(source)),
         }
         // For a reader (`cat`), never for the decision: who holds it.
-        let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id()));
+        let _ = file
+            .set_len(0)
+            .and_then(|()| write!(file, "{}", std::process::id()));
         Ok(Self { _file: file })
     }
 }

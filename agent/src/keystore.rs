@@ -50,11 +50,11 @@ pub enum KeystoreError {
     #[error("invalid key `{0}`: use letters, digits, `_`, `.` and `-`")]
     InvalidKey(String),
     /// `add` of an existing key without `--force`.
-    #[error("key `{0}` already exists; pass --force to replace its value")]
-    KeyExists(String),
+    #[error("key `{0}` already exists in {1}; pass --force to replace its value")]
+    KeyExists(String, String),
     /// `remove` of an unknown key.
-    #[error("key `{0}` is not in the keystore")]
-    UnknownKey(String),
+    #[error("key `{0}` is not in the keystore {1}")]
+    UnknownKey(String, String),
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -178,7 +178,10 @@ impl Keystore {
             return Err(KeystoreError::InvalidKey(key.to_owned()));
         }
         if self.secrets.contains_key(key) && !force {
-            return Err(KeystoreError::KeyExists(key.to_owned()));
+            return Err(KeystoreError::KeyExists(
+                key.to_owned(),
+                self.path.display().to_string(),
+            ));
         }
         self.secrets.insert(key.to_owned(), value.to_owned());
         self.save()
@@ -187,7 +190,10 @@ impl Keystore {
     /// Removes `key` and saves.
     pub fn remove(&mut self, key: &str) -> Result<(), KeystoreError> {
         if self.secrets.remove(key).is_none() {
-            return Err(KeystoreError::UnknownKey(key.to_owned()));
+            return Err(KeystoreError::UnknownKey(
+                key.to_owned(),
+                self.path.display().to_string(),
+            ));
         }
         self.save()
     }
@@ -244,7 +250,7 @@ mod tests {
         keystore.add("MISP_KEY", "s3cr3t value", false).unwrap();
         assert!(matches!(
             keystore.add("MISP_KEY", "x", false),
-            Err(KeystoreError::KeyExists(_))
+            Err(KeystoreError::KeyExists(_, _))
         ));
         assert!(matches!(
             keystore.add("bad key", "x", false),
@@ -264,7 +270,7 @@ mod tests {
         reopened.remove("MISP_KEY").unwrap();
         assert!(matches!(
             reopened.remove("MISP_KEY"),
-            Err(KeystoreError::UnknownKey(_))
+            Err(KeystoreError::UnknownKey(_, _))
         ));
         assert!(matches!(
             Keystore::create(&path, false),

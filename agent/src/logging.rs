@@ -196,7 +196,11 @@ mod tests {
         let writer = Redacting::new(Mutex::new(file), Arc::new(vec!["k3y-value".to_owned()]));
         for n in 0..10 {
             let mut line = writer.make_writer();
-            writeln!(line, "line {n}: url=https://user:hunter2@misp.example/x token k3y-value").unwrap();
+            writeln!(
+                line,
+                "line {n}: url=https://user:hunter2@misp.example/x token k3y-value"
+            )
+            .unwrap();
         }
         let current = fs::read_to_string(&path).unwrap();
         let first = fs::read_to_string(folder.path().join("logs/threatbeat.log.1")).unwrap();
@@ -205,7 +209,10 @@ mod tests {
         assert!(!folder.path().join("logs/threatbeat.log.3").exists());
         for text in [&current, &first] {
             assert!(!text.contains("hunter2") && !text.contains("k3y-value"), "{text}");
-            assert!(text.contains("https://user:[REDACTED]@misp.example/x token [REDACTED]"), "{text}");
+            assert!(
+                text.contains("https://user:[REDACTED]@misp.example/x token [REDACTED]"),
+                "{text}"
+            );
         }
     }
 }

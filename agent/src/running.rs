@@ -170,6 +170,9 @@ impl PipelineSet {
                 None
             }
         };
+        if cursor.as_ref().is_some_and(|cursor| !cursor.is_null()) {
+            tracing::info!(pipeline = %id, "{}", crate::cursor_reset::stored_cursor_hint(&id));
+        }
         let (publisher, requests) = Publisher::channel(PUBLISH_QUEUE);
         let mut pipeline = Pipeline::new(
             id.clone(),
@@ -320,7 +323,11 @@ async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> 
             .panics
             .with_label_values(&[context.id.as_str()])
             .inc();
-        let stopped = |reason: String| Err(InputError::Fatal(format!("the input panicked ({panic}); {reason}")));
+        let stopped = |reason: String| {
+            Err(InputError::Fatal(format!(
+                "the input panicked ({panic}); {reason}"
+            )))
+        };
         let Some(rebuild) = rebuild.as_ref().filter(|_| !context.run_once) else {
             tracing::error!(pipeline = %context.id, %panic, "the input panicked; it is not restarted");
             return stopped("not restarted".to_owned());
@@ -353,9 +360,10 @@ async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(text) => *text,
-        Err(payload) => payload
-            .downcast::<&'static str>()
-            .map_or_else(|_| "a panic without a message".to_owned(), |text| (*text).to_owned()),
+        Err(payload) => payload.downcast::<&'static str>().map_or_else(
+            |_| "a panic without a message".to_owned(),
+            |text| (*text).to_owned(),
+        ),
     }
 }
 
@@ -387,6 +395,7 @@ async fn finish(
         published: stats.published.load(Ordering::Relaxed),
         dropped: stats.dropped.load(Ordering::Relaxed),
         failed_batches: stats.failed_batches.load(Ordering::Relaxed),
+        last_batch_failed: stats.last_failure().is_some(),
         samples: stats.samples(),
         input_error,
     };

@@ -100,9 +100,18 @@ pub fn resolve_by_source(config: &LoadedConfig) -> Result<Vec<(Source, Vec<Resol
     // across all of them.
     assign_pipeline_ids(sources.iter_mut().flat_map(|(_, filesets)| filesets.iter_mut()))?;
     let mut seen = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeMap::new();
     for fileset in sources.iter().flat_map(|(_, filesets)| filesets) {
         if !seen.insert(fileset.id.clone()) {
             return Err(duplicate_pipeline(fileset));
+        }
+        // Distinct ids whose state files would be one (`a/b_c`, `a_b/c`).
+        let name = threatbeat_core::state_name(&fileset.id);
+        if let Some(other) = names.insert(name.clone(), fileset.id.clone()) {
+            return Err(fileset.input.origin.error(format!(
+                "pipelines {other} and {} would share one cursor file (registry/{name}.json); give one of them another `id:`",
+                fileset.id
+            )));
         }
     }
     Ok(sources)
@@ -129,7 +138,9 @@ pub fn build_pipeline(
     };
     let global_origin = Origin::file(&config.file).child("processors");
     let fingerprint = fingerprint(&fileset);
-    let input = threatbeat_inputs::registry().build(&fileset.input, &context)?;
+    let input = threatbeat_inputs::registry()
+        .build(&fileset.input, &context)
+        .map_err(|error| fileset.attribute_input_error(error))?;
     let rebuild: InputFactory = {
         let (input_config, context) = (fileset.input.clone(), context.clone());
         Arc::new(move || threatbeat_inputs::registry().build(&input_config, &context))
@@ -275,6 +286,9 @@ pub struct PipelineSummary {
     pub dropped: u64,
     /// Batches the output refused.
     pub failed_batches: u64,
+    /// Whether the last batch was refused (refusals it recovered from, a
+    /// full disk or an outage, leave the run clean).
+    pub last_batch_failed: bool,
     /// A few indicator values that went out.
     pub samples: Vec<String>,
     /// Why the input stopped on its own, if it did.
@@ -293,13 +307,14 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// Whether every input finished cleanly and every batch was written.
+    /// Whether every input finished cleanly and no pipeline ended on a
+    /// refused batch (an earlier refusal it recovered from does not count).
     pub fn is_clean(&self) -> bool {
         !self.timed_out
             && self
                 .pipelines
                 .iter()
-                .all(|pipeline| pipeline.input_error.is_none() && pipeline.failed_batches == 0)
+                .all(|pipeline| pipeline.input_error.is_none() && !pipeline.last_batch_failed)
     }
 }
 

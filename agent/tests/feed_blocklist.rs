@@ -54,7 +54,12 @@ output.file: {{path: out, filename: docs}}
 fn current_values(home: &AgentHome) -> Vec<String> {
     let mut values: Vec<String> = replay_current_state(&home.documents(), LATEST)
         .values()
-        .map(|document| document["blocklist"]["value"].as_str().unwrap_or_default().to_owned())
+        .map(|document| {
+            document["blocklist"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     values.sort();
     values
@@ -118,10 +123,26 @@ async fn every_form_of_value_maps_to_the_fields_the_rules_read() {
     let history = in_index(&home.documents(), HISTORY);
     let wanted = vec![
         expected(&url, "192.0.2.1", json!({"type": "ipv4-addr", "ip": "192.0.2.1"})),
-        expected(&url, "198.51.100.0/24", json!({"type": "ipv4-addr", "ip": "198.51.100.0/24"})),
-        expected(&url, "203.0.113.5:443", json!({"type": "ipv4-addr", "ip": "203.0.113.5", "port": 443})),
-        expected(&url, "2001:db8::1", json!({"type": "ipv6-addr", "ip": "2001:db8::1"})),
-        expected(&url, "2001:db8:10::/48", json!({"type": "ipv6-addr", "ip": "2001:db8:10::/48"})),
+        expected(
+            &url,
+            "198.51.100.0/24",
+            json!({"type": "ipv4-addr", "ip": "198.51.100.0/24"}),
+        ),
+        expected(
+            &url,
+            "203.0.113.5:443",
+            json!({"type": "ipv4-addr", "ip": "203.0.113.5", "port": 443}),
+        ),
+        expected(
+            &url,
+            "2001:db8::1",
+            json!({"type": "ipv6-addr", "ip": "2001:db8::1"}),
+        ),
+        expected(
+            &url,
+            "2001:db8:10::/48",
+            json!({"type": "ipv6-addr", "ip": "2001:db8:10::/48"}),
+        ),
         expected(
             &url,
             "http://evil.example/gate.php?id=1",
@@ -186,7 +207,10 @@ async fn spamhaus_drop_and_csv_columns() {
         "################\n# \"first_seen_utc\",\"dst_ip\",\"dst_port\",\"c2_status\",\"last_online\",\"malware\"\n\"2021-01-17 07:44:46\",\"192.0.2.77\",\"443\",\"online\",\"2026-12-03\",\"Dridex\"\n\"2021-01-18 08:00:00\",\"192.0.2.78\",\"8080\",\"offline\",\"2026-11-30\",\"QakBot\"\n",
     );
     // A vendor CSV with a header row: the column by name.
-    lists.set_list("/export.csv", "indicator,kind\nevil.example.net,domain\nhttps://evil.example.net/x,url\n");
+    lists.set_list(
+        "/export.csv",
+        "indicator,kind\nevil.example.net,domain\nhttps://evil.example.net/x,url\n",
+    );
     let home = home(&format!(
         r#"      var.url: {drop}
       var.comment_prefixes: [";"]
@@ -227,8 +251,14 @@ async fn spamhaus_drop_and_csv_columns() {
     assert_eq!(feodo["threat"]["indicator"]["type"], "ipv4-addr");
     assert_eq!(feodo["blocklist"]["row"]["column6"], "QakBot");
     let vendor = by_value("https://evil.example.net/x");
-    assert_eq!(vendor["threat"]["indicator"]["url"]["full"], "https://evil.example.net/x");
-    assert_eq!(by_value("evil.example.net")["threat"]["indicator"]["url"]["domain"], "evil.example.net");
+    assert_eq!(
+        vendor["threat"]["indicator"]["url"]["full"],
+        "https://evil.example.net/x"
+    );
+    assert_eq!(
+        by_value("evil.example.net")["threat"]["indicator"]["url"]["domain"],
+        "evil.example.net"
+    );
     assert_eq!(history.len(), 6, "{history:#?}");
     assert_eq!(replay_current_state(&home.documents(), LATEST).len(), 6);
 }
@@ -256,12 +286,23 @@ async fn a_value_the_list_drops_leaves_the_current_state_and_failed_pulls_end_no
         let output = home.run_once_async().await;
         let log = stderr_text(&output);
         assert!(!output.status.success(), "{fault:?}: {log}");
-        assert!(log.contains("threatintel/blocklist") && log.contains(LIST_PATH), "{fault:?}: {log}");
-        assert_eq!(current_values(&home), ["192.0.2.1", "192.0.2.3", "192.0.2.4"], "{fault:?}");
+        assert!(
+            log.contains("threatintel/blocklist") && log.contains(LIST_PATH),
+            "{fault:?}: {log}"
+        );
+        assert_eq!(
+            current_values(&home),
+            ["192.0.2.1", "192.0.2.3", "192.0.2.4"],
+            "{fault:?}"
+        );
     }
     lists.inject(Fault::EmptyBody);
     let output = home.run_once_async().await;
-    assert!(stderr_text(&output).contains("listed no indicator"), "{}", stderr_text(&output));
+    assert!(
+        stderr_text(&output).contains("listed no indicator"),
+        "{}",
+        stderr_text(&output)
+    );
     assert_eq!(current_values(&home), ["192.0.2.1", "192.0.2.3", "192.0.2.4"]);
 
     // The next good pull is the list again.
@@ -272,14 +313,23 @@ async fn a_value_the_list_drops_leaves_the_current_state_and_failed_pulls_end_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_file_read_again_ends_what_it_dropped() {
-    let home = home("      var.input: file\n      var.paths: [lists/drop.txt]\n      var.comment_prefixes: [\";\"]");
+    let home =
+        home("      var.input: file\n      var.paths: [lists/drop.txt]\n      var.comment_prefixes: [\";\"]");
     std::fs::create_dir_all(home.path("lists")).expect("lists folder");
-    std::fs::write(home.path("lists/drop.txt"), "1.10.16.0/20 ; SBL1\n2.56.192.0/22 ; SBL2\n").expect("list");
+    std::fs::write(
+        home.path("lists/drop.txt"),
+        "1.10.16.0/20 ; SBL1\n2.56.192.0/22 ; SBL2\n",
+    )
+    .expect("list");
     let output = home.run_once();
     assert!(output.status.success(), "{}", stderr_text(&output));
     assert_eq!(current_values(&home), ["1.10.16.0/20", "2.56.192.0/22"]);
 
-    std::fs::write(home.path("lists/drop.txt"), "2.56.192.0/22 ; SBL2\n5.188.10.0/23 ; SBL3\n").expect("list");
+    std::fs::write(
+        home.path("lists/drop.txt"),
+        "2.56.192.0/22 ; SBL2\n5.188.10.0/23 ; SBL3\n",
+    )
+    .expect("list");
     let output = home.run_once();
     assert!(output.status.success(), "{}", stderr_text(&output));
     assert_eq!(current_values(&home), ["2.56.192.0/22", "5.188.10.0/23"]);
@@ -296,10 +346,15 @@ async fn a_private_list_needs_its_key_and_the_refusal_is_clear() {
     let output = without.run_once_async().await;
     let log = stderr_text(&output);
     assert!(!output.status.success(), "{log}");
-    assert!(log.contains("401") && log.contains("threatintel/blocklist") && log.contains(LIST_PATH), "{log}");
+    assert!(
+        log.contains("401") && log.contains("threatintel/blocklist") && log.contains(LIST_PATH),
+        "{log}"
+    );
     assert!(without.documents().is_empty());
 
-    let with = home(&format!("      var.url: {url}\n      var.headers: {{X-Api-Key: s3cr3t-list-key}}\n{ONE_ATTEMPT}"));
+    let with = home(&format!(
+        "      var.url: {url}\n      var.headers: {{X-Api-Key: s3cr3t-list-key}}\n{ONE_ATTEMPT}"
+    ));
     let output = with.run_once_async().await;
     let log = stderr_text(&output);
     assert!(output.status.success(), "{log}");

@@ -36,11 +36,17 @@ async fn a_bulk_answer_without_its_items_acknowledges_nothing() {
         );
         assert_eq!(cluster.document_count("logs-ti_threatbeat.misp-default"), 0);
         let log = agent.log();
-        assert!(log.contains("not a bulk response") || log.contains("items for"), "{hollow}: {log}");
+        assert!(
+            log.contains("not a bulk response") || log.contains("items for"),
+            "{hollow}: {log}"
+        );
 
         cluster.set_hollow_bulk_answer(None);
         assert!(
-            wait_for(PATIENCE, || cluster.document_count("logs-ti_threatbeat.misp-default") >= expected.len()).await,
+            wait_for(PATIENCE, || cluster
+                .document_count("logs-ti_threatbeat.misp-default")
+                >= expected.len())
+            .await,
             "{hollow}: the queued events never arrived: {}",
             agent.log_tail()
         );
@@ -92,12 +98,19 @@ fn what_the_agent_writes_is_for_its_user_only() {
             assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
             checked += 1;
             if metadata.is_dir() {
-                pending.extend(std::fs::read_dir(&path).expect("a folder").map(|entry| entry.expect("an entry").path()));
+                pending.extend(
+                    std::fs::read_dir(&path)
+                        .expect("a folder")
+                        .map(|entry| entry.expect("an entry").path()),
+                );
             }
         }
     }
     assert!(checked >= 8, "only {checked} paths checked");
-    assert!(home.path("logs").read_dir().expect("logs").next().is_some(), "no log file");
+    assert!(
+        home.path("logs").read_dir().expect("logs").next().is_some(),
+        "no log file"
+    );
 }
 
 /// Two agents started at the same moment on one `path.data`: every time,
@@ -115,7 +128,12 @@ fn two_agents_on_one_data_folder_never_both_run() {
                 (false, true) => break (first, second),
                 (false, false) => panic!("trial {trial}: both exited:\n{}\n{}", first.log(), second.log()),
                 (true, true) => {
-                    assert!(std::time::Instant::now() < deadline, "trial {trial}: both run:\n{}\n{}", first.log(), second.log());
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "trial {trial}: both run:\n{}\n{}",
+                        first.log(),
+                        second.log()
+                    );
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
@@ -211,10 +229,17 @@ output.file: {{path: out, filename: docs}}
     assert!(!output.status.success(), "{log}");
     assert!(log.contains("100 years"), "{log}");
     // `test config` says so too: the first request is built as a dry run.
-    let checked = home.command().args(["test", "config"]).output().expect("the binary runs");
+    let checked = home
+        .command()
+        .args(["test", "config"])
+        .output()
+        .expect("the binary runs");
     let checked_log = stderr_text(&checked);
     assert!(!checked.status.success(), "{checked_log}");
-    assert!(checked_log.contains("100 years") && checked_log.contains("request.transforms"), "{checked_log}");
+    assert!(
+        checked_log.contains("100 years") && checked_log.contains("request.transforms"),
+        "{checked_log}"
+    );
     let now = chrono::Utc::now().timestamp();
     for request in misp.requests() {
         let asked = request.body["timestamp"].as_i64().unwrap_or(0);
@@ -260,19 +285,35 @@ fn children_peak_rss() -> u64 {
 async fn a_compression_bomb_stops_at_the_body_limit() {
     use threatbeat_test_support::hostile::{gzip_bomb, Canned, HostileServer};
     let server = HostileServer::start().await;
-    let bomb = tokio::task::spawn_blocking(|| gzip_bomb(256 << 20)).await.expect("the bomb");
+    let bomb = tokio::task::spawn_blocking(|| gzip_bomb(256 << 20))
+        .await
+        .expect("the bomb");
     assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
     server.answer("/events/restSearch", Canned::gzip(bomb));
-    let home = misp_home(&server.url("/events/restSearch"), "      input.response.max_body_bytes: 16777216");
+    let home = misp_home(
+        &server.url("/events/restSearch"),
+        "      input.response.max_body_bytes: 16777216",
+    );
     let output = home.run_once_async().await;
     let log = stderr_text(&output);
     assert!(!output.status.success(), "{log}");
     assert!(log.contains("response.max_body_bytes"), "{log}");
-    assert!(log.contains("threatintel/misp") && log.contains("/events/restSearch"), "{log}");
-    assert_eq!(server.requests().len(), 1, "a refused bomb is not fetched again: {log}");
+    assert!(
+        log.contains("threatintel/misp") && log.contains("/events/restSearch"),
+        "{log}"
+    );
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a refused bomb is not fetched again: {log}"
+    );
     assert!(home.documents().is_empty());
     assert!(home.cursor("threatintel/misp").is_none());
-    assert!(children_peak_rss() < 200 << 20, "peak RSS {} MiB", children_peak_rss() >> 20);
+    assert!(
+        children_peak_rss() < 200 << 20,
+        "peak RSS {} MiB",
+        children_peak_rss() >> 20
+    );
 }
 
 /// Credentials written inline — a `user:password@` URL, a literal API
@@ -282,10 +323,17 @@ async fn a_compression_bomb_stops_at_the_body_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_credentials_reach_no_log_and_no_export() {
     use threatbeat_test_support::hostile::{Canned, HostileServer};
-    const SECRETS: [&str; 4] = ["hunter2", "literal-api-token-123", "custom-header-secret", "proxy-pass"];
+    const SECRETS: [&str; 4] = [
+        "hunter2",
+        "literal-api-token-123",
+        "custom-header-secret",
+        "proxy-pass",
+    ];
     let server = HostileServer::start().await;
     server.answer("/events/restSearch", Canned::json(json!({"response": []})));
-    let url = server.url("/events/restSearch").replace("http://", "http://misp-user:hunter2@");
+    let url = server
+        .url("/events/restSearch")
+        .replace("http://", "http://misp-user:hunter2@");
     let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
     let write_config = |proxy: &str| {
         home.write(
@@ -335,13 +383,23 @@ output.file: {{path: out, filename: docs}}
     let failing_log = String::from_utf8_lossy(&failing.stderr).into_owned();
     assert!(failing_log.contains("[REDACTED]"), "{failing_log}");
     let mut searched = vec![
-        ("stdout and stderr of the runs".to_owned(), [good.stdout, good.stderr, failing.stdout, failing.stderr].concat()),
-        ("export config".to_owned(), [exported.stdout.clone(), exported.stderr].concat()),
+        (
+            "stdout and stderr of the runs".to_owned(),
+            [good.stdout, good.stderr, failing.stdout, failing.stderr].concat(),
+        ),
+        (
+            "export config".to_owned(),
+            [exported.stdout.clone(), exported.stderr].concat(),
+        ),
     ];
     let mut pending = vec![home.path("data"), home.path("logs"), home.path("out")];
     while let Some(path) = pending.pop() {
         if path.is_dir() {
-            pending.extend(std::fs::read_dir(&path).expect("a folder").map(|entry| entry.expect("an entry").path()));
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .expect("a folder")
+                    .map(|entry| entry.expect("an entry").path()),
+            );
         } else if path.is_file() {
             searched.push((path.display().to_string(), std::fs::read(&path).expect("a file")));
         }
@@ -355,7 +413,10 @@ output.file: {{path: out, filename: docs}}
         }
     }
     let exported = String::from_utf8_lossy(&exported.stdout);
-    assert!(exported.contains("misp-user:[REDACTED]@") && exported.contains("proxy-user:[REDACTED]@"), "{exported}");
+    assert!(
+        exported.contains("misp-user:[REDACTED]@") && exported.contains("proxy-user:[REDACTED]@"),
+        "{exported}"
+    );
 }
 
 /// One event with `"Object": "not-a-list"` first on a page: it goes to the
@@ -394,11 +455,18 @@ async fn a_broken_record_is_set_aside_and_the_page_goes_on() {
         .iter()
         .filter_map(|document| document["misp"]["attribute"]["uuid"].as_str().map(str::to_owned))
         .collect();
-    assert!(published.contains(&"good-event-a".to_owned()), "{published:?}\n{log}");
+    assert!(
+        published.contains(&"good-event-a".to_owned()),
+        "{published:?}\n{log}"
+    );
     let cursor = home.cursor("threatintel/misp").expect("a cursor");
     assert!(cursor["timestamp"].as_i64().unwrap_or(0) >= now - 50, "{cursor}");
-    let dead = std::fs::read_to_string(home.path("data/dead_letter/threatintel_misp.ndjson")).expect("the dead-letter file");
-    assert!(dead.contains("bad-event") && dead.contains("not-a-list"), "{dead}");
+    let dead = std::fs::read_to_string(home.path("data/dead_letter/threatintel_misp.ndjson"))
+        .expect("the dead-letter file");
+    assert!(
+        dead.contains("bad-event") && dead.contains("not-a-list"),
+        "{dead}"
+    );
 }
 
 /// One event stamped `2147483647` (2038): the cursor stores now, not 2038,
@@ -425,7 +493,9 @@ async fn a_record_stamped_in_2038_does_not_move_the_cursor_past_now() {
     let log = stderr_text(&output);
     assert!(output.status.success(), "{log}");
     assert!(log.contains("time in the future"), "{log}");
-    let stored = home.cursor("threatintel/misp").expect("a cursor")["timestamp"].as_i64().unwrap_or(0);
+    let stored = home.cursor("threatintel/misp").expect("a cursor")["timestamp"]
+        .as_i64()
+        .unwrap_or(0);
     assert!((now..now + 300).contains(&stored), "stored {stored}, now {now}");
 
     let output = home.run_once_async().await;
@@ -433,7 +503,10 @@ async fn a_record_stamped_in_2038_does_not_move_the_cursor_past_now() {
     let second_poll = server.requests().into_iter().last().expect("a request");
     let asked: serde_json::Value = serde_json::from_slice(&second_poll.body).expect("a JSON body");
     let asked = asked["timestamp"].as_i64().unwrap_or(i64::MAX);
-    assert!(asked <= chrono::Utc::now().timestamp(), "the next poll asked timestamp {asked}");
+    assert!(
+        asked <= chrono::Utc::now().timestamp(),
+        "the next poll asked timestamp {asked}"
+    );
 }
 
 /// A `next` link to another port, and a redirect to another port: that
@@ -448,9 +521,14 @@ async fn credentials_stay_with_their_origin() {
     let indicator = |id: u64| json!({"id": id, "indicator": format!("192.0.2.{id}"), "type": "IPv4", "created": "2026-12-01T00:00:00"});
     home_server.answer(
         "/api/v1/indicators/export",
-        Canned::json(json!({"results": [indicator(1)], "next": elsewhere.url("/api/v1/indicators/export?page=2")})),
+        Canned::json(
+            json!({"results": [indicator(1)], "next": elsewhere.url("/api/v1/indicators/export?page=2")}),
+        ),
     );
-    elsewhere.answer("/api/v1/indicators/export", Canned::json(json!({"results": [indicator(2)], "next": null})));
+    elsewhere.answer(
+        "/api/v1/indicators/export",
+        Canned::json(json!({"results": [indicator(2)], "next": null})),
+    );
     elsewhere.answer("/moved", Canned::json(json!({"results": [], "next": null})));
     home_server.answer("/moved", Canned::redirect(302, &elsewhere.url("/moved")));
     let otx_home = |url: &str| {
@@ -498,5 +576,52 @@ output.file: {{path: out, filename: docs}}
             );
         }
     }
-    assert!(seen.iter().all(|request| request.path != "/moved"), "the redirect was followed");
+    assert!(
+        seen.iter().all(|request| request.path != "/moved"),
+        "the redirect was followed"
+    );
+}
+
+/// Two pipelines whose ids differ but whose state files would be one
+/// (`threatintel/misp/attributes`, an instance of `misp`, and the fileset
+/// `threatintel/misp_attributes`) are refused at load, naming both: they
+/// would overwrite each other's cursor.
+#[test]
+fn ids_whose_state_files_collide_are_refused() {
+    let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
+    home.write("feed/a.json", "{}\n");
+    home.write(
+        "threatbeat.yml",
+        "path.data: data
+threatbeat.modules:
+  - module: threatintel
+    misp:
+      id: attributes
+      var.input: file
+      var.paths: [feed/a.json]
+  - module: threatintel
+    misp:
+      id: other
+      var.input: file
+      var.paths: [feed/a.json]
+  - module: threatintel
+    misp_attributes:
+      var.input: file
+      var.paths: [feed/a.json]
+output.file: {path: out, filename: docs}
+",
+    );
+    let output = home
+        .command()
+        .args(["test", "config"])
+        .output()
+        .expect("the binary runs");
+    let log = stderr_text(&output);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains("share one cursor file")
+            && log.contains("threatintel/misp/attributes")
+            && log.contains("threatintel/misp_attributes"),
+        "{log}"
+    );
 }

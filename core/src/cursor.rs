@@ -40,6 +40,23 @@ pub struct CursorStore {
     directory: PathBuf,
 }
 
+/// The name a pipeline's state files take (`threatintel/misp` →
+/// `threatintel_misp`): every character but ASCII letters, digits, `-` and
+/// `_` becomes `_`. Two ids may share a name (`a/b_c`, `a_b/c`): the agent
+/// refuses such a pair when it loads the configuration.
+pub fn state_name(pipeline_id: &str) -> String {
+    pipeline_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 impl CursorStore {
     /// A store in `<data_path>/registry`.
     pub fn new(data_path: &Path) -> Self {
@@ -50,17 +67,7 @@ impl CursorStore {
 
     /// The file holding the cursor of `pipeline_id`.
     pub fn file_for(&self, pipeline_id: &str) -> PathBuf {
-        let safe: String = pipeline_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.directory.join(format!("{safe}.json"))
+        self.directory.join(format!("{}.json", state_name(pipeline_id)))
     }
 
     /// The stored cursor, or `None` when nothing was stored yet.

@@ -59,7 +59,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
     }
     if total > MAX_DURATION {
-        return Err(format!("invalid duration `{text}`: longer than 100 years, the limit"));
+        return Err(format!(
+            "invalid duration `{text}`: longer than 100 years, the limit"
+        ));
     }
     Ok(total)
 }
@@ -119,7 +121,9 @@ mod tests {
             .unwrap_err()
             .contains("out of range"));
         // Representable, but absurd: it used to wrap `now - first_interval` around.
-        assert!(parse_duration("10000000000000000000s").unwrap_err().contains("100 years"));
+        assert!(parse_duration("10000000000000000000s")
+            .unwrap_err()
+            .contains("100 years"));
         assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
     }
 

@@ -18,7 +18,7 @@ pub use config::{
     deep_merge, deserialize_at, deserialize_switch, nest_dotted_keys, switch_at, BuildContext, ConfigError,
     NullKeys, Origin, PluginConfig,
 };
-pub use cursor::{CursorError, CursorStore};
+pub use cursor::{state_name, CursorError, CursorStore};
 pub use event::{DecodeError, EncodedEvent, Event, OpType, METADATA_NAMESPACE};
 pub use path::{FieldPath, PathError, SetError};
 pub use plugin::{

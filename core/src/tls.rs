@@ -142,6 +142,16 @@ fn read_pem(value: &str, config_path: &Path, origin: &Origin) -> Result<Vec<u8>,
     std::fs::read(&path).map_err(|error| origin.error(format!("cannot read {}: {error}", path.display())))
 }
 
+/// What to add to a connection error whose text (with its causes) shows a
+/// TLS client talking to a plain-HTTP server: rustls then reports only
+/// `received corrupt message of type InvalidContentType`, which says nothing
+/// to someone who put `https://` in front of a lab server's `http` port.
+pub fn plain_http_hint(error_text: &str) -> Option<&'static str> {
+    error_text
+        .contains("InvalidContentType")
+        .then_some("the server answered plain HTTP; use http:// or check the port")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +196,15 @@ mod tests {
                 .load(Path::new("/nonexistent"), &Origin::named("x"))
                 .unwrap();
         assert_eq!(loaded.verification_mode(), VerificationMode::Full);
+    }
+
+    #[test]
+    fn a_tls_record_error_from_a_plain_http_server_gets_a_hint() {
+        let hint = plain_http_hint("error sending request: client error (Connect): received corrupt message of type InvalidContentType");
+        assert_eq!(
+            hint,
+            Some("the server answered plain HTTP; use http:// or check the port")
+        );
+        assert_eq!(plain_http_hint("error sending request: connection refused"), None);
     }
 }

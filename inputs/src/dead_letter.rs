@@ -31,10 +31,7 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// The dead-letter file of `pipeline` under `data_path`.
     pub fn new(data_path: &Path, pipeline: &str) -> Self {
-        let name: String = pipeline
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') { c } else { '_' })
-            .collect();
+        let name = threatbeat_core::state_name(pipeline);
         Self {
             pipeline: pipeline.to_owned(),
             path: data_path.join("dead_letter").join(format!("{name}.ndjson")),
@@ -130,12 +127,18 @@ mod tests {
             ],
         );
         let text = fs::read_to_string(dead.path()).unwrap();
-        let lines: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["record"]["Event"]["uuid"], "e1");
         assert_eq!(lines[0]["pipeline"], "threatintel/misp");
         assert!(lines[0]["error"].as_str().unwrap().contains("body.Event.Object"));
-        assert_eq!(lines[0]["source"], "https://user:[REDACTED]@misp.example/events/restSearch");
+        assert_eq!(
+            lines[0]["source"],
+            "https://user:[REDACTED]@misp.example/events/restSearch"
+        );
         assert_eq!(lines[1]["record"]["truncated"], true);
         assert!(dead.path().ends_with("dead_letter/threatintel_misp.ndjson"));
     }

@@ -84,7 +84,10 @@ pub fn decode_lines(bytes: &[u8], config: &LinesConfig) -> Result<Lines, LinesEr
         if raw.len() > config.max_line_bytes {
             lines.errors.push(RowError {
                 line,
-                reason: format!("line longer than {} bytes (max_line_bytes)", config.max_line_bytes),
+                reason: format!(
+                    "line longer than {} bytes (max_line_bytes)",
+                    config.max_line_bytes
+                ),
             });
             continue;
         }
@@ -93,7 +96,10 @@ pub fn decode_lines(bytes: &[u8], config: &LinesConfig) -> Result<Lines, LinesEr
             Err(error) => {
                 lines.errors.push(RowError {
                     line,
-                    reason: format!("not valid UTF-8 (first bad byte at column {})", error.valid_up_to() + 1),
+                    reason: format!(
+                        "not valid UTF-8 (first bad byte at column {})",
+                        error.valid_up_to() + 1
+                    ),
                 });
                 continue;
             }
@@ -158,7 +164,11 @@ mod tests {
 
     #[test]
     fn html_is_refused_and_an_empty_body_is_an_empty_list() {
-        let error = decode_lines(b"\n  <!DOCTYPE html><title>Sign in</title>", &LinesConfig::default()).unwrap_err();
+        let error = decode_lines(
+            b"\n  <!DOCTYPE html><title>Sign in</title>",
+            &LinesConfig::default(),
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("HTML"), "{error}");
         let lines = decode_lines(b"", &LinesConfig::default()).unwrap();
         assert!(lines.records.is_empty() && lines.errors.is_empty());

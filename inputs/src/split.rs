@@ -178,7 +178,12 @@ impl Split {
     /// the wrong shape is an error (the whole answer is not what the feed
     /// sends); a record that a nested split cannot cut goes to `rejected`
     /// and the others are still split.
-    pub fn apply(&self, document: &Value, out: &mut Vec<Value>, rejected: &mut Vec<Rejected>) -> Result<(), SplitError> {
+    pub fn apply(
+        &self,
+        document: &Value,
+        out: &mut Vec<Value>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), SplitError> {
         if let (SplitKind::Array, false) = (self.kind, self.keep_parent) {
             if let Some(Value::Array(items)) = self.target_value(document) {
                 if !items.is_empty() {
@@ -485,7 +490,11 @@ split:
         assert!(uuids.contains(&"a1") && uuids.contains(&"a2"), "{out:?}");
         assert_eq!(rejected.len(), 1, "{rejected:?}");
         assert_eq!(rejected[0].record.pointer("/Event/uuid"), Some(&json!("bad")));
-        assert!(rejected[0].error.to_string().contains("Object"), "{}", rejected[0].error);
+        assert!(
+            rejected[0].error.to_string().contains("Object"),
+            "{}",
+            rejected[0].error
+        );
     }
 
     #[test]

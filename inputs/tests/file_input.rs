@@ -182,7 +182,10 @@ async fn a_feed_manifest_cannot_read_outside_its_folder() {
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(
         outside.path().join("secret.json"),
-        serde_json::to_vec(&json!({"Event": {"uuid": "secret", "Attribute": [{"uuid": "s1", "value": "leak"}]}})).unwrap(),
+        serde_json::to_vec(
+            &json!({"Event": {"uuid": "secret", "Attribute": [{"uuid": "s1", "value": "leak"}]}}),
+        )
+        .unwrap(),
     )
     .unwrap();
     let feed = tempfile::tempdir().unwrap();
@@ -191,14 +194,24 @@ async fn a_feed_manifest_cannot_read_outside_its_folder() {
     let mut manifest: serde_json::Map<String, Value> =
         serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     let escaping = outside.path().join("secret");
-    let relative = format!("../{}/secret", outside.path().file_name().unwrap().to_string_lossy());
+    let relative = format!(
+        "../{}/secret",
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
     for key in [escaping.display().to_string(), relative, "linked".to_owned()] {
         manifest.insert(key, json!({"timestamp": "1"}));
     }
-    std::os::unix::fs::symlink(outside.path().join("secret.json"), feed.path().join("linked.json")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.json"),
+        feed.path().join("linked.json"),
+    )
+    .unwrap();
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
 
-    let config = manifest_input("threatintel/misp", json!({"input": "file", "paths": [feed.path()]}));
+    let config = manifest_input(
+        "threatintel/misp",
+        json!({"input": "file", "paths": [feed.path()]}),
+    );
     let data = tempfile::tempdir().unwrap();
     let pipeline = TestPipeline::new(data.path(), "threatintel/misp", None);
     run_once(&config, &pipeline).await.unwrap();

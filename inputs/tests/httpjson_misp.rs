@@ -556,12 +556,17 @@ async fn a_keyset_item_without_its_sort_key_is_set_aside() {
     let server = HostileServer::start().await;
     server.answer_in_turn(
         "/events/restSearch",
-        vec![Canned::json(json!({"response": page})), Canned::json(json!({"response": []}))],
+        vec![
+            Canned::json(json!({"response": page})),
+            Canned::json(json!({"response": []})),
+        ],
     );
     let data = tempfile::tempdir().unwrap();
     let pipeline = TestPipeline::new(data.path(), "threatintel/misp", None);
     let vars = json!({"url": server.url("/events/restSearch"), "api_token": API_KEY, "limit": 10, "paging": "keyset", "first_interval": "1h"});
-    run_once(&manifest_input("threatintel/misp", vars), &pipeline).await.unwrap();
+    run_once(&manifest_input("threatintel/misp", vars), &pipeline)
+        .await
+        .unwrap();
     assert_eq!(counts(&pipeline.events()).len(), 2);
     assert!(pipeline.stored_cursor().is_some());
     let dead = std::fs::read_to_string(data.path().join("dead_letter/threatintel_misp.ndjson")).unwrap();

@@ -105,6 +105,23 @@ pub fn queue_oldest_event_age() -> std::time::Duration {
     std::time::Duration::from_secs_f64(seconds.max(0.0))
 }
 
+/// The events every queue holds un-acknowledged: the backlog an output
+/// logs when it recovers. Reads the existing series only.
+pub fn queue_pending_events() -> u64 {
+    use prometheus::core::Collector;
+    queue()
+        .events
+        .collect()
+        .iter()
+        .flat_map(|family| {
+            family
+                .get_metric()
+                .iter()
+                .map(|metric| metric.get_gauge().get_value().max(0.0) as u64)
+        })
+        .sum()
+}
+
 /// The queue's metrics, registered on first use.
 pub fn queue() -> &'static QueueMetrics {
     static METRICS: OnceLock<QueueMetrics> = OnceLock::new();

@@ -127,7 +127,9 @@ impl IocExpiration {
             })?;
         // A date near the end of chrono's range (year 262142) plus the
         // duration does not exist: such a record never expires.
-        let decayed_at = latest.checked_add_signed(self.duration).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let decayed_at = latest
+            .checked_add_signed(self.duration)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         write(event, &self.target, Value::String(format_date(&decayed_at)))?;
         write(event, &self.decayed, Value::Bool(decayed_at < now))?;
         Ok(())

@@ -393,7 +393,14 @@ impl Step for Split {
             Some(Value::Null) | None => return Err(missing(&self.field)),
             Some(value) => value.clone(),
         };
-        route(event, value, &self.field, &self.separator, self.split_at, &self.routing)?;
+        route(
+            event,
+            value,
+            &self.field,
+            &self.separator,
+            self.split_at,
+            &self.routing,
+        )?;
         Ok(ProcessOutcome::Keep)
     }
 }

@@ -18,6 +18,9 @@ pub struct Expander<'a> {
     /// Unset variables without a default expand to nothing instead of failing
     /// (the first pass of loading, which only needs the paths to find the keystore).
     lenient: bool,
+    /// The keystore consulted, named when a variable is found nowhere
+    /// (`--path.data` moves it).
+    keystore: Option<String>,
 }
 
 impl<'a> Expander<'a> {
@@ -27,7 +30,14 @@ impl<'a> Expander<'a> {
             env,
             secrets: Vec::new(),
             lenient: false,
+            keystore: None,
         }
+    }
+
+    /// The same expander, naming `path` as the keystore it reads in errors.
+    pub fn naming_keystore(mut self, path: &std::path::Path) -> Self {
+        self.keystore = Some(path.display().to_string());
+        self
     }
 
     /// An expander that expands unset variables without a default to nothing.
@@ -79,7 +89,7 @@ impl<'a> Expander<'a> {
                 rest = &after[1..];
                 continue;
             };
-            let Some(end) = reference.find('}') else {
+            let Some(end) = closing_brace(reference) else {
                 return Err(origin.error(format!(
                     "unterminated `${{` in `{text}`; close it with `}}` or write `$${{` for a literal `${{`"
                 )));
@@ -100,13 +110,20 @@ impl<'a> Expander<'a> {
             }
             let resolved = match (self.env.get(name), default) {
                 (Some(value), _) => value.clone(),
+                // A default may itself hold references (go-ucfg's rule, so
+                // `${MISP_URL:https://${MISP_HOST:localhost}}` reads as in Filebeat).
+                (None, Some(default)) if default.contains('$') => self.expand_text(default, origin)?,
                 (None, Some(default)) => default.to_owned(),
                 (None, None) if self.lenient => String::new(),
                 (None, None) => {
+                    let keystore = match &self.keystore {
+                        Some(path) => format!("the keystore {path}"),
+                        None => "the keystore".to_owned(),
+                    };
                     return Err(origin.error(format!(
-                        "`{name}` is not set (neither in the keystore nor in the environment) and `${{{name}}}` has no default; \
+                        "`{name}` is not set (neither in {keystore} nor in the environment) and `${{{name}}}` has no default; \
                          set it, add it with `threatbeat keystore add {name}`, or write `${{{name}:default}}`"
-                    )))
+                    )));
                 }
             };
             if looks_secret(name) && !resolved.is_empty() {
@@ -117,6 +134,27 @@ impl<'a> Expander<'a> {
         output.push_str(rest);
         Ok(output)
     }
+}
+
+/// The position of the `}` closing a reference whose `${` was just read,
+/// skipping the references nested in its default.
+fn closing_brace(reference: &str) -> Option<usize> {
+    let bytes = reference.as_bytes();
+    let mut depth = 0usize;
+    let mut position = 0;
+    while position < bytes.len() {
+        match bytes[position] {
+            b'$' if bytes.get(position + 1) == Some(&b'{') => {
+                depth += 1;
+                position += 1;
+            }
+            b'}' if depth == 0 => return Some(position),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        position += 1;
+    }
+    None
 }
 
 /// Whether `name` is one of the agent's path settings.
@@ -193,6 +231,49 @@ mod tests {
 
         let error = Expander::new(&env)
             .expand(&mut json!({"a": "${OPEN"}), &Origin::named("x"))
+            .unwrap_err();
+        assert!(error.reason.contains("unterminated"), "{}", error.reason);
+    }
+
+    #[test]
+    fn a_default_may_hold_references() {
+        let env = env();
+        let mut value = json!({
+            "host_only": "${MISP_URL:https://${MISP_HOST:localhost}}/events",
+            "neither": "${MISP_URL:https://${NOPE:localhost}}/events",
+            "deeper": "${A:${B:${MISP_HOST}}}!",
+            "unset_inside": "${A:${NOPE}}"
+        });
+        let error = Expander::new(&env)
+            .expand(&mut value, &Origin::named("t.yml"))
+            .unwrap_err();
+        assert_eq!(error.key, "unset_inside");
+        assert!(error.reason.contains("`NOPE` is not set"), "{}", error.reason);
+        value.as_object_mut().unwrap().remove("unset_inside");
+        Expander::new(&env)
+            .expand(&mut value, &Origin::named("t.yml"))
+            .unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "host_only": "https://misp.local/events",
+                "neither": "https://localhost/events",
+                "deeper": "misp.local!"
+            })
+        );
+        let mut set = BTreeMap::new();
+        set.insert("MISP_URL".to_owned(), "http://lab:8080".to_owned());
+        let mut value = json!("${MISP_URL:https://${MISP_HOST}}/events");
+        Expander::new(&set)
+            .expand(&mut value, &Origin::named("t.yml"))
+            .unwrap();
+        assert_eq!(
+            value,
+            json!("http://lab:8080/events"),
+            "a set variable never reads its default"
+        );
+        let error = Expander::new(&env)
+            .expand(&mut json!({"a": "${A:${B:x}"}), &Origin::named("x"))
             .unwrap_err();
         assert!(error.reason.contains("unterminated"), "{}", error.reason);
     }

@@ -18,7 +18,9 @@ pub fn redacted(value: &Value, secrets: &[String]) -> Value {
                 .map(|(key, item)| {
                     let item = if is_headers(key) {
                         redact_all_scalars(item)
-                    } else if !item.is_null() && (looks_secret(key) || (names_a_credential(key) && is_scalar(item))) {
+                    } else if !item.is_null()
+                        && (looks_secret(key) || (names_a_credential(key) && is_scalar(item)))
+                    {
                         Value::String(REDACTED.to_owned())
                     } else {
                         redacted(item, secrets)
@@ -37,14 +39,20 @@ pub fn redacted(value: &Value, secrets: &[String]) -> Value {
 /// `headers`, `request.headers`, `var.headers`, `response.header`….
 fn is_headers(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key.rsplit('.').next().is_some_and(|last| last == "headers" || last == "header")
+    key.rsplit('.')
+        .next()
+        .is_some_and(|last| last == "headers" || last == "header")
 }
 
 /// A key whose scalar value is a credential: `auth_key`, `var.auth_key`,
 /// `Authorization`, `api-key`, `key`, `private_key`….
 fn names_a_credential(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key.contains("auth") || key.rsplit(['.', '_', '-']).next().is_some_and(|last| last == "key")
+    key.contains("auth")
+        || key
+            .rsplit(['.', '_', '-'])
+            .next()
+            .is_some_and(|last| last == "key")
 }
 
 fn is_scalar(value: &Value) -> bool {
@@ -115,10 +123,23 @@ mod tests {
             "keyset": {"sort_field": "timestamp"}
         });
         let printed = redacted(&value, &[]).to_string();
-        for secret in ["literal-pass", "proxy-pass", "inline-bearer", "custom-secret", "MIIE", "abusech-key", "list-key"] {
+        for secret in [
+            "literal-pass",
+            "proxy-pass",
+            "inline-bearer",
+            "custom-secret",
+            "MIIE",
+            "abusech-key",
+            "list-key",
+        ] {
             assert!(!printed.contains(secret), "{secret} leaked: {printed}");
         }
-        for kept in ["http://user:[REDACTED]@misp:8080/events", "/etc/cert.pem", "timestamp", "X-Custom"] {
+        for kept in [
+            "http://user:[REDACTED]@misp:8080/events",
+            "/etc/cert.pem",
+            "timestamp",
+            "X-Custom",
+        ] {
             assert!(printed.contains(kept), "{kept} lost: {printed}");
         }
     }

@@ -91,13 +91,24 @@ pub fn discover(options: &LoadOptions) -> Result<PathBuf, ConfigError> {
 /// Loads, layers, expands and checks the main configuration. `${VAR}` reads
 /// the keystore (`${path.data}/threatbeat.keystore`) first, then the environment.
 pub fn load(options: &LoadOptions) -> Result<LoadedConfig, ConfigError> {
+    load_checking(options, Unset::Error)
+}
+
+/// Like [`load`], but an unset `${VAR}` without a default under `output.*`
+/// expands to nothing: for commands that never talk to the output
+/// (`modules`, `test modules`), which must not wait for its API key.
+pub fn load_without_output(options: &LoadOptions) -> Result<LoadedConfig, ConfigError> {
+    load_checking(options, Unset::EmptyInOutput)
+}
+
+fn load_checking(options: &LoadOptions, unset: Unset) -> Result<LoadedConfig, ConfigError> {
     // The keystore lives under path.data, which the config sets: a first,
     // lenient pass finds it, the second expands with its secrets.
     let no_keystore = BTreeMap::new();
-    let paths = load_with(options, &no_keystore, true)?.paths;
+    let paths = load_with(options, &no_keystore, Unset::Empty, None)?.paths;
     let keystore = Keystore::load_values(&paths.data)
         .map_err(|error| ConfigError::general(format!("cannot read the keystore: {error}")))?;
-    let mut config = load_with(options, &keystore, false)?;
+    let mut config = load_with(options, &keystore, unset, Some(&Keystore::path_in(&paths.data)))?;
     config
         .secrets
         .extend(keystore.into_values().filter(|value| !value.is_empty()));
@@ -107,13 +118,25 @@ pub fn load(options: &LoadOptions) -> Result<LoadedConfig, ConfigError> {
 /// The resolved paths only, with unset `${VAR}`s expanded to nothing: for
 /// commands that must work before every referenced secret exists (`keystore`).
 pub fn load_paths(options: &LoadOptions) -> Result<Paths, ConfigError> {
-    Ok(load_with(options, &BTreeMap::new(), true)?.paths)
+    Ok(load_with(options, &BTreeMap::new(), Unset::Empty, None)?.paths)
+}
+
+/// What an unset `${VAR}` without a default becomes in the main file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unset {
+    /// An error naming the file and key.
+    Error,
+    /// Nothing, everywhere.
+    Empty,
+    /// Nothing under `output.*`, an error elsewhere.
+    EmptyInOutput,
 }
 
 fn load_with(
     options: &LoadOptions,
     keystore: &BTreeMap<String, String>,
-    lenient: bool,
+    unset: Unset,
+    keystore_path: Option<&Path>,
 ) -> Result<LoadedConfig, ConfigError> {
     let mut variables = options.env.clone();
     variables.extend(keystore.iter().map(|(key, value)| (key.clone(), value.clone())));
@@ -127,11 +150,29 @@ fn load_with(
         _ => return Err(origin.error("the main config must be a map of settings")),
     };
     check_dotted_keys(&from_file, &origin)?;
-    let mut expander = match lenient {
-        true => Expander::lenient(&variables),
-        false => Expander::new(&variables),
+    let mut expander = match unset {
+        Unset::Empty => Expander::lenient(&variables),
+        Unset::Error | Unset::EmptyInOutput => match keystore_path {
+            Some(path) => Expander::new(&variables).naming_keystore(path),
+            None => Expander::new(&variables),
+        },
     };
-    expander.expand(&mut from_file, &origin)?;
+    if let (Unset::EmptyInOutput, Value::Object(map)) = (unset, &mut from_file) {
+        // Top-level keys may be dotted (`output.elasticsearch.api_key:`).
+        let mut output_expander = Expander::lenient(&variables);
+        for (key, value) in map.iter_mut() {
+            let in_output = key == "output" || key.starts_with("output.");
+            let expander = if in_output {
+                &mut output_expander
+            } else {
+                &mut expander
+            };
+            expander.expand(value, &origin.child(key))?;
+        }
+        expander.secrets.append(&mut output_expander.secrets);
+    } else {
+        expander.expand(&mut from_file, &origin)?;
+    }
     let from_file = nest_dotted_keys(from_file);
 
     let mut figment = Figment::new().merge(Layer::new(file_name.clone(), from_file));
@@ -211,7 +252,7 @@ impl LoadedConfig {
         let text = fs::read_to_string(file).map_err(|error| origin.error(format!("cannot read: {error}")))?;
         let mut value = parse_yaml(&text, &origin)?;
         check_dotted_keys(&value, &origin)?;
-        let mut expander = Expander::new(&self.env);
+        let mut expander = Expander::new(&self.env).naming_keystore(&Keystore::path_in(&self.paths.data));
         expander.expand(&mut value, &origin)?;
         parse_module_list(&value, &origin)
     }
@@ -408,4 +449,44 @@ fn figment_error(error: figment::Error, main_file: &str) -> ConfigError {
         .map(|metadata| metadata.name.to_string())
         .unwrap_or_else(|| main_file.to_owned());
     ConfigError { file, key, reason }
+}
+
+#[cfg(test)]
+mod output_secret_tests {
+    use super::*;
+
+    #[test]
+    fn without_output_leaves_only_output_secrets_unresolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = |main: &str| {
+            fs::write(dir.path().join("threatbeat.yml"), main).unwrap();
+            LoadOptions {
+                config_file: None,
+                overrides: Vec::new(),
+                env: BTreeMap::new(),
+                cwd: dir.path().to_path_buf(),
+            }
+        };
+        for main in [
+            "output.elasticsearch:\n  hosts: [\"https://es:9200\"]\n  api_key: ${ES_API_KEY}\n",
+            "output.elasticsearch.api_key: ${ES_API_KEY}\n",
+        ] {
+            let error = load(&options(main)).unwrap_err();
+            assert!(
+                error.reason.contains("`ES_API_KEY` is not set"),
+                "{}",
+                error.reason
+            );
+            let config = load_without_output(&options(main)).unwrap();
+            assert!(
+                config.merged.to_string().contains("\"api_key\":\"\""),
+                "{}",
+                config.merged
+            );
+        }
+        // Elsewhere in the main file an unset variable still fails.
+        let error =
+            load_without_output(&options("output.console: {}\nlogging.level: ${LEVEL}\n")).unwrap_err();
+        assert_eq!(error.key, "logging.level");
+    }
 }

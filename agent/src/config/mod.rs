@@ -10,12 +10,12 @@ mod settings;
 pub use expand::{looks_secret, Expander};
 pub use export::{redact_text, redacted};
 pub use load::{
-    discover, load, load_paths, nest_dotted_keys, normalize, LoadOptions, LoadedConfig, DEFAULT_CONFIG_FILES,
-    ENV_PREFIX, ENV_SEPARATOR,
+    discover, load, load_paths, load_without_output, nest_dotted_keys, normalize, LoadOptions, LoadedConfig,
+    DEFAULT_CONFIG_FILES, ENV_PREFIX, ENV_SEPARATOR,
 };
 pub use settings::{
     AgentConfigSettings, AgentSettings, DurationSetting, FilebeatAlias, HttpSettings, LogLevel,
-    LoggingSettings, ModulesDirSettings, PathSettings, Paths, ReloadSettings, Settings,
+    LogMetricsSettings, LoggingSettings, ModulesDirSettings, PathSettings, Paths, ReloadSettings, Settings,
 };
 
 #[cfg(test)]

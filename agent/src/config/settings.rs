@@ -102,6 +102,39 @@ pub struct LoggingSettings {
     /// `logging.files.*`: rotation of the log file.
     #[serde(default)]
     pub files: LogFileSettings,
+    /// `logging.metrics.*`: the periodic progress lines of the pipelines.
+    #[serde(default)]
+    pub metrics: LogMetricsSettings,
+}
+
+/// `logging.metrics.*` (Beats' names and defaults): every `period`, a
+/// progress line per pipeline that did something since the last one.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogMetricsSettings {
+    /// Log the progress lines; default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How often; default 30s (at least 1s is used).
+    #[serde(default = "default_metrics_period")]
+    pub period: DurationSetting,
+}
+
+impl Default for LogMetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            period: default_metrics_period(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_metrics_period() -> DurationSetting {
+    DurationSetting(Duration::from_secs(30))
 }
 
 /// `logging.files.*` (Beats' names).

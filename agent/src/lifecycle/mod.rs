@@ -333,13 +333,12 @@ impl CurrentState {
         if !self.settings.full_list {
             return Ok(Vec::new());
         }
-        let listing = self
-            .listing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let listing = self.listing.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Some(listing) = listing else {
-            tracing::debug!(pipeline, "the poll began before the agent started; its list ends no indicator");
+            tracing::debug!(
+                pipeline,
+                "the poll began before the agent started; its list ends no indicator"
+            );
             return Ok(Vec::new());
         };
         if listing.is_empty() {
@@ -485,16 +484,7 @@ impl CurrentState {
 
 /// Where the store of `pipeline_id` lives: `<path.data>/current_state/<id>.redb`.
 pub fn store_path(data_path: &Path, pipeline_id: &str) -> PathBuf {
-    let name: String = pipeline_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = threatbeat_core::state_name(pipeline_id);
     data_path.join("current_state").join(format!("{name}.redb"))
 }
 

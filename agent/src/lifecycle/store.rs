@@ -9,6 +9,8 @@
 //! indicator.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use base64::Engine;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -63,7 +65,12 @@ pub struct StoreError {
 
 /// The store of one pipeline.
 pub struct IndicatorStore {
-    database: Database,
+    /// `None` while a reopen after an I/O error has not succeeded yet.
+    database: RwLock<Option<Database>>,
+    /// redb refuses every operation after one I/O error (a full disk) until
+    /// the database is opened again: set by such an error, the next
+    /// operation reopens it.
+    failed: AtomicBool,
     path: PathBuf,
 }
 
@@ -80,16 +87,10 @@ impl IndicatorStore {
         // redb caches up to 1 GiB by default; the agent's memory is bounded
         // by configured budgets (docs/performance.md), so the cache is small:
         // the store is read a batch at a time.
-        let database = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|error| {
-                fail(format!(
-                "{error}; if the file is damaged, remove it: the next polls write every valid indicator again"
-            ))
-            })?;
+        let database = Self::create(path).map_err(fail)?;
         let store = Self {
-            database,
+            database: RwLock::new(Some(database)),
+            failed: AtomicBool::new(false),
             path: path.to_owned(),
         };
         // Create the tables once, so readers never meet a missing table.
@@ -97,10 +98,50 @@ impl IndicatorStore {
         Ok(store)
     }
 
+    fn create(path: &Path) -> Result<Database, String> {
+        Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|error| {
+                format!("{error}; if the file is damaged, remove it: the next polls write every valid indicator again")
+            })
+    }
+
+    /// The open database; after an I/O error, opened again first (the old
+    /// handle is closed before, as redb locks its file).
+    fn database(&self) -> Result<DatabaseHandle<'_>, StoreError> {
+        if self.failed.swap(false, Ordering::SeqCst) {
+            let mut slot = self.database.write().unwrap_or_else(PoisonError::into_inner);
+            *slot = None;
+            match Self::create(&self.path) {
+                Ok(database) => {
+                    *slot = Some(database);
+                    tracing::info!(path = %self.path.display(), "current-state store opened again after an I/O error");
+                }
+                Err(reason) => {
+                    self.failed.store(true, Ordering::SeqCst);
+                    return Err(self.error(format!("cannot open it again after an I/O error: {reason}")));
+                }
+            }
+        }
+        let guard = self.database.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(self.error("not open (opening it again after an I/O error failed)"));
+        }
+        Ok(DatabaseHandle(guard))
+    }
+
     fn error(&self, error: impl std::fmt::Display) -> StoreError {
+        let reason = error.to_string();
+        // redb's `Io` and `PreviousIo` errors: every later operation fails
+        // until the database is opened again.
+        if reason.contains("I/O error") {
+            self.failed.store(true, Ordering::SeqCst);
+        }
         StoreError {
             path: self.path.clone(),
-            reason: error.to_string(),
+            reason,
         }
     }
 
@@ -109,7 +150,10 @@ impl IndicatorStore {
         &self,
         change: impl FnOnce(&mut Tables) -> Result<(), redb::StorageError>,
     ) -> Result<(), StoreError> {
-        let transaction = self.database.begin_write().map_err(|error| self.error(error))?;
+        let transaction = self
+            .database()?
+            .begin_write()
+            .map_err(|error| self.error(error))?;
         {
             let mut tables = Tables {
                 indicators: transaction
@@ -193,7 +237,7 @@ impl IndicatorStore {
         let Some(key) = key(id) else {
             return Ok(None);
         };
-        let transaction = self.database.begin_read().map_err(|error| self.error(error))?;
+        let transaction = self.database()?.begin_read().map_err(|error| self.error(error))?;
         let table = transaction
             .open_table(INDICATORS)
             .map_err(|error| self.error(error))?;
@@ -210,7 +254,7 @@ impl IndicatorStore {
 
     /// How many indicators the store holds.
     pub fn len(&self) -> Result<u64, StoreError> {
-        let transaction = self.database.begin_read().map_err(|error| self.error(error))?;
+        let transaction = self.database()?.begin_read().map_err(|error| self.error(error))?;
         let table = transaction
             .open_table(INDICATORS)
             .map_err(|error| self.error(error))?;
@@ -224,7 +268,7 @@ impl IndicatorStore {
 
     /// The ids of every indicator whose key is not in `keep`.
     pub fn ids_outside(&self, keep: &std::collections::HashSet<Key>) -> Result<Vec<String>, StoreError> {
-        let transaction = self.database.begin_read().map_err(|error| self.error(error))?;
+        let transaction = self.database()?.begin_read().map_err(|error| self.error(error))?;
         let table = transaction
             .open_table(INDICATORS)
             .map_err(|error| self.error(error))?;
@@ -255,7 +299,7 @@ impl IndicatorStore {
         bound: i64,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let transaction = self.database.begin_read().map_err(|error| self.error(error))?;
+        let transaction = self.database()?.begin_read().map_err(|error| self.error(error))?;
         let table = transaction.open_table(table).map_err(|error| self.error(error))?;
         let range = table
             .range((i64::MIN, [0; ID_BYTES])..=(bound, [u8::MAX; ID_BYTES]))
@@ -266,6 +310,18 @@ impl IndicatorStore {
             ids.push(id_of(&key.value().1));
         }
         Ok(ids)
+    }
+}
+
+/// A read lock on the open database.
+struct DatabaseHandle<'store>(RwLockReadGuard<'store, Option<Database>>);
+
+impl std::ops::Deref for DatabaseHandle<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        // `IndicatorStore::database` hands out a handle only when it is open.
+        self.0.as_ref().expect("an open database")
     }
 }
 

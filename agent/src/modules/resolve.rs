@@ -45,6 +45,10 @@ pub struct ResolvedFileset {
     pub user_processors: Value,
     /// Where the user's processors were written.
     pub user_processors_origin: Origin,
+    /// The input settings (keys under `input.origin`) whose templates read a
+    /// variable the user set, with that variable: an error in such a setting
+    /// is the user's value, reported where the user wrote it.
+    pub user_var_settings: Vec<(String, String)>,
 }
 
 /// Resolves `definition` with `overrides`, written at `origin` (the module
@@ -71,6 +75,10 @@ pub fn resolve(
         vars.insert(name, value);
     }
 
+    let user_vars: Vec<String> = flatten_overrides(overrides)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
     let input_type = choose_input(definition, &vars, origin)?;
     let templater = Templater::new(&vars);
     let input_origin = definition.manifest_origin.child(format!("input.{input_type}"));
@@ -122,7 +130,19 @@ pub fn resolve(
         current_state_origin,
         user_processors: Value::Null,
         user_processors_origin: origin.child("processors"),
+        user_var_settings: Vec::new(),
     };
+    var_settings(
+        &manifest.input[&resolved.input.type_name],
+        "",
+        &mut |setting, name| {
+            if user_vars.iter().any(|var| var == name) {
+                resolved
+                    .user_var_settings
+                    .push((setting.to_owned(), name.to_owned()));
+            }
+        },
+    );
     resolved.source_key = super::instances::source_key(&resolved);
     Ok(resolved)
 }
@@ -131,6 +151,123 @@ impl ResolvedFileset {
     /// `module/fileset`, whatever the instance.
     pub fn base_id(&self) -> String {
         format!("{}/{}", self.module, self.fileset)
+    }
+
+    /// An error the input gave about its templated settings, moved to the
+    /// user's `var.*` key when the bad setting was filled from a variable the
+    /// user set (`var.interval: 5 minutes` is the user's mistake, not the
+    /// built-in manifest's `input.httpjson.interval`). Other errors pass as
+    /// they are.
+    pub fn attribute_input_error(&self, error: ConfigError) -> ConfigError {
+        if error.file != self.input.origin.file {
+            return error;
+        }
+        let base = &self.input.origin.key;
+        let relative = if error.key == *base {
+            ""
+        } else if let Some(rest) = error
+            .key
+            .strip_prefix(base.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+        {
+            rest
+        } else {
+            return error;
+        };
+        let inside = |outer: &str, inner: &str| {
+            outer.is_empty()
+                || inner == outer
+                || inner
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        };
+        // The setting that holds the error's key, the deepest first; else,
+        // for an error about a whole block (`request.transforms`), the one
+        // variable the user set inside it.
+        let holding = self
+            .user_var_settings
+            .iter()
+            .filter(|(setting, _)| inside(setting, relative))
+            .max_by_key(|(setting, _)| setting.len())
+            .map(|(_, var)| var.clone());
+        // An error about the input as a whole (its type) is the definition's.
+        let var = holding.or_else(|| {
+            if relative.is_empty() {
+                return None;
+            }
+            let mut within: Vec<&String> = self
+                .user_var_settings
+                .iter()
+                .filter(|(setting, _)| inside(relative, setting))
+                .map(|(_, var)| var)
+                .collect();
+            within.sort();
+            within.dedup();
+            match within.as_slice() {
+                [one] => Some((*one).clone()),
+                _ => None,
+            }
+        });
+        let Some(var) = var else {
+            return error;
+        };
+        let user = self.origin.child(format!("var.{var}"));
+        ConfigError {
+            file: user.file,
+            key: user.key,
+            reason: format!(
+                "{} (the value fills `{}` of the {} definition, {})",
+                error.reason,
+                if relative.is_empty() {
+                    base.as_str()
+                } else {
+                    relative
+                },
+                self.base_id(),
+                error.file
+            ),
+        }
+    }
+}
+
+/// Calls `found(setting, variable)` for every `var.<name>` a template in
+/// `value` reads, `setting` being the dotted key of the string holding it.
+fn var_settings(value: &Value, path: &str, found: &mut impl FnMut(&str, &str)) {
+    let child = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(text) if text.contains("{{") => {
+            let mut rest = text.as_str();
+            while let Some(position) = rest.find("var.") {
+                let before = rest[..position].chars().next_back();
+                let after = &rest[position + 4..];
+                let name_length = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                    && name_length > 0
+                {
+                    found(path, &after[..name_length]);
+                }
+                rest = &after[name_length..];
+            }
+        }
+        Value::Array(items) => {
+            for (position, item) in items.iter().enumerate() {
+                var_settings(item, &child(&position.to_string()), found);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                var_settings(item, &child(key), found);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -203,4 +340,95 @@ fn join_keys(map: &Map<String, Value>) -> String {
         return "(none)".to_owned();
     }
     map.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod attribution_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::modules::Definitions;
+
+    const MANIFEST: &str = r#"
+module: intel
+fileset: feed
+description: a test feed
+var:
+  url: https://localhost/events
+  interval: 60m
+  first_interval: 24h
+  limit: 10
+input:
+  httpjson:
+    interval: "{{ var.interval }}"
+    request:
+      url: "{{ var.url }}"
+      transforms:
+        - set: {target: body.limit, value: "{{ var.limit }}"}
+        - set: {target: body.from, value: "[[ now() - parse_duration('{{ var.first_interval }}') ]]"}
+"#;
+
+    fn fileset(overrides: Value) -> ResolvedFileset {
+        let config = tempfile::tempdir().unwrap();
+        let folder = config.path().join("modules.d/definitions/intel/feed");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("manifest.yml"), MANIFEST).unwrap();
+        let definitions = Definitions::load(config.path()).unwrap();
+        let origin = Origin::named("modules.d/intel.yml").child(0).child("feed");
+        let overrides = overrides.as_object().unwrap().clone();
+        resolve(definitions.get("intel", "feed").unwrap(), &overrides, &origin).unwrap()
+    }
+
+    fn manifest_error(fileset: &ResolvedFileset, key: &str) -> ConfigError {
+        fileset.input.origin.child(key).error("bad value")
+    }
+
+    #[test]
+    fn a_bad_setting_filled_by_the_users_variable_names_the_users_key() {
+        let fileset = fileset(json!({"var.interval": "5 minutes", "var": {"first_interval": "1 year"}}));
+        let error = fileset.attribute_input_error(manifest_error(&fileset, "interval"));
+        assert_eq!(
+            (error.file.as_str(), error.key.as_str()),
+            ("modules.d/intel.yml", "0.feed.var.interval")
+        );
+        assert!(error.reason.starts_with("bad value"), "{}", error.reason);
+        assert!(
+            error.reason.contains("`interval` of the intel/feed definition"),
+            "{}",
+            error.reason
+        );
+        // A block-level error (the first request cannot be built) with one
+        // user variable inside it.
+        let error = fileset.attribute_input_error(manifest_error(&fileset, "request.transforms"));
+        assert_eq!(error.key, "0.feed.var.first_interval");
+        let error = fileset.attribute_input_error(manifest_error(&fileset, "request.transforms.1.set.value"));
+        assert_eq!(error.key, "0.feed.var.first_interval");
+    }
+
+    #[test]
+    fn errors_in_defaults_and_elsewhere_keep_their_place() {
+        // The user set only the URL: a bad interval is the definition's.
+        let fileset = fileset(json!({"var.url": "https://misp.lab/events"}));
+        let error = fileset.attribute_input_error(manifest_error(&fileset, "interval"));
+        assert_eq!(error.key, "input.httpjson.interval");
+        assert!(error.file.ends_with("manifest.yml"));
+        assert_eq!(
+            fileset
+                .attribute_input_error(manifest_error(&fileset, "request.url"))
+                .key,
+            "0.feed.var.url"
+        );
+        // Two user variables inside one block: no guess.
+        let fileset = fileset_two();
+        let error = fileset.attribute_input_error(manifest_error(&fileset, "request.transforms"));
+        assert_eq!(error.key, "input.httpjson.request.transforms");
+        let whole = fileset.input.origin.error("unknown input type");
+        assert_eq!(fileset.attribute_input_error(whole.clone()), whole);
+        let other = Origin::named("threatbeat.yml").child("output").error("x");
+        assert_eq!(fileset.attribute_input_error(other.clone()), other);
+    }
+
+    fn fileset_two() -> ResolvedFileset {
+        fileset(json!({"var.limit": "5", "var.first_interval": "2h"}))
+    }
 }

@@ -15,6 +15,11 @@ pub use threatbeat_test_support::agent::{wait_until_async as wait_for, AgentProc
 use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
 use threatbeat_test_support::misp::{fake_uuid, fixtures_dir, generate_events, MispSimulator, API_KEY};
 
+// History counted per attribute version, for runs that edit MISP data;
+// not every test crate including this module uses it.
+#[allow(dead_code)]
+pub mod versions;
+
 /// The index the MISP fileset writes to (its manifest's `index:`).
 pub const INDEX: &str = "logs-ti_threatbeat.misp-default";
 /// The current-state index of the MISP fileset.
@@ -267,6 +272,12 @@ impl Workspace {
     /// Writes a config polling `misp` every second (`var.first_interval` reaching
     /// back far enough for the real events) into the cluster at `es_url`.
     pub fn new(misp: &MispSimulator, es_url: &str) -> Self {
+        Self::with_module_vars(misp, es_url, "")
+    }
+
+    /// [`Workspace::new`] with more lines under the fileset (`var.paging: keyset\n`,
+    /// each indented by four spaces).
+    pub fn with_module_vars(misp: &MispSimulator, es_url: &str, extra_vars: &str) -> Self {
         let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
         let main = format!(
             "logging.level: info
@@ -296,7 +307,7 @@ queue.disk:
     var.first_interval: 4000d
     var.limit: {PAGE_LIMIT}
     var.http_client_timeout: 10s
-",
+{extra_vars}",
             url = misp.url("/events/restSearch"),
         );
         home.write("modules.d/threatintel.yml", &module);

@@ -18,10 +18,10 @@ use threatbeat_core::{
 };
 
 use crate::csv::{decode_csv, CsvConfig, RowError};
-use crate::lines::{decode_lines, LinesConfig};
-use crate::decode::{decode_json, decode_ndjson, DecodeError};
-use crate::metrics::{unix_now, InputMetrics};
 use crate::dead_letter::DeadLetter;
+use crate::decode::{decode_json, decode_ndjson, DecodeError};
+use crate::lines::{decode_lines, LinesConfig};
+use crate::metrics::{unix_now, InputMetrics};
 use crate::split::{Split, SplitConfig};
 use threatbeat_core::duration;
 
@@ -193,7 +193,9 @@ impl FileInput {
 
     /// Reads one file into records.
     fn read(&self, path: &Path, format: Format, input: &str) -> Result<Vec<Value>, String> {
-        let size = std::fs::metadata(path).map_err(|error| format!("cannot read: {error}"))?.len();
+        let size = std::fs::metadata(path)
+            .map_err(|error| format!("cannot read: {error}"))?
+            .len();
         if size > self.max_file_bytes {
             return Err(format!(
                 "{size} bytes, more than max_file_bytes ({}); raise it if the file is genuine",
@@ -267,8 +269,10 @@ impl FileInput {
         let matched = files.len();
         // Files that are gone leave the cursor, so it does not grow with
         // every file ever seen (their state goes with the next stored batch).
-        let present: std::collections::HashSet<String> =
-            files.iter().map(|(path, _)| path.to_string_lossy().into_owned()).collect();
+        let present: std::collections::HashSet<String> = files
+            .iter()
+            .map(|(path, _)| path.to_string_lossy().into_owned())
+            .collect();
         cursor.retain(|key, _| present.contains(key));
         let mut changed = Vec::new();
         for (path, format) in files {
@@ -362,7 +366,9 @@ fn feed_files(folder: &Path, manifest: &Path) -> Result<Vec<PathBuf>, String> {
     for uuid in entries.keys() {
         let plain = !uuid.is_empty()
             && uuid.len() <= 128
-            && uuid.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+            && uuid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
         if !plain {
             tracing::warn!(manifest = %manifest.display(), key = %uuid, "a manifest key that is not an event uuid is skipped (it would name a file outside the feed folder)");
             continue;

@@ -46,7 +46,11 @@ impl CredentialScope {
             home: url.origin(),
             allowed,
             https_only: url.scheme() == "https",
-            configured_headers: request.headers.keys().map(|name| name.to_ascii_lowercase()).collect(),
+            configured_headers: request
+                .headers
+                .keys()
+                .map(|name| name.to_ascii_lowercase())
+                .collect(),
         })
     }
 

@@ -15,9 +15,30 @@ use super::client::{Auth, CredentialScope};
 use super::config::{DecodeAs, Encoding, Method, RetryConfig};
 use super::transform::RequestState;
 use crate::csv::{decode_csv, CsvConfig};
-use crate::lines::{decode_lines, LinesConfig};
 use crate::decode::{decode_json, misp_error_message, snippet};
+use crate::lines::{decode_lines, LinesConfig};
 use crate::metrics::InputMetrics;
+
+/// The most of a refusal's body `probe` reads to say why.
+const PROBE_BODY_LIMIT: u64 = 64 * 1024;
+
+/// How a server answered one request sent by [`Fetcher::probe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// The request could not be prepared (an OAuth2 token request failed).
+    NotSent(String),
+    /// No HTTP answer: connection refused, TLS, timeout.
+    Unreachable(String),
+    /// An HTTP answer.
+    Answered {
+        /// The status code.
+        status: u16,
+        /// Its reason phrase (`Forbidden`).
+        reason: String,
+        /// Why, from the body, when the status is not a success.
+        detail: Option<String>,
+    },
+}
 
 /// A decoded response.
 #[derive(Debug)]
@@ -98,7 +119,9 @@ impl std::fmt::Display for BodyError {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BodyError::TooLarge => formatter.write_str("the answer is larger than its limit"),
-            BodyError::Read(error) => formatter.write_str(&threatbeat_core::redact_userinfo(&error.to_string())),
+            BodyError::Read(error) => {
+                formatter.write_str(&threatbeat_core::redact_userinfo(&error.to_string()))
+            }
         }
     }
 }
@@ -229,63 +252,38 @@ impl Fetcher {
         Ok(())
     }
 
-    async fn send_once(&self, request: &RequestState) -> Result<Response, FetchError> {
-        let url = request.full_url();
-        let mut builder = match self.method {
-            Method::GET => self.client.get(url.clone()),
-            Method::POST => self.client.post(url.clone()),
+    /// Sends `request` once, without retries or pacing, and reports how the
+    /// server answered: what `threatbeat test modules` shows per fileset.
+    pub async fn probe(&self, request: &RequestState) -> ProbeAnswer {
+        let builder = match self.prepare(request).await {
+            Ok(builder) => builder,
+            Err(error) => return ProbeAnswer::NotSent(error.to_string()),
         };
-        // The default `Accept` only when the request sets none: a TAXII
-        // server answers 406 to a request that also accepts plain JSON.
-        if !request
-            .headers
-            .iter()
-            .any(|(name, _)| name.eq_ignore_ascii_case("accept"))
-        {
-            let accept = match self.decode_as {
-                DecodeAs::Json => "application/json",
-                DecodeAs::Csv => "text/csv",
-                DecodeAs::Text => "text/plain",
-            };
-            builder = builder.header("Accept", accept);
-        }
-        // A pagination link to another origin gets no credentials.
-        let trusted = self.scope.trusts(&request.url);
-        for (name, value) in &request.headers {
-            if trusted || !self.scope.is_credential_header(name) {
-                builder = builder.header(name.as_str(), value.as_str());
-            }
-        }
-        if self.method == Method::POST {
-            builder = match self.encoding {
-                Encoding::Json => builder.json(&request.body),
-                Encoding::Form => {
-                    let fields: Vec<(String, String)> = request
-                        .body
-                        .iter()
-                        .map(|(key, value)| {
-                            let text = match value {
-                                Value::String(text) => text.clone(),
-                                other => other.to_string(),
-                            };
-                            (key.clone(), text)
-                        })
-                        .collect();
-                    builder.form(&fields)
+        let response = match builder.send().await {
+            Ok(response) => response,
+            Err(error) => return ProbeAnswer::Unreachable(describe(error)),
+        };
+        let status = response.status();
+        let detail = if status.is_success() {
+            None
+        } else {
+            // A few kilobytes say why (MISP's message); more is not shown.
+            read_body(response, PROBE_BODY_LIMIT).await.ok().map(|bytes| {
+                match decode_json(&bytes).ok().as_ref().and_then(misp_error_message) {
+                    Some(message) => message,
+                    None => snippet(&String::from_utf8_lossy(&bytes)),
                 }
-            };
-        }
-        let builder = match trusted {
-            true => self
-                .auth
-                .apply(&self.client, builder)
-                .await
-                .map_err(|reason| failed(reason, true))?,
-            false => {
-                tracing::warn!(input = %self.id, url = %threatbeat_core::redact_userinfo(request.url.as_str()), "this request leaves the configured origin: it is sent without credentials (list its origin in request.allowed_origins to trust it)");
-                builder
-            }
+            })
         };
+        ProbeAnswer::Answered {
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or_default().to_owned(),
+            detail,
+        }
+    }
+
+    async fn send_once(&self, request: &RequestState) -> Result<Response, FetchError> {
+        let builder = self.prepare(request).await?;
         let started = Instant::now();
         let response = match builder.send().await {
             Ok(response) => response,
@@ -368,6 +366,66 @@ impl Fetcher {
         }
         Ok(Response { body, headers })
     }
+
+    /// The request as sent: method, `Accept`, headers, body and credentials.
+    async fn prepare(&self, request: &RequestState) -> Result<reqwest::RequestBuilder, FetchError> {
+        let url = request.full_url();
+        let mut builder = match self.method {
+            Method::GET => self.client.get(url.clone()),
+            Method::POST => self.client.post(url.clone()),
+        };
+        // The default `Accept` only when the request sets none: a TAXII
+        // server answers 406 to a request that also accepts plain JSON.
+        if !request
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("accept"))
+        {
+            let accept = match self.decode_as {
+                DecodeAs::Json => "application/json",
+                DecodeAs::Csv => "text/csv",
+                DecodeAs::Text => "text/plain",
+            };
+            builder = builder.header("Accept", accept);
+        }
+        // A pagination link to another origin gets no credentials.
+        let trusted = self.scope.trusts(&request.url);
+        for (name, value) in &request.headers {
+            if trusted || !self.scope.is_credential_header(name) {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+        }
+        if self.method == Method::POST {
+            builder = match self.encoding {
+                Encoding::Json => builder.json(&request.body),
+                Encoding::Form => {
+                    let fields: Vec<(String, String)> = request
+                        .body
+                        .iter()
+                        .map(|(key, value)| {
+                            let text = match value {
+                                Value::String(text) => text.clone(),
+                                other => other.to_string(),
+                            };
+                            (key.clone(), text)
+                        })
+                        .collect();
+                    builder.form(&fields)
+                }
+            };
+        }
+        match trusted {
+            true => self
+                .auth
+                .apply(&self.client, builder)
+                .await
+                .map_err(|reason| failed(reason, true)),
+            false => {
+                tracing::warn!(input = %self.id, url = %threatbeat_core::redact_userinfo(request.url.as_str()), "this request leaves the configured origin: it is sent without credentials (list its origin in request.allowed_origins to trust it)");
+                Ok(builder)
+            }
+        }
+    }
 }
 
 /// A reqwest error with its cause chain (the top level alone says little),
@@ -387,6 +445,11 @@ fn describe(error: reqwest::Error) -> String {
             text.push_str(&cause_text);
         }
         source = cause.source();
+    }
+    if let Some(hint) = threatbeat_core::tls::plain_http_hint(&text) {
+        text.push_str(" (");
+        text.push_str(hint);
+        text.push(')');
     }
     text
 }

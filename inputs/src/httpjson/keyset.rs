@@ -140,14 +140,22 @@ impl HttpJsonInput {
                 // The whole window [lower, upper] was read: the next poll starts at `upper`.
                 let mut next = cursor.clone();
                 next.insert(keyset.cursor_field.clone(), json!(upper.max(lower)));
-                self.publish_and_prefetch(context, Vec::new(), cursor, next, PagePlace::within(request_number), None)
-                    .await?;
+                self.publish_and_prefetch(
+                    context,
+                    Vec::new(),
+                    cursor,
+                    next,
+                    PagePlace::within(request_number),
+                    None,
+                )
+                .await?;
                 return Ok(summary);
             }
             // An item without its sort key cannot be placed in the key order:
             // it is set aside (dead letter), the others page on.
-            let (items, unsorted): (Vec<Value>, Vec<Value>) =
-                items.into_iter().partition(|item| keyset.sort_key(item).is_some());
+            let (items, unsorted): (Vec<Value>, Vec<Value>) = items
+                .into_iter()
+                .partition(|item| keyset.sort_key(item).is_some());
             self.dead_letter.record(
                 self.base_request.url.as_str(),
                 unsorted
@@ -158,7 +166,10 @@ impl HttpJsonInput {
                     })
                     .collect(),
             );
-            let max_key = items.iter().filter_map(|item| keyset.sort_key(item)).fold(lower, i64::max);
+            let max_key = items
+                .iter()
+                .filter_map(|item| keyset.sort_key(item))
+                .fold(lower, i64::max);
             let fresh: Vec<Value> = items
                 .iter()
                 .filter(|item| {

@@ -27,8 +27,8 @@ use self::keyset::Keyset;
 use self::poll::PollError;
 use self::template::{TemplateBuilder, TemplateId, Templates};
 use self::transform::{compile, RequestState, Transform};
-use crate::metrics::{unix_now, InputMetrics};
 use crate::dead_letter::DeadLetter;
+use crate::metrics::{unix_now, InputMetrics};
 use crate::split::Split;
 use threatbeat_core::tls::VerificationMode;
 
@@ -60,6 +60,79 @@ pub struct HttpJsonInput {
     chain: Option<Chain>,
 }
 
+/// Parses and checks a request URL: `http` or `https` with a host. The URL
+/// parser alone accepts what a half-filled variable leaves behind
+/// (`https://${MISP_HOST}/x` with `MISP_HOST=http://lab` gives
+/// `https://http//lab/x`, host `http`; an empty host gives `https:///x`,
+/// host `x`), so the written text is checked before it is parsed.
+pub fn check_url(text: &str, origin: &threatbeat_core::Origin) -> Result<Url, ConfigError> {
+    let lower = text.trim().to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    else {
+        return Err(origin.error(format!(
+            "`{text}` is not an http:// or https:// URL; write the whole URL, such as https://misp.example.org/events/restSearch"
+        )));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(origin.error(format!(
+            "`{text}` has no host; is the variable that fills it empty?"
+        )));
+    }
+    if matches!(authority, "http" | "http:" | "https" | "https:") && rest[authority.len()..].starts_with('/')
+    {
+        return Err(origin.error(format!(
+            "`{text}` has a second scheme where the host belongs; write the scheme once, e.g. set the whole URL (MISP_URL=http://misp.lab:8080) instead of putting `http://` into a host variable"
+        )));
+    }
+    let url =
+        Url::parse(text.trim()).map_err(|error| origin.error(format!("`{text}` is not a URL: {error}")))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(origin.error(format!("`{text}` has no host")));
+    }
+    Ok(url)
+}
+
+/// What `threatbeat test modules` learns about one httpjson input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The first request's URL, without credentials or query (it may hold a key).
+    pub url: String,
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// How the server answered.
+    pub answer: fetch::ProbeAnswer,
+}
+
+/// Builds the input from `raw` and sends the first request of a poll, as a
+/// poll from `cursor` (the stored one, or none) builds it, once: no retries,
+/// nothing published, no cursor stored.
+pub async fn probe(
+    raw: &PluginConfig,
+    context: &BuildContext,
+    cursor: Option<&Value>,
+) -> Result<ProbeReport, ConfigError> {
+    let input = HttpJsonInput::build(raw, context)?;
+    let cursor = match cursor {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Map::new(),
+    };
+    let mut shown = input.base_request.url.clone();
+    shown.set_query(None);
+    let url = threatbeat_core::redact_userinfo(shown.as_str()).into_owned();
+    let method = match input.fetcher.method {
+        config::Method::GET => "GET",
+        config::Method::POST => "POST",
+    };
+    let answer = match input.first_request(&cursor) {
+        Ok(request) => input.fetcher.probe(&request).await,
+        Err(error) => fetch::ProbeAnswer::NotSent(error.to_string()),
+    };
+    Ok(ProbeReport { url, method, answer })
+}
+
 /// Registry factory for `type: httpjson`.
 pub fn build(config: &PluginConfig, context: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
     let input = HttpJsonInput::build(config, context)?;
@@ -81,16 +154,7 @@ impl HttpJsonInput {
     pub fn build(raw: &PluginConfig, context: &BuildContext) -> Result<Self, ConfigError> {
         let config: HttpJsonConfig = raw.parse()?;
         let origin = &raw.origin;
-        let url = Url::parse(&config.request.url).map_err(|error| {
-            origin
-                .child("request.url")
-                .error(format!("`{}` is not a URL: {error}", config.request.url))
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(origin
-                .child("request.url")
-                .error("only http and https URLs are supported"));
-        }
+        let url = check_url(&config.request.url, &origin.child("request.url"))?;
         if config.interval.is_zero() {
             return Err(origin.child("interval").error("must be greater than zero"));
         }
@@ -283,13 +347,19 @@ impl Input for HttpJsonInput {
                 Err(PollError::Shutdown) => return Ok(()),
                 Err(error) => {
                     consecutive_failures += 1;
-                    tracing::error!(input = %context.id, url, consecutive_failures, next_poll_in = ?self.interval, error = %error, "poll failed; the cursor covers only what was delivered; polling again at the next interval");
                     if context.run_once {
+                        tracing::error!(input = %context.id, url, error = %error, "poll failed; the cursor covers only what was delivered");
                         return Err(InputError::Fatal(format!(
                             "{}: poll of {url} failed: {error}",
                             context.id
                         )));
                     }
+                    let retry_in = failed_poll_wait(consecutive_failures, self.interval);
+                    tracing::error!(input = %context.id, url, consecutive_failures, next_poll_in = ?retry_in, error = %error, "poll failed; the cursor covers only what was delivered; polling again sooner than the interval, backing off");
+                    if sleep_or_shutdown(retry_in, &context.shutdown).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
                 }
             }
             if context.run_once {
@@ -301,6 +371,17 @@ impl Input for HttpJsonInput {
             }
         }
     }
+}
+
+/// The first wait after a failed poll; it doubles with each further failure.
+const FIRST_POLL_RETRY: Duration = Duration::from_secs(10);
+
+/// How long to wait after the `failures`-th failed poll in a row: 10 s,
+/// doubling, never more than `interval`. A server down for a minute must not
+/// cost an hour of a 60m interval, and one down for a day is not hammered.
+fn failed_poll_wait(failures: u64, interval: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20) as u32;
+    FIRST_POLL_RETRY.saturating_mul(1 << doublings).min(interval)
 }
 
 /// The newest unix timestamp (seconds, from 2001-09-09 on) among the cursor's
@@ -353,6 +434,49 @@ mod tests {
             unreachable!()
         };
         assert_eq!(cursor_timestamp(&no_time), None);
+    }
+
+    #[test]
+    fn failed_polls_are_retried_sooner_doubling_up_to_the_interval() {
+        let hour = Duration::from_secs(3600);
+        let waits: Vec<u64> = (1..=10).map(|n| failed_poll_wait(n, hour).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600]);
+        assert_eq!(failed_poll_wait(u64::MAX, hour), hour);
+        assert_eq!(
+            failed_poll_wait(1, Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn request_urls_need_one_http_scheme_and_a_host() {
+        let origin = Origin::named("modules.d/x.yml").child("request.url");
+        for good in [
+            "https://misp.example.org/events/restSearch",
+            "http://127.0.0.1:8080/events",
+            "HTTPS://Misp.Example.org",
+            "http://http:8080/x",
+        ] {
+            check_url(good, &origin).unwrap_or_else(|error| panic!("{good}: {error}"));
+        }
+        for (bad, says) in [
+            ("https://http//127.0.0.1:8080/events/restSearch", "second scheme"),
+            ("https://http://misp.lab/events", "second scheme"),
+            ("https://https//misp.lab", "second scheme"),
+            ("https:///events/restSearch", "no host"),
+            ("misp.example.org/events", "not an http:// or https:// URL"),
+            ("ftp://misp.example.org/", "not an http:// or https:// URL"),
+            ("https://exa mple.org/", "is not a URL"),
+        ] {
+            let error = check_url(bad, &origin).expect_err(bad);
+            assert_eq!(error.file, "modules.d/x.yml");
+            assert_eq!(error.key, "request.url");
+            assert!(
+                error.reason.contains(says) && error.reason.contains(bad),
+                "{bad}: {}",
+                error.reason
+            );
+        }
     }
 
     #[test]

@@ -111,7 +111,13 @@ pub(super) fn clamp_to_now(value: &Value, now: chrono::DateTime<chrono::Utc>) ->
         } else {
             number > limit.timestamp()
         };
-        ahead.then(|| if millis { now.timestamp_millis() } else { now.timestamp() })
+        ahead.then(|| {
+            if millis {
+                now.timestamp_millis()
+            } else {
+                now.timestamp()
+            }
+        })
     };
     match value {
         Value::Number(number) => {
@@ -119,17 +125,26 @@ pub(super) fn clamp_to_now(value: &Value, now: chrono::DateTime<chrono::Utc>) ->
                 epoch(seconds).map(Value::from)
             } else {
                 // An integer beyond i64 (or a float): far in the future if positive.
-                number.as_f64().filter(|f| *f > limit.timestamp() as f64).map(|_| Value::from(now.timestamp()))
+                number
+                    .as_f64()
+                    .filter(|f| *f > limit.timestamp() as f64)
+                    .map(|_| Value::from(now.timestamp()))
             }
         }
-        Value::String(text) if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) => match text.parse::<i64>() {
-            Ok(number) => epoch(number).map(|now| Value::String(now.to_string())),
-            Err(_) => Some(Value::String(now.timestamp().to_string())),
-        },
+        Value::String(text) if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) => {
+            match text.parse::<i64>() {
+                Ok(number) => epoch(number).map(|now| Value::String(now.to_string())),
+                Err(_) => Some(Value::String(now.timestamp().to_string())),
+            }
+        }
         Value::String(text) => {
             let time = chrono::DateTime::parse_from_rfc3339(text).ok()?;
             (time > limit).then(|| {
-                let format = if text.contains('.') { "%Y-%m-%dT%H:%M:%S%.6fZ" } else { "%Y-%m-%dT%H:%M:%SZ" };
+                let format = if text.contains('.') {
+                    "%Y-%m-%dT%H:%M:%S%.6fZ"
+                } else {
+                    "%Y-%m-%dT%H:%M:%SZ"
+                };
                 Value::String(now.format(format).to_string())
             })
         }
@@ -212,12 +227,14 @@ impl HttpJsonInput {
         let mut records = Vec::new();
         let mut rejected = Vec::new();
         match &self.split {
-            Some(split) => split
-                .apply(body, &mut records, &mut rejected)
-                .map_err(|error| PollError::Response {
-                    page,
-                    reason: error.to_string(),
-                })?,
+            Some(split) => {
+                split
+                    .apply(body, &mut records, &mut rejected)
+                    .map_err(|error| PollError::Response {
+                        page,
+                        reason: error.to_string(),
+                    })?
+            }
             None => records.push(body.clone()),
         }
         self.dead_letter.record(self.base_request.url.as_str(), rejected);
@@ -241,7 +258,11 @@ impl HttpJsonInput {
     ) -> Result<(), PollError> {
         let mut records = records.into_iter().peekable();
         let mut first = true;
-        let PagePlace { number: page, starts_poll, ends_poll } = page;
+        let PagePlace {
+            number: page,
+            starts_poll,
+            ends_poll,
+        } = page;
         loop {
             let events: Vec<Event> = records
                 .by_ref()
@@ -252,7 +273,9 @@ impl HttpJsonInput {
             let count = events.len();
             let batch = Batch {
                 events,
-                cursor: cursor.filter(|_| last).map(|cursor| Value::Object(cursor.clone())),
+                cursor: cursor
+                    .filter(|_| last)
+                    .map(|cursor| Value::Object(cursor.clone())),
                 starts_poll: first && starts_poll,
                 ends_poll: last && ends_poll,
             };
@@ -271,7 +294,11 @@ impl HttpJsonInput {
     }
 
     /// Evaluates the cursor fields over `template_context`, starting from `current`.
-    pub(super) fn next_cursor(&self, current: &Map<String, Value>, template_context: &Context) -> Map<String, Value> {
+    pub(super) fn next_cursor(
+        &self,
+        current: &Map<String, Value>,
+        template_context: &Context,
+    ) -> Map<String, Value> {
         let mut next = current.clone();
         for field in &self.cursor_fields {
             let render = |id| {
@@ -376,7 +403,14 @@ impl HttpJsonInput {
                 NextPage::End | NextPage::Cut => None,
             };
             prefetched = self
-                .publish_and_prefetch(context, records, cursor, next_cursor, place, next_request.as_ref())
+                .publish_and_prefetch(
+                    context,
+                    records,
+                    cursor,
+                    next_cursor,
+                    place,
+                    next_request.as_ref(),
+                )
                 .await?;
             summary.pages = page;
             summary.events += count;
@@ -460,8 +494,7 @@ impl HttpJsonInput {
         next: Option<&RequestState>,
     ) -> Result<Option<Result<Response, FetchError>>, PollError> {
         // An empty page still tells the pipeline where a poll starts or ends.
-        let publishing =
-            !records.is_empty() || next_cursor != *cursor || page.starts_poll || page.ends_poll;
+        let publishing = !records.is_empty() || next_cursor != *cursor || page.starts_poll || page.ends_poll;
         // The futures borrow `next_cursor`: they end with this block.
         let fetched = {
             let publish = async {
@@ -510,15 +543,29 @@ mod tests {
         let seconds = now.timestamp();
         // MISP stamping one event 2147483647 (2038).
         assert_eq!(clamp_to_now(&json!(2_147_483_647), now), Some(json!(seconds)));
-        assert_eq!(clamp_to_now(&json!("2147483647"), now), Some(json!(seconds.to_string())));
-        assert_eq!(clamp_to_now(&json!(4_102_444_800_000_i64), now), Some(json!(now.timestamp_millis())));
+        assert_eq!(
+            clamp_to_now(&json!("2147483647"), now),
+            Some(json!(seconds.to_string()))
+        );
+        assert_eq!(
+            clamp_to_now(&json!(4_102_444_800_000_i64), now),
+            Some(json!(now.timestamp_millis()))
+        );
         assert_eq!(clamp_to_now(&json!(u64::MAX), now), Some(json!(seconds)));
         assert_eq!(
             clamp_to_now(&json!("2099-01-01T00:00:00.123456Z"), now),
             Some(json!("2026-12-04T12:00:00.000000Z"))
         );
         // Now, within the skew, the past, and what is no time at all stay.
-        for kept in [json!(seconds), json!(seconds + 200), json!(1_700_000_000), json!("2026-12-04T12:04:00Z"), json!("abc"), json!(null), json!(12)] {
+        for kept in [
+            json!(seconds),
+            json!(seconds + 200),
+            json!(1_700_000_000),
+            json!("2026-12-04T12:04:00Z"),
+            json!("abc"),
+            json!(null),
+            json!(12),
+        ] {
             assert_eq!(clamp_to_now(&kept, now), None, "{kept}");
         }
     }

@@ -193,7 +193,10 @@ pub fn decode_response(
         return Err("the answer is not a bulk response (no `errors` or no `items`)".to_owned());
     };
     if items.len() != sent {
-        return Err(format!("the bulk response has {} items for {sent} sent", items.len()));
+        return Err(format!(
+            "the bulk response has {} items for {sent} sent",
+            items.len()
+        ));
     }
     if !errors && !every_item {
         return Ok(None);

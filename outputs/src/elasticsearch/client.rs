@@ -251,6 +251,11 @@ fn describe(error: &reqwest::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
+    if let Some(hint) = threatbeat_core::tls::plain_http_hint(&text) {
+        text.push_str(" (");
+        text.push_str(hint);
+        text.push(')');
+    }
     text
 }
 

@@ -56,6 +56,20 @@ pub struct ElasticsearchOutput {
     settings: Arc<ResolvedSettings>,
     stats: Arc<OutputStats>,
     logged_reasons: Mutex<HashSet<String>>,
+    /// Since when no bulk request got an answer with items, and when that
+    /// was last logged: an outage is logged when it starts, every
+    /// [`OUTAGE_REMINDER`] while it lasts and when it ends, not per retry.
+    outage: Mutex<Option<Outage>>,
+}
+
+/// How often a lasting outage is logged again.
+const OUTAGE_REMINDER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// An ongoing outage of the cluster.
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    since: Instant,
+    last_logged: Instant,
 }
 
 impl std::fmt::Debug for ElasticsearchOutput {
@@ -83,7 +97,51 @@ impl ElasticsearchOutput {
             settings: Arc::new(settings),
             stats: Arc::new(OutputStats::default()),
             logged_reasons: Mutex::new(HashSet::new()),
+            outage: Mutex::new(None),
         })
+    }
+
+    /// A bulk request failed as a whole (no answer, or 5xx/429 for the
+    /// request): the first failure of an outage is a warning, later ones
+    /// are debug detail until the reminder is due.
+    fn note_failure(&self, error: &dyn std::fmt::Display) {
+        let mut outage = self
+            .outage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        match outage.as_mut() {
+            None => {
+                *outage = Some(Outage {
+                    since: now,
+                    last_logged: now,
+                });
+                tracing::warn!(%error, queued = metrics::queue_pending_events(), "Elasticsearch is unavailable; events wait in the queue and are retried with backoff (logged again when delivery resumes)");
+            }
+            Some(ongoing) if now.duration_since(ongoing.last_logged) >= OUTAGE_REMINDER => {
+                ongoing.last_logged = now;
+                let down_for = std::time::Duration::from_secs(now.duration_since(ongoing.since).as_secs());
+                tracing::warn!(%error, ?down_for, queued = metrics::queue_pending_events(), "Elasticsearch is still unavailable; events wait in the queue");
+            }
+            Some(_) => tracing::debug!(%error, "Elasticsearch still unavailable; retrying"),
+        }
+    }
+
+    /// The cluster answered a bulk request with items: ends an outage.
+    fn note_answer(&self) {
+        let ended = self
+            .outage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(outage) = ended {
+            let down_for = std::time::Duration::from_secs(outage.since.elapsed().as_secs());
+            tracing::info!(
+                ?down_for,
+                backlog = metrics::queue_pending_events(),
+                "Elasticsearch accepts events again; delivering the queued backlog"
+            );
+        }
     }
 
     /// The counters (acked, duplicates, retried, dead-lettered, dropped, requests).
@@ -179,12 +237,15 @@ impl ElasticsearchOutput {
                 }
                 Err(error) => {
                     self.stats.add_failed_requests(1);
-                    tracing::warn!(%error, events = items.len(), "bulk request failed; will retry");
+                    self.note_failure(&error);
                     return retry_all(items, false);
                 }
             };
             match classify_response(reply.status) {
-                ResponseOutcome::ReadItems => self.settle_items(items, &reply.body),
+                ResponseOutcome::ReadItems => {
+                    self.note_answer();
+                    self.settle_items(items, &reply.body)
+                }
                 ResponseOutcome::Split if items.len() > 1 => {
                     let mut first = items;
                     let second = first.split_off(first.len() / 2);
@@ -229,13 +290,12 @@ impl ElasticsearchOutput {
                 }
                 ResponseOutcome::RetryAll => {
                     self.stats.add_failed_requests(1);
-                    tracing::warn!(
-                        status = reply.status,
-                        host = %reply.host,
-                        reason = %bulk::request_error_reason(&reply.body),
-                        events = items.len(),
-                        "bulk request refused as a whole; will retry"
-                    );
+                    self.note_failure(&format_args!(
+                        "{} answered {}: {}",
+                        reply.host,
+                        reply.status,
+                        bulk::request_error_reason(&reply.body)
+                    ));
                     retry_all(items, false)
                 }
             }

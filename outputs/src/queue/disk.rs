@@ -197,13 +197,16 @@ impl DiskQueue {
             .append(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        let started = file.set_len(0).and_then(|()| file.write_all(&frame::segment_header())).and_then(|()| {
-            if self.settings.fsync != FsyncPolicy::Never {
-                file.sync_data()?;
-                sync_directory(&self.settings.path);
-            }
-            Ok(())
-        });
+        let started = file
+            .set_len(0)
+            .and_then(|()| file.write_all(&frame::segment_header()))
+            .and_then(|()| {
+                if self.settings.fsync != FsyncPolicy::Never {
+                    file.sync_data()?;
+                    sync_directory(&self.settings.path);
+                }
+                Ok(())
+            });
         if let Err(source) = started {
             // ENOSPC at rollover: remove the half-made segment, so the next
             // push (once there is room) starts it again cleanly.

@@ -70,8 +70,13 @@ impl DirectoryLock {
             Err(TryLockError::Error(source)) => return Err(release(QueueError::Io { path, source })),
         }
         // For a reader, never for the decision: who holds it.
-        let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id()));
-        Ok(Self { directory, _file: file })
+        let _ = file
+            .set_len(0)
+            .and_then(|()| write!(file, "{}", std::process::id()));
+        Ok(Self {
+            directory,
+            _file: file,
+        })
     }
 }
 

@@ -253,7 +253,11 @@ fn a_lock_file_left_behind_is_no_lock() {
     assert!(queue.is_ok(), "{:?}", queue.err());
     // While it is open, the same directory cannot be opened twice.
     let again = DiskQueue::open(settings(directory.path(), 1 << 20, 1 << 19));
-    assert!(matches!(again, Err(QueueError::Locked { .. })), "{:?}", again.err());
+    assert!(
+        matches!(again, Err(QueueError::Locked { .. })),
+        "{:?}",
+        again.err()
+    );
     drop(queue);
     assert!(DiskQueue::open(settings(directory.path(), 1 << 20, 1 << 19)).is_ok());
 }

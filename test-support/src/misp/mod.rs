@@ -39,6 +39,9 @@ pub enum Fault {
     InternalError,
     /// 502 with an HTML page from a reverse proxy.
     BadGatewayHtml,
+    /// 503 with an HTML page from a reverse proxy (MISP restarting or in
+    /// maintenance behind it).
+    ServiceUnavailableHtml,
     /// 200 with an HTML login page.
     LoginPageHtml,
     /// 200 with the real answer cut in half.
@@ -75,6 +78,17 @@ pub struct RequestRecord {
     pub authorized_header: bool,
 }
 
+/// An exact failure share: `failing` of every `block` restSearch requests
+/// fail, at positions shuffled from `seed` block by block.
+pub(crate) struct ExactFailures {
+    pub failing: u64,
+    pub block: u64,
+    pub kinds: Vec<Fault>,
+    pub seed: u64,
+    /// What the rest of the current block does (`true`: fail).
+    pub pending: VecDeque<bool>,
+}
+
 /// Everything the handlers share.
 #[derive(Default)]
 pub(crate) struct State {
@@ -83,6 +97,9 @@ pub(crate) struct State {
     pub log: Vec<RequestRecord>,
     pub faults: VecDeque<Fault>,
     pub failure_rate: Option<(u32, Vec<Fault>, u64)>,
+    pub injected: Vec<Fault>,
+    pub exact_failures: Option<ExactFailures>,
+    pub delay: Option<Duration>,
     pub warninglisted: HashSet<String>,
     pub always_enforce_warninglist: bool,
     pub hidden_events: HashSet<String>,
@@ -208,10 +225,41 @@ impl MispSimulator {
         self.state().failure_rate = Some((percent.min(100), kinds, seed.max(1)));
     }
 
+    /// Makes exactly `percent` % of restSearch requests fail with one of
+    /// `kinds`, unlike [`set_failure_rate`](Self::set_failure_rate) whose
+    /// share drifts with luck over a short run: in every block of
+    /// `100 / gcd(percent, 100)` requests (10 for 30 %) that share fails, at
+    /// positions shuffled from `seed`.
+    pub fn set_exact_failure_rate(&self, percent: u32, kinds: Vec<Fault>, seed: u64) {
+        let percent = u64::from(percent.min(100));
+        let common = gcd(percent, 100);
+        self.state().exact_failures = Some(ExactFailures {
+            failing: percent / common,
+            block: 100 / common,
+            kinds,
+            seed: seed.max(1),
+            pending: VecDeque::new(),
+        });
+    }
+
+    /// Every fault injected so far (queued and random ones, `Slow` included),
+    /// in the order the restSearch requests met them.
+    pub fn injected_faults(&self) -> Vec<Fault> {
+        self.state().injected.clone()
+    }
+
+    /// Answers every restSearch request after `delay` (`None`: at once), on
+    /// top of any fault; unlike `Fault::Slow` it takes no share of the
+    /// failure rate.
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.state().delay = delay;
+    }
+
     /// Stops random failures.
     pub fn clear_failures(&self) {
         let mut state = self.state();
         state.failure_rate = None;
+        state.exact_failures = None;
         state.faults.clear();
     }
 
@@ -292,6 +340,13 @@ impl MispSimulator {
             }
         };
         self.server = Some(server::spawn(listener, self.state.clone()));
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    match b {
+        0 => a.max(1),
+        _ => gcd(b, a % b),
     }
 }
 

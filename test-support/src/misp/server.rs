@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::search::{self, Hidden, Scope};
-use super::{Edit, Fault, RequestRecord, State};
+use super::{Edit, ExactFailures, Fault, RequestRecord, State};
 
 type Shared = Arc<Mutex<State>>;
 
@@ -103,9 +103,42 @@ fn next_random(seed: &mut u64) -> u64 {
     x
 }
 
+fn next_exact_fault(exact: &mut ExactFailures) -> Option<Fault> {
+    if exact.kinds.is_empty() {
+        return None;
+    }
+    if exact.pending.is_empty() {
+        let mut block: Vec<bool> = (0..exact.block)
+            .map(|position| position < exact.failing)
+            .collect();
+        // Fisher–Yates.
+        for last in (1..block.len()).rev() {
+            let other = (next_random(&mut exact.seed) % (last as u64 + 1)) as usize;
+            block.swap(last, other);
+        }
+        exact.pending.extend(block);
+    }
+    if !exact.pending.pop_front().unwrap_or(false) {
+        return None;
+    }
+    let index = (next_random(&mut exact.seed) % exact.kinds.len() as u64) as usize;
+    Some(exact.kinds[index].clone())
+}
+
 fn pick_fault(state: &mut State) -> Option<Fault> {
+    let fault = next_fault(state);
+    if let Some(fault) = &fault {
+        state.injected.push(fault.clone());
+    }
+    fault
+}
+
+fn next_fault(state: &mut State) -> Option<Fault> {
     if let Some(fault) = state.faults.pop_front() {
         return Some(fault);
+    }
+    if let Some(exact) = state.exact_failures.as_mut() {
+        return next_exact_fault(exact);
     }
     let (percent, kinds, seed) = state.failure_rate.as_mut()?;
     if kinds.is_empty() {
@@ -291,11 +324,14 @@ async fn rest_search(
     let logged_filters = Value::Object(filters.clone());
     update_record(state, index, |record| record.body = logged_filters);
 
-    let fault = {
+    let (fault, delay) = {
         let mut state = lock(state);
         state.search_count += 1;
-        pick_fault(&mut state)
+        (pick_fault(&mut state), state.delay)
     };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(Fault::Slow(delay)) = &fault {
         tokio::time::sleep(*delay).await;
     }
@@ -358,6 +394,11 @@ async fn rest_search(
             .header("Content-Type", "text/html")
             .body(Body::from("<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n"))
             .unwrap_or_default(),
+        Some(Fault::ServiceUnavailableHtml) => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("Content-Type", "text/html")
+            .body(Body::from("<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center><hr><center>nginx</center></body></html>\n"))
+            .unwrap_or_default(),
         Some(Fault::LoginPageHtml) => Response::builder()
             .status(StatusCode::OK)
             .header("Content-Type", "text/html; charset=UTF-8")
@@ -398,5 +439,46 @@ async fn rest_search(
             headers.insert("X-Rate-Limit-Reset", reset.to_string().parse().expect("digits are a valid header"));
             response
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    #[test]
+    fn an_exact_failure_rate_fails_that_share_of_every_block() {
+        let mut exact = ExactFailures {
+            failing: 3,
+            block: 10,
+            kinds: vec![Fault::InternalError, Fault::ConnectionReset],
+            seed: 42,
+            pending: VecDeque::new(),
+        };
+        let outcomes: Vec<Option<Fault>> = (0..100).map(|_| next_exact_fault(&mut exact)).collect();
+        for block in outcomes.chunks(10) {
+            assert_eq!(
+                block.iter().filter(|fault| fault.is_some()).count(),
+                3,
+                "{block:?}"
+            );
+        }
+        let first_positions: Vec<bool> = outcomes[..10].iter().map(Option::is_some).collect();
+        let later_positions: Vec<bool> = outcomes[10..]
+            .chunks(10)
+            .flat_map(|block| block.iter().map(Option::is_some))
+            .collect();
+        assert!(
+            later_positions
+                .chunks(10)
+                .any(|block| block != first_positions.as_slice()),
+            "the positions are shuffled block by block"
+        );
+        assert!(
+            outcomes.contains(&Some(Fault::ConnectionReset))
+                && outcomes.contains(&Some(Fault::InternalError))
+        );
     }
 }
