@@ -425,28 +425,27 @@ impl Pipeline {
         Ok(())
     }
 
-    fn process(&self, mut event: Event, read_at: &Value) -> Option<Event> {
-        for chain in &self.chains {
-            // A processor that panics on one event costs that event, not
-            // the pipeline: it is logged and counted, the batch goes on.
-            let id = event.id().map(str::to_owned);
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chain.run(event))) {
-                Ok(kept) => event = kept?,
-                Err(payload) => {
-                    let panic = payload
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| payload.downcast_ref::<&str>().copied())
-                        .unwrap_or("a panic without a message");
-                    tracing::error!(pipeline = %self.id, id = id.as_deref().unwrap_or("(none)"), panic, "a processor panicked on this event; the event is dropped, the others go on");
-                    crate::metrics::agent()
-                        .panics
-                        .with_label_values(&[self.id.as_str()])
-                        .inc();
-                    return None;
-                }
+    fn process(&self, event: Event, read_at: &Value) -> Option<Event> {
+        // A processor that panics on one event costs that event, not the
+        // pipeline: it is logged and counted, the batch goes on.
+        let id = event.id().map(str::to_owned);
+        let chains = std::panic::AssertUnwindSafe(|| {
+            self.chains
+                .iter()
+                .try_fold(event, |event, chain| chain.run(event))
+        });
+        let mut event = match std::panic::catch_unwind(chains) {
+            Ok(kept) => kept?,
+            Err(payload) => {
+                let panic = crate::running::panic_message(&*payload);
+                tracing::error!(pipeline = %self.id, id = id.as_deref().unwrap_or("(none)"), panic, "a processor panicked on this event; the event is dropped, the others go on");
+                crate::metrics::agent()
+                    .panics
+                    .with_label_values(&[self.id.as_str()])
+                    .inc();
+                return None;
             }
-        }
+        };
         // As in Beats, every event carries the time it was read unless its
         // mapping took one from the data: data streams refuse documents
         // without `@timestamp`, and feeds such as OTX's export have no time.

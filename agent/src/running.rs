@@ -316,7 +316,7 @@ async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> 
         up.set(0);
         let panic = match outcome {
             Ok(result) => return result,
-            Err(error) if error.is_panic() => panic_message(error.into_panic()),
+            Err(error) if error.is_panic() => panic_message(&*error.into_panic()).to_owned(),
             Err(error) => return Err(InputError::Fatal(format!("the input task ended: {error}"))),
         };
         crate::metrics::agent()
@@ -357,14 +357,12 @@ async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> 
 }
 
 /// The text a panic carried.
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(text) => *text,
-        Err(payload) => payload.downcast::<&'static str>().map_or_else(
-            |_| "a panic without a message".to_owned(),
-            |text| (*text).to_owned(),
-        ),
-    }
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message")
 }
 
 /// Waits for a pipeline's input, then for its pipeline to drain; whether it finished in time.

@@ -206,23 +206,9 @@ output.file: {{path: out, filename: docs}}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_first_interval_is_refused_not_wrapped_around() {
     let misp = MispSimulator::start(misp_events(2, 2)).await;
-    let home = AgentHome::new(Path::new(env!("CARGO_BIN_EXE_threatbeat")));
-    home.write(
-        "threatbeat.yml",
-        &format!(
-            "path.data: data
-threatbeat.modules:
-  - module: threatintel
-    misp:
-      var.url: {url}
-      var.api_token: {key}
-      var.first_interval: 10000000000000000000s
-      input.request.retry: {{max_attempts: 1, wait_min: 10ms, wait_max: 10ms}}
-output.file: {{path: out, filename: docs}}
-",
-            url = misp.url("/events/restSearch"),
-            key = threatbeat_test_support::misp::API_KEY,
-        ),
+    let home = misp_home(
+        &misp.url("/events/restSearch"),
+        "      var.first_interval: 10000000000000000000s",
     );
     let output = home.run_once_async().await;
     let log = stderr_text(&output);
