@@ -72,10 +72,10 @@ pub fn chrono_now() -> i64 {
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
-/// Every (event uuid, attribute uuid) MISP holds, plain and object attributes,
-/// deleted ones excluded: one document each is expected.
-pub fn expected_records(misp: &MispSimulator) -> BTreeSet<(String, String)> {
-    let mut records = BTreeSet::new();
+/// Every attribute MISP holds, plain and in objects, with its event's uuid;
+/// deleted ones left out.
+pub fn live_attributes(misp: &MispSimulator) -> Vec<(String, Value)> {
+    let mut attributes = Vec::new();
     for event in misp.events() {
         let event_uuid = event["uuid"].as_str().unwrap().to_owned();
         let plain = event
@@ -91,12 +91,21 @@ pub fn expected_records(misp: &MispSimulator) -> BTreeSet<(String, String)> {
             .filter_map(|object| object.get("Attribute").and_then(Value::as_array))
             .flatten();
         for attribute in plain.chain(in_objects) {
-            if attribute.get("deleted") == Some(&Value::Bool(true)) {
-                continue;
+            if attribute.get("deleted") != Some(&Value::Bool(true)) {
+                attributes.push((event_uuid.clone(), attribute.clone()));
             }
-            records.insert((event_uuid.clone(), attribute["uuid"].as_str().unwrap().to_owned()));
         }
     }
+    attributes
+}
+
+/// Every (event uuid, attribute uuid) MISP holds, plain and object attributes,
+/// deleted ones excluded: one document each is expected.
+pub fn expected_records(misp: &MispSimulator) -> BTreeSet<(String, String)> {
+    let records: BTreeSet<(String, String)> = live_attributes(misp)
+        .into_iter()
+        .map(|(event_uuid, attribute)| (event_uuid, attribute["uuid"].as_str().unwrap().to_owned()))
+        .collect();
     assert_eq!(
         records.len(),
         misp.attribute_count(),
@@ -184,35 +193,17 @@ pub fn assert_exactly_once(cluster: &ElasticsearchSimulator, expected: &BTreeSet
 /// fileset's default 90 days, not deleted): what the current-state index must hold.
 pub fn valid_records(misp: &MispSimulator, now: i64) -> BTreeSet<(String, String)> {
     let oldest = now - 90 * 86_400;
-    let mut records = BTreeSet::new();
-    for event in misp.events() {
-        let event_uuid = event["uuid"].as_str().unwrap().to_owned();
-        let objects = event
-            .get("Object")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten();
-        let attributes = event
-            .get("Attribute")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .chain(
-                objects
-                    .filter_map(|object| object.get("Attribute").and_then(Value::as_array))
-                    .flatten(),
-            );
-        for attribute in attributes {
+    live_attributes(misp)
+        .into_iter()
+        .filter(|(_, attribute)| {
             let stamp = attribute["timestamp"]
                 .as_str()
                 .and_then(|text| text.parse::<i64>().ok())
                 .unwrap_or(0);
-            if attribute.get("deleted") != Some(&Value::Bool(true)) && stamp >= oldest {
-                records.insert((event_uuid.clone(), attribute["uuid"].as_str().unwrap().to_owned()));
-            }
-        }
-    }
-    records
+            stamp >= oldest
+        })
+        .map(|(event_uuid, attribute)| (event_uuid, attribute["uuid"].as_str().unwrap().to_owned()))
+        .collect()
 }
 
 /// Asserts the current-state index holds exactly the attributes valid at `now`, once each.

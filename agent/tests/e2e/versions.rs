@@ -8,7 +8,7 @@ use serde_json::Value;
 use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
 use threatbeat_test_support::misp::MispSimulator;
 
-use super::{field, INDEX, LATEST_INDEX};
+use super::{field, live_attributes, INDEX, LATEST_INDEX};
 
 /// One attribute version: (event uuid, attribute uuid, attribute timestamp).
 pub type Version = (String, String, String);
@@ -17,30 +17,13 @@ pub type Version = (String, String, String);
 /// attributes are left out (their deletion is no history, while the
 /// version delivered before it stays).
 pub fn attribute_versions(misp: &MispSimulator) -> BTreeSet<Version> {
-    let mut versions = BTreeSet::new();
-    for event in misp.events() {
-        let event_uuid = event["uuid"].as_str().unwrap().to_owned();
-        let plain = event
-            .get("Attribute")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten();
-        let in_objects = event
-            .get("Object")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|object| object.get("Attribute").and_then(Value::as_array))
-            .flatten();
-        for attribute in plain.chain(in_objects) {
-            if attribute.get("deleted") == Some(&Value::Bool(true)) {
-                continue;
-            }
+    live_attributes(misp)
+        .into_iter()
+        .map(|(event_uuid, attribute)| {
             let text = |name: &str| attribute[name].as_str().unwrap_or_default().to_owned();
-            versions.insert((event_uuid.clone(), text("uuid"), text("timestamp")));
-        }
-    }
-    versions
+            (event_uuid, text("uuid"), text("timestamp"))
+        })
+        .collect()
 }
 
 /// The attribute version of every document in `index`, one entry per document.
