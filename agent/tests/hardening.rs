@@ -276,14 +276,15 @@ async fn a_compression_bomb_stops_at_the_body_limit() {
         .expect("the bomb");
     assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
     server.answer("/events/restSearch", Canned::gzip(bomb));
+    // A MISP page is split while it arrives: its limit is the streamed one.
     let home = misp_home(
         &server.url("/events/restSearch"),
-        "      input.response.max_body_bytes: 16777216",
+        "      input.response.max_streamed_body_bytes: 16777216",
     );
     let output = home.run_once_async().await;
     let log = stderr_text(&output);
     assert!(!output.status.success(), "{log}");
-    assert!(log.contains("response.max_body_bytes"), "{log}");
+    assert!(log.contains("response.max_streamed_body_bytes"), "{log}");
     assert!(
         log.contains("threatintel/misp") && log.contains("/events/restSearch"),
         "{log}"

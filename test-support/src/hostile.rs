@@ -182,12 +182,16 @@ async fn handle(
     response
 }
 
-/// A gzip stream of `inflated` zero bytes: a few hundred kilobytes that
-/// decompress to `inflated`.
+/// A gzip stream of `inflated` bytes, the start of a MISP page and then
+/// spaces: a few hundred kilobytes that decompress to `inflated`.
 pub fn gzip_bomb(inflated: usize) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let block = vec![0u8; 1 << 20];
-    let mut left = inflated;
+    // The start of a MISP page, so that a parser reading as it inflates
+    // finds nothing wrong until the limit: only the size stops it.
+    let start = br#"{"response": ["#;
+    encoder.write_all(start).expect("writing to memory");
+    let block = vec![b' '; 1 << 20];
+    let mut left = inflated.saturating_sub(start.len());
     while left > 0 {
         let take = left.min(block.len());
         encoder.write_all(&block[..take]).expect("writing to memory");

@@ -1,6 +1,13 @@
 //! Fileset definitions: a `manifest.yml` (vars, inputs, index) and an
 //! optional `processors.yml`, either embedded in the binary or read from
 //! `<path.config>/modules.d/definitions/<module>/<fileset>/`.
+//!
+//! A manifest may start from another definition (`extends: module/fileset`):
+//! the other manifest with this one deep-merged over it, and its processors
+//! unless this fileset brings its own. Definitions are parsed one by one,
+//! then linked ([`Definitions::link`]) once every one is known, so that a
+//! user's override of a definition others extend or borrow from applies to
+//! them too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -8,7 +15,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use threatbeat_core::{deserialize_at, ConfigError, Origin};
+use threatbeat_core::{deep_merge, deserialize_at, ConfigError, Origin};
 
 /// The files of one built-in definition, embedded at build time.
 pub(crate) struct BuiltinFiles {
@@ -37,7 +44,9 @@ pub struct Manifest {
     /// The declared variables and their defaults. Only these may be overridden.
     #[serde(default)]
     pub var: Map<String, Value>,
-    /// One entry per supported input type; `var.input` picks one.
+    /// One entry per supported input type; `var.input` picks one. Required
+    /// (non-empty) once `extends` is applied.
+    #[serde(default)]
     pub input: Map<String, Value>,
     /// The target index (`@metadata.index`) when the events do not set one.
     #[serde(default)]
@@ -50,6 +59,30 @@ pub struct Manifest {
     /// with this fileset's own vars (instead of a `processors.yml` of its own).
     #[serde(default)]
     pub processors_from: Option<String>,
+    /// `module/fileset` whose definition this one starts from: that manifest
+    /// with this one deep-merged over it (maps key by key, anything else
+    /// replaced), and its processors unless this fileset has a
+    /// `processors.yml` or a `processors_from` of its own.
+    #[serde(default)]
+    pub extends: Option<String>,
+}
+
+/// A definition's files as written, before `extends` and `processors_from`
+/// are applied; kept so that linking again (after user definitions are
+/// added) starts over from them.
+#[derive(Debug, Clone, PartialEq)]
+struct OwnFiles {
+    /// The manifest as parsed from its own file.
+    manifest: Manifest,
+    /// The same manifest as a JSON map: only the keys the file sets, which
+    /// is what a child merges over its parent.
+    raw: Map<String, Value>,
+    /// Where the manifest was read.
+    manifest_origin: Origin,
+    /// The own `processors.yml`, if there is one.
+    processors: Option<Value>,
+    /// Where the own `processors.yml` is (or would be).
+    processors_origin: Origin,
 }
 
 /// One fileset definition, not yet templated.
@@ -59,16 +92,22 @@ pub struct FilesetDefinition {
     pub module: String,
     /// The fileset (`misp`).
     pub fileset: String,
-    /// The parsed manifest, with its templates still in place.
+    /// The parsed manifest, with its templates still in place (and, once
+    /// linked, with the definitions it `extends` merged in).
     pub manifest: Manifest,
-    /// Where the manifest was read.
+    /// Where the manifest was read; for a fileset that `extends` another, the
+    /// file name says so, as the key may come from the other's manifest.
     pub manifest_origin: Origin,
-    /// The raw processors list (`Value::Null` when there is no `processors.yml`).
+    /// The raw processors list (`Value::Null` when there is none): the own
+    /// `processors.yml`, else (once linked) the one named by
+    /// `processors_from` or inherited through `extends`.
     pub processors: Value,
     /// Where the processors list was read.
     pub processors_origin: Origin,
     /// Whether the definition ships with the binary.
     pub builtin: bool,
+    /// The files as written, for linking again.
+    own: OwnFiles,
 }
 
 impl FilesetDefinition {
@@ -87,8 +126,11 @@ impl FilesetDefinition {
         processors_text: Option<&str>,
         processors_origin: Origin,
     ) -> Result<Self, ConfigError> {
-        let raw = parse_yaml(manifest_text, &manifest_origin)?;
-        let manifest: Manifest = deserialize_at(&raw, &manifest_origin)?;
+        let raw = match parse_yaml(manifest_text, &manifest_origin)? {
+            Value::Object(raw) => raw,
+            _ => return Err(manifest_origin.error("manifest.yml must hold a YAML map")),
+        };
+        let manifest: Manifest = deserialize_at(&Value::Object(raw.clone()), &manifest_origin)?;
         if manifest.module != module {
             return Err(manifest_origin.child("module").error(format!(
                 "the manifest says module `{}` but sits in the folder of module `{module}`",
@@ -101,7 +143,13 @@ impl FilesetDefinition {
                 manifest.fileset
             )));
         }
-        if manifest.input.is_empty() {
+        if let Some(parent) = &manifest.extends {
+            if split_id(parent).is_none() {
+                return Err(manifest_origin
+                    .child("extends")
+                    .error(format!("`{parent}` is not a `module/fileset` name")));
+            }
+        } else if manifest.input.is_empty() {
             return Err(manifest_origin
                 .child("input")
                 .error("a fileset needs at least one input"));
@@ -125,6 +173,13 @@ impl FilesetDefinition {
         if !matches!(processors, Value::Null | Value::Array(_)) {
             return Err(processors_origin.error("processors.yml must hold a YAML list of processors"));
         }
+        let own = OwnFiles {
+            manifest: manifest.clone(),
+            raw,
+            manifest_origin: manifest_origin.clone(),
+            processors: processors_text.map(|_| processors.clone()),
+            processors_origin: processors_origin.clone(),
+        };
         Ok(Self {
             module: module.to_owned(),
             fileset: fileset.to_owned(),
@@ -133,6 +188,7 @@ impl FilesetDefinition {
             processors,
             processors_origin,
             builtin: false,
+            own,
         })
     }
 }
@@ -220,7 +276,7 @@ impl Definitions {
             definition.builtin = true;
             definitions.insert(definition);
         }
-        definitions.link_borrowed_processors()?;
+        definitions.link()?;
         Ok(definitions)
     }
 
@@ -257,14 +313,130 @@ impl Definitions {
             }
         }
         // After every user definition is in: a user's override of a fileset
-        // whose processors others borrow applies to them too.
+        // that others extend or borrow processors from applies to them too.
+        self.link()
+    }
+
+    /// Applies `extends` and then `processors_from` to every definition, with
+    /// the definitions as known now (user overrides included). Each
+    /// definition starts over from its own files, so linking again after
+    /// more definitions were added (or replaced) gives the same result as
+    /// linking once at the end. Call it after [`Self::insert`].
+    pub fn link(&mut self) -> Result<(), ConfigError> {
+        let children: Vec<(String, String)> = self
+            .by_id
+            .iter()
+            .filter(|(_, definition)| definition.own.manifest.extends.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut linked = Vec::with_capacity(children.len());
+        for id in children {
+            linked.push(self.extended(&self.by_id[&id])?);
+        }
+        for definition in linked {
+            self.insert(definition);
+        }
         self.link_borrowed_processors()
+    }
+
+    /// `definition` with the definitions it extends (nearest first) applied.
+    fn extended(&self, definition: &FilesetDefinition) -> Result<FilesetDefinition, ConfigError> {
+        let own = &definition.own;
+        let origin = own.manifest_origin.child("extends");
+        // The chain of ancestors, parent first; `seen` catches a loop.
+        let mut chain: Vec<&FilesetDefinition> = Vec::new();
+        let mut seen = vec![definition.id()];
+        let mut current = definition;
+        while let Some(parent) = &current.own.manifest.extends {
+            let found = split_id(parent)
+                .and_then(|(module, fileset)| self.get(module, fileset))
+                .ok_or_else(|| {
+                    let named_by = match chain.last() {
+                        None => String::new(),
+                        Some(last) => format!("`{}` (which {} extends) ", last.id(), definition.id()),
+                    };
+                    origin.error(format!(
+                        "{named_by}names `{parent}`, which is not a known fileset (built-in or under modules.d/definitions/)"
+                    ))
+                })?;
+            let parent_id = found.id();
+            if seen.contains(&parent_id) {
+                seen.push(parent_id);
+                return Err(origin.error(format!(
+                    "the chain of `extends` loops ({}): a definition cannot extend itself, directly or through others",
+                    seen.join(" extends ")
+                )));
+            }
+            seen.push(parent_id);
+            chain.push(found);
+            current = found;
+        }
+
+        // The root's manifest, then each descendant's merged over it.
+        let mut raw = Map::new();
+        for ancestor in chain.iter().rev() {
+            deep_merge(&mut raw, &ancestor.own.raw);
+        }
+        deep_merge(&mut raw, &own.raw);
+        // The names and the description are never inherited.
+        raw.remove("description");
+        for key in ["module", "fileset", "description", "extends"] {
+            if let Some(value) = own.raw.get(key) {
+                raw.insert(key.to_owned(), value.clone());
+            }
+        }
+        // The processors come from the nearest definition with a
+        // processors.yml or a processors_from of its own.
+        raw.remove("processors_from");
+        let mut processors = (Value::Null, own.processors_origin.clone());
+        for level in std::iter::once(definition).chain(chain.iter().copied()) {
+            if let Some(list) = &level.own.processors {
+                let processors_origin = if level.id() == definition.id() {
+                    level.own.processors_origin.clone()
+                } else {
+                    Origin {
+                        file: format!(
+                            "{} (extended by {})",
+                            level.own.processors_origin.file,
+                            definition.id()
+                        ),
+                        key: level.own.processors_origin.key.clone(),
+                    }
+                };
+                processors = (list.clone(), processors_origin);
+                break;
+            }
+            if let Some(source) = &level.own.manifest.processors_from {
+                raw.insert("processors_from".to_owned(), Value::String(source.clone()));
+                break;
+            }
+        }
+
+        let ancestors: Vec<String> = chain.iter().map(|ancestor| ancestor.id()).collect();
+        let manifest_origin = Origin {
+            file: format!("{} (extends {})", own.manifest_origin.file, ancestors.join(", ")),
+            key: own.manifest_origin.key.clone(),
+        };
+        let manifest: Manifest = deserialize_at(&Value::Object(raw), &manifest_origin)?;
+        if manifest.input.is_empty() {
+            return Err(manifest_origin
+                .child("input")
+                .error("a fileset needs at least one input (none here nor in the definitions it extends)"));
+        }
+        let (processors, processors_origin) = processors;
+        Ok(FilesetDefinition {
+            manifest,
+            manifest_origin,
+            processors,
+            processors_origin,
+            ..definition.clone()
+        })
     }
 
     /// Gives every fileset with `processors_from` the processors of the
     /// fileset it names (as known now: user overrides included). Linking
     /// again after more definitions were added re-copies them.
-    pub fn link_borrowed_processors(&mut self) -> Result<(), ConfigError> {
+    fn link_borrowed_processors(&mut self) -> Result<(), ConfigError> {
         let borrowers: Vec<((String, String), String)> = self
             .by_id
             .iter()
@@ -308,7 +480,8 @@ impl Definitions {
         Ok(())
     }
 
-    /// Adds or replaces one definition.
+    /// Adds or replaces one definition; [`Self::link`] applies `extends`
+    /// and `processors_from` afterwards.
     pub fn insert(&mut self, definition: FilesetDefinition) {
         self.by_id.insert(
             (definition.module.clone(), definition.fileset.clone()),
@@ -382,6 +555,10 @@ fn file_name(path: &Path) -> String {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+#[path = "extends_tests.rs"]
+mod extends_tests;
 
 #[cfg(test)]
 mod processors_from_tests {

@@ -80,7 +80,7 @@ pub fn resolve(
         .map(|(name, _)| name)
         .collect();
     let input_type = choose_input(definition, &vars, origin)?;
-    let templater = Templater::new(&vars);
+    let templater = Templater::for_fileset(&definition.module, &definition.fileset, &vars);
     let input_origin = definition.manifest_origin.child(format!("input.{input_type}"));
     let settings = templater
         .render(&manifest.input[&input_type], &input_origin)?

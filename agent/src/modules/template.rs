@@ -10,7 +10,8 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value};
 use threatbeat_core::{ConfigError, Origin};
 
-/// Renders templates inside JSON values against `var`.
+/// Renders templates inside JSON values against `var` (and, for a
+/// fileset, its `module` and `fileset` names).
 pub struct Templater {
     environment: Environment<'static>,
     context: minijinja::Value,
@@ -19,10 +20,25 @@ pub struct Templater {
 impl Templater {
     /// A templater whose templates see the variables as `var`.
     pub fn new(vars: &Map<String, Value>) -> Self {
+        Self::with_context(minijinja::context! { var => minijinja::Value::from_serialize(vars) })
+    }
+
+    /// A templater for the fileset `module/fileset`: its templates see the
+    /// variables as `var` and the names as `module` and `fileset`, so that a
+    /// definition others extend can say `event.dataset: "{{ module }}.{{ fileset }}"`
+    /// and each fileset gets its own.
+    pub fn for_fileset(module: &str, fileset: &str, vars: &Map<String, Value>) -> Self {
+        Self::with_context(minijinja::context! {
+            var => minijinja::Value::from_serialize(vars),
+            module => module,
+            fileset => fileset,
+        })
+    }
+
+    fn with_context(context: minijinja::Value) -> Self {
         let mut environment = Environment::new();
         // A misspelled `{{ var.urll }}` inside text must fail, not render as "".
         environment.set_undefined_behavior(UndefinedBehavior::Strict);
-        let context = minijinja::context! { var => minijinja::Value::from_serialize(vars) };
         Self { environment, context }
     }
 
@@ -140,6 +156,25 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(rendered, json!({"list": ["x"]}));
+    }
+
+    #[test]
+    fn a_filesets_templates_see_its_module_and_fileset_names() {
+        let templater = Templater::for_fileset("misp", "threat", &vars());
+        let rendered = templater
+            .render(
+                &json!({"module": "{{ module }}", "dataset": "{{ module }}.{{ fileset }}", "url": "{{ var.url }}"}),
+                &Origin::named("processors.yml"),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rendered,
+            json!({"module": "misp", "dataset": "misp.threat", "url": "https://misp.local"})
+        );
+        // Without the names (plain `new`), they are undefined: an error inside text.
+        let error = render(json!({"dataset": "{{ module }}.{{ fileset }}"})).unwrap_err();
+        assert_eq!(error.key, "dataset");
     }
 
     #[test]

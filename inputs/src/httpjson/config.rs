@@ -327,10 +327,20 @@ pub struct ResponseConfig {
     /// (a 0.5 MB gzip may inflate to gigabytes). Default 100 MiB.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// The largest body read while it is split element by element (a JSON
+    /// body with a `split`), in bytes, after decompression. Such a body is
+    /// never held whole, so this limit is about time and trust, not memory.
+    /// Default 8 GiB.
+    #[serde(default = "default_max_streamed_body_bytes")]
+    pub max_streamed_body_bytes: u64,
 }
 
 fn default_max_body_bytes() -> u64 {
     100 * 1024 * 1024
+}
+
+fn default_max_streamed_body_bytes() -> u64 {
+    8 * 1024 * 1024 * 1024
 }
 
 /// `response.decode_as`.
@@ -361,6 +371,7 @@ impl Default for ResponseConfig {
             csv: CsvConfig::default(),
             lines: LinesConfig::default(),
             max_body_bytes: default_max_body_bytes(),
+            max_streamed_body_bytes: default_max_streamed_body_bytes(),
         }
     }
 }

@@ -49,6 +49,18 @@ pub struct Response {
     pub headers: Map<String, Value>,
 }
 
+/// A successful answer whose body is not read yet.
+pub struct Head {
+    /// The status (a success).
+    pub status: StatusCode,
+    /// Headers, lower-case names; repeated names joined with `, `.
+    pub headers: Map<String, Value>,
+    /// The answer, its body unread.
+    pub response: reqwest::Response,
+    /// When the request was sent.
+    pub started: Instant,
+}
+
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
@@ -67,7 +79,7 @@ pub enum FetchError {
     },
 }
 
-fn failed(reason: String, retryable: bool) -> FetchError {
+pub(super) fn failed(reason: String, retryable: bool) -> FetchError {
     FetchError::Failed {
         reason,
         retryable,
@@ -101,8 +113,10 @@ pub struct Fetcher {
     pub csv: CsvConfig,
     /// Line settings.
     pub lines: LinesConfig,
-    /// The largest body read (after decompression).
+    /// The largest body read whole (after decompression).
     pub max_body_bytes: u64,
+    /// The largest body read while it is split (after decompression).
+    pub max_streamed_body_bytes: u64,
     /// Which origins get the credentials.
     pub scope: CredentialScope,
 }
@@ -183,19 +197,48 @@ fn server_wait(headers: &HeaderMap) -> Option<u64> {
 }
 
 impl Fetcher {
-    /// Sends `request`, retrying as configured. Logs each failed attempt.
+    /// Sends `request`, retrying as configured, and decodes the whole body.
+    /// Logs each failed attempt.
     pub async fn fetch(
         &self,
         request: &RequestState,
         shutdown: &CancellationToken,
     ) -> Result<Response, FetchError> {
+        self.with_retries(request, shutdown, || self.send_once(request))
+            .await
+    }
+
+    /// Sends `request`, retrying as configured, up to a successful status:
+    /// the body is left for the caller to stream.
+    pub async fn fetch_head(
+        &self,
+        request: &RequestState,
+        shutdown: &CancellationToken,
+    ) -> Result<Head, FetchError> {
+        self.with_retries(request, shutdown, || self.send_head(request))
+            .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries
+    /// configured are used up, waiting between attempts as the server asks
+    /// or with [`backoff`].
+    pub async fn with_retries<T, Attempt, Sent>(
+        &self,
+        request: &RequestState,
+        shutdown: &CancellationToken,
+        attempt_once: Attempt,
+    ) -> Result<T, FetchError>
+    where
+        Attempt: Fn() -> Sent,
+        Sent: std::future::Future<Output = Result<T, FetchError>>,
+    {
         let attempts = self.retry.max_attempts.max(1);
         let url = request.url.as_str();
         let mut attempt = 0;
         loop {
             self.pace(shutdown).await?;
             let outcome = tokio::select! {
-                outcome = self.send_once(request) => outcome,
+                outcome = attempt_once() => outcome,
                 _ = shutdown.cancelled() => return Err(FetchError::Shutdown),
             };
             let error = match outcome {
@@ -282,7 +325,9 @@ impl Fetcher {
         }
     }
 
-    async fn send_once(&self, request: &RequestState) -> Result<Response, FetchError> {
+    /// Sends `request` once and reads the answer up to its headers; a
+    /// status that is not a success reads the (limited) body to say why.
+    async fn send_head(&self, request: &RequestState) -> Result<Head, FetchError> {
         let builder = self.prepare(request).await?;
         let started = Instant::now();
         let response = match builder.send().await {
@@ -293,7 +338,6 @@ impl Fetcher {
             }
         };
         let status = response.status();
-        let wait = server_wait(response.headers());
         let mut headers = Map::new();
         for (name, value) in response.headers() {
             let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -307,10 +351,40 @@ impl Fetcher {
                 }
             }
         }
+        if status.is_success() {
+            return Ok(Head {
+                status,
+                headers,
+                response,
+                started,
+            });
+        }
+        let wait = server_wait(response.headers());
         let bytes = read_body(response, self.max_body_bytes).await;
         self.metrics
             .record_request(Some(status.as_u16()), started.elapsed().as_secs_f64());
-        let bytes = bytes.map_err(|error| match error {
+        let bytes = bytes.map_err(|error| self.body_error(status, error))?;
+        let detail = match decode_json(&bytes).ok().as_ref().and_then(misp_error_message) {
+            Some(message) => message,
+            None => snippet(&String::from_utf8_lossy(&bytes)),
+        };
+        let retryable = status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::OAuth2(_));
+        Err(FetchError::Failed {
+            reason: format!("{status}: {detail}"),
+            retryable,
+            wait: if status == StatusCode::TOO_MANY_REQUESTS {
+                wait
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Why reading a body failed, as a fetch error.
+    pub(super) fn body_error(&self, status: StatusCode, error: BodyError) -> FetchError {
+        match error {
             BodyError::TooLarge => failed(
                 format!(
                     "{status} but the response body is larger than response.max_body_bytes ({} bytes, after decompression); \
@@ -323,25 +397,21 @@ impl Fetcher {
                 format!("reading the response body failed: {}", describe(error)),
                 true,
             ),
-        })?;
-        if !status.is_success() {
-            let detail = match decode_json(&bytes).ok().as_ref().and_then(misp_error_message) {
-                Some(message) => message,
-                None => snippet(&String::from_utf8_lossy(&bytes)),
-            };
-            let retryable = status.is_server_error()
-                || status == StatusCode::TOO_MANY_REQUESTS
-                || status == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::OAuth2(_));
-            return Err(FetchError::Failed {
-                reason: format!("{status}: {detail}"),
-                retryable,
-                wait: if status == StatusCode::TOO_MANY_REQUESTS {
-                    wait
-                } else {
-                    None
-                },
-            });
         }
+    }
+
+    /// Sends `request` once and decodes the whole body.
+    async fn send_once(&self, request: &RequestState) -> Result<Response, FetchError> {
+        let Head {
+            status,
+            headers,
+            response,
+            started,
+        } = self.send_head(request).await?;
+        let bytes = read_body(response, self.max_body_bytes).await;
+        self.metrics
+            .record_request(Some(status.as_u16()), started.elapsed().as_secs_f64());
+        let bytes = bytes.map_err(|error| self.body_error(status, error))?;
         if self.decode_as == DecodeAs::Csv {
             let rows = decode_csv(&bytes, &self.csv)
                 .map_err(|error| failed(format!("{status} but {error}"), true))?;
@@ -430,7 +500,7 @@ impl Fetcher {
 
 /// A reqwest error with its cause chain (the top level alone says little),
 /// without the URL: callers log the URL without its query, which may hold a key.
-fn describe(error: reqwest::Error) -> String {
+pub(super) fn describe(error: reqwest::Error) -> String {
     let error = error.without_url();
     let mut text = if error.is_timeout() {
         "timed out".to_owned()

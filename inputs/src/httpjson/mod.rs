@@ -8,9 +8,11 @@ pub mod config;
 pub mod fetch;
 mod keyset;
 mod poll;
+mod stream;
 pub mod template;
 pub mod transform;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -29,7 +31,7 @@ use self::template::{TemplateBuilder, TemplateId, Templates};
 use self::transform::{compile, RequestState, Transform};
 use crate::dead_letter::DeadLetter;
 use crate::metrics::{unix_now, InputMetrics};
-use crate::split::Split;
+use crate::split::{Split, StreamPlan};
 use threatbeat_core::tls::VerificationMode;
 
 /// A cursor field compiled from config.
@@ -52,7 +54,9 @@ pub struct HttpJsonInput {
     request_transforms: Vec<Transform>,
     response_transforms: Vec<Transform>,
     pagination: Vec<Transform>,
-    split: Option<Split>,
+    split: Option<Arc<Split>>,
+    /// How pages are split while they arrive, when they can be.
+    stream: Option<Arc<StreamPlan>>,
     /// Where records a nested split cannot cut are set aside.
     dead_letter: DeadLetter,
     cursor_fields: Vec<CursorField>,
@@ -201,7 +205,7 @@ impl HttpJsonInput {
             &origin.child("response.pagination"),
         )?;
         let split = match &config.response.split {
-            Some(split) => Some(Split::build(split, &origin.child("response.split"))?),
+            Some(split) => Some(Arc::new(Split::build(split, &origin.child("response.split"))?)),
             None => None,
         };
         let mut cursor_fields = Vec::new();
@@ -261,6 +265,7 @@ impl HttpJsonInput {
                     csv: Default::default(),
                     lines: Default::default(),
                     max_body_bytes: config.response.max_body_bytes,
+                    max_streamed_body_bytes: config.response.max_streamed_body_bytes,
                     scope: scope.clone(),
                 })
             },
@@ -268,6 +273,19 @@ impl HttpJsonInput {
         if config.response.page_limit == 0 {
             return Err(origin.child("response.page_limit").error("must be at least 1"));
         }
+        // Pages are split while they arrive unless something needs the body
+        // whole first: response transforms, keyset paging, a chain, CSV or lines.
+        let stream = match &split {
+            Some(split)
+                if config.response.decode_as == DecodeAs::Json
+                    && response_transforms.is_empty()
+                    && keyset.is_none()
+                    && chain.is_none() =>
+            {
+                StreamPlan::new(split, stream::SPOOL_MEMORY_BYTES).map(Arc::new)
+            }
+            _ => None,
+        };
         Ok(Self {
             interval: config.interval,
             page_limit: config.response.page_limit,
@@ -285,6 +303,7 @@ impl HttpJsonInput {
                 csv: config.response.csv.clone(),
                 lines: config.response.lines.clone(),
                 max_body_bytes: config.response.max_body_bytes,
+                max_streamed_body_bytes: config.response.max_streamed_body_bytes,
                 scope,
             },
             templates: templates.finish(),
@@ -293,6 +312,7 @@ impl HttpJsonInput {
             response_transforms,
             pagination,
             split,
+            stream,
             dead_letter: DeadLetter::new(&context.data_path, &context.pipeline_id),
             cursor_fields,
             keyset,

@@ -14,7 +14,7 @@
 use serde_json::{json, Map, Value};
 use threatbeat_core::{Batch, Event, InputContext, PublishError};
 
-use super::fetch::{FetchError, Fetcher, Response};
+use super::fetch::{FetchError, Fetcher, Head, Response};
 use super::template::Context;
 use super::transform::{typed, Applied, RequestState};
 use super::HttpJsonInput;
@@ -354,20 +354,30 @@ impl HttpJsonInput {
         let mut last_event = Value::Null;
         let mut page: u32 = 1;
         let mut prefetched = None;
+        // Whether the poll's first batch is still to be published.
+        let mut starts_poll = true;
         loop {
             let fetched = match prefetched.take() {
                 Some(fetched) => fetched,
-                None => self.fetcher.fetch(&request, &context.shutdown).await,
+                None => self.fetch_page(&request, context).await,
             };
-            let Response { mut body, headers } = fetched.map_err(|error| fetch_error(page, error))?;
-            let records = self.records(&mut body, page)?;
-            if let Some(first) = records.first() {
-                if first_event.is_null() {
-                    first_event = first.clone();
+            let PageRecords {
+                body,
+                headers,
+                records,
+                first,
+                last,
+                count,
+            } = self
+                .page_records(fetched, &request, context, page, &mut starts_poll)
+                .await?;
+            if first_event.is_null() {
+                if let Some(first) = first {
+                    first_event = first;
                 }
             }
-            if let Some(last) = records.last() {
-                last_event = last.clone();
+            if let Some(last) = last {
+                last_event = last;
             }
             let request_context = request.to_context();
             let mut last_response = json!({
@@ -392,25 +402,18 @@ impl HttpJsonInput {
             let next = self.next_request(&request, &template_context, context, page);
             // The page body is not needed any more: free it before the next one arrives.
             drop(template_context);
-            let count = records.len();
             let place = PagePlace {
                 number: page,
-                starts_poll: page == 1,
+                starts_poll: std::mem::take(&mut starts_poll),
                 ends_poll: matches!(next, NextPage::End),
             };
             let next_request = match next {
                 NextPage::Request(request) => Some(request),
                 NextPage::End | NextPage::Cut => None,
             };
+            let prefetch = next_request.as_ref().map(|next| self.fetch_page(next, context));
             prefetched = self
-                .publish_and_prefetch(
-                    context,
-                    records,
-                    cursor,
-                    next_cursor,
-                    place,
-                    next_request.as_ref(),
-                )
+                .publish_then(context, records, cursor, next_cursor, place, prefetch)
                 .await?;
             summary.pages = page;
             summary.events += count;
@@ -421,6 +424,58 @@ impl HttpJsonInput {
                     page += 1;
                 }
                 None => return Ok(summary),
+            }
+        }
+    }
+
+    /// Sends a page's request: up to its headers when the page is split
+    /// while it arrives, else with its body decoded whole.
+    async fn fetch_page(&self, request: &RequestState, context: &InputContext) -> Fetched {
+        match self.stream {
+            Some(_) => Fetched::Head(self.fetcher.fetch_head(request, &context.shutdown).await),
+            None => Fetched::Whole(self.fetcher.fetch(request, &context.shutdown).await),
+        }
+    }
+
+    /// The records of one fetched page. A page split while it arrives has
+    /// its early slices published here (never with a cursor).
+    async fn page_records(
+        &self,
+        fetched: Fetched,
+        request: &RequestState,
+        context: &InputContext,
+        page: u32,
+        starts_poll: &mut bool,
+    ) -> Result<PageRecords, PollError> {
+        match (fetched, &self.stream, &self.split) {
+            (Fetched::Head(head), Some(plan), Some(split)) => {
+                let (headers, streamed) = self
+                    .fetch_streamed_page(plan, split, head, request, context, page, starts_poll)
+                    .await?;
+                Ok(PageRecords {
+                    body: streamed.skeleton,
+                    headers,
+                    records: streamed.records,
+                    first: streamed.first,
+                    last: streamed.last,
+                    count: streamed.count,
+                })
+            }
+            (Fetched::Head(_), ..) => Err(PollError::Response {
+                page,
+                reason: "a page fetched to be split while it arrives has no split".to_owned(),
+            }),
+            (Fetched::Whole(fetched), ..) => {
+                let Response { mut body, headers } = fetched.map_err(|error| fetch_error(page, error))?;
+                let records = self.records(&mut body, page)?;
+                Ok(PageRecords {
+                    first: records.first().cloned(),
+                    last: records.last().cloned(),
+                    count: records.len(),
+                    body,
+                    headers,
+                    records,
+                })
             }
         }
     }
@@ -493,6 +548,23 @@ impl HttpJsonInput {
         page: PagePlace,
         next: Option<&RequestState>,
     ) -> Result<Option<Result<Response, FetchError>>, PollError> {
+        let prefetch = next.map(|request| fetcher.fetch(request, &context.shutdown));
+        self.publish_then(context, records, cursor, next_cursor, page, prefetch)
+            .await
+    }
+
+    /// Publishes a page's `records` with `next_cursor` (see
+    /// [`Self::publish_and_prefetch`]) while `prefetch` runs; returns what
+    /// it gave.
+    pub(super) async fn publish_then<Prefetched>(
+        &self,
+        context: &InputContext,
+        records: Vec<Value>,
+        cursor: &mut Map<String, Value>,
+        next_cursor: Map<String, Value>,
+        page: PagePlace,
+        prefetch: Option<impl std::future::Future<Output = Prefetched>>,
+    ) -> Result<Option<Prefetched>, PollError> {
         // An empty page still tells the pipeline where a poll starts or ends.
         let publishing = !records.is_empty() || next_cursor != *cursor || page.starts_poll || page.ends_poll;
         // The futures borrow `next_cursor`: they end with this block.
@@ -506,8 +578,8 @@ impl HttpJsonInput {
                 }
             };
             let prefetch = async {
-                match next {
-                    Some(request) => Some(fetcher.fetch(request, &context.shutdown).await),
+                match prefetch {
+                    Some(prefetch) => Some(prefetch.await),
                     None => None,
                 }
             };
@@ -530,6 +602,27 @@ impl HttpJsonInput {
         }
         Ok(fetched)
     }
+}
+
+/// A page's answer: up to its headers (split while it arrives) or whole.
+pub(super) enum Fetched {
+    /// Up to the headers; the body is read by the split.
+    Head(Result<Head, FetchError>),
+    /// The body decoded whole.
+    Whole(Result<Response, FetchError>),
+}
+
+/// What the poll needs of one page.
+struct PageRecords {
+    /// The body (a streamed page's skeleton), for `last_response.body`.
+    body: Value,
+    headers: Map<String, Value>,
+    /// The records still to publish with the page's cursor.
+    records: Vec<Value>,
+    first: Option<Value>,
+    last: Option<Value>,
+    /// Records of the page, those published early included.
+    count: usize,
 }
 
 #[cfg(test)]

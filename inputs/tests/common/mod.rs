@@ -118,6 +118,21 @@ pub struct Collected {
     pub events: Vec<Event>,
     /// Every batch's (event count, cursor).
     pub batches: Vec<(usize, Option<Value>)>,
+    /// The summary a discarding pipeline keeps instead of the events.
+    pub discarded: Discarded,
+}
+
+/// What a discarding pipeline ([`TestPipeline::new_discarding`]) keeps.
+#[derive(Debug, Default, Clone)]
+pub struct Discarded {
+    /// Events received.
+    pub events: usize,
+    /// Whether the attribute uuids' indexes went 0, 1, 2, ... without a gap.
+    pub ids_in_order: bool,
+    /// The last attribute uuid.
+    pub last_uuid: Option<String>,
+    /// Whether every record carried a non-empty `Event.Tag`.
+    pub every_record_has_the_tags: bool,
 }
 
 /// A pipeline: stores the cursor, then acks. `fail_after` batches it refuses
@@ -167,6 +182,65 @@ impl TestPipeline {
             task,
             publisher,
         }
+    }
+
+    /// A pipeline that stores cursors and acknowledges every batch at once,
+    /// keeping only a summary of its MISP records ([`Discarded`]): what it
+    /// holds does not grow with what it receives.
+    pub fn new_discarding(data: &Path, id: &str) -> Self {
+        let (publisher, mut receiver) = Publisher::channel(1);
+        let collected = Arc::new(Mutex::new(Collected::default()));
+        let store = CursorStore::new(data);
+        let (sink, cursor_store, pipeline_id) = (collected.clone(), store.clone(), id.to_owned());
+        let task = tokio::spawn(async move {
+            let mut last_index: Option<usize> = None;
+            while let Some(request) = receiver.recv().await {
+                let batch = request.batch;
+                if let Some(cursor) = &batch.cursor {
+                    cursor_store.store(&pipeline_id, cursor).unwrap();
+                }
+                let mut collected = sink.lock().unwrap();
+                let summary = &mut collected.discarded;
+                if summary.events == 0 {
+                    summary.ids_in_order = true;
+                    summary.every_record_has_the_tags = true;
+                }
+                for event in &batch.events {
+                    summary.events += 1;
+                    let misp_event = event.fields.get("Event");
+                    let uuid = misp_event
+                        .and_then(|misp_event| misp_event.pointer("/Attribute/uuid"))
+                        .and_then(Value::as_str);
+                    // The simulator's uuids end in the attribute's index.
+                    let index = uuid
+                        .and_then(|uuid| uuid.rsplit('-').next())
+                        .and_then(|digits| digits.parse::<usize>().ok());
+                    let expected = last_index.map_or(0, |last| last + 1);
+                    summary.ids_in_order &= index == Some(expected);
+                    last_index = index;
+                    summary.last_uuid = uuid.map(str::to_owned);
+                    summary.every_record_has_the_tags &= misp_event
+                        .and_then(|misp_event| misp_event.get("Tag"))
+                        .and_then(Value::as_array)
+                        .is_some_and(|tags| !tags.is_empty());
+                }
+                drop(collected);
+                let _ = request.ack.send(Ok(()));
+            }
+        });
+        Self {
+            data: data.to_owned(),
+            collected,
+            store,
+            id: id.to_owned(),
+            task,
+            publisher,
+        }
+    }
+
+    /// What a discarding pipeline saw.
+    pub fn discarded(&self) -> Discarded {
+        self.collected.lock().unwrap().discarded.clone()
     }
 
     pub fn stored_cursor(&self) -> Option<Value> {

@@ -13,6 +13,7 @@
 //! ```
 
 mod filters;
+pub mod large;
 mod search;
 mod server;
 pub mod store;

@@ -12,9 +12,13 @@
 //! attributes and object attributes (one record each) instead of Filebeat's
 //! attribute × object-attribute cross product.
 
+mod stream;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use threatbeat_core::{ConfigError, FieldPath, Origin};
+
+pub use stream::{approximate_size, Emitted, Stopped, StreamError, StreamPlan};
 
 /// How a target is cut into elements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -308,6 +312,25 @@ impl Split {
                 let _ = path.set(map, element);
             }
             (_, parent) => *parent = element,
+        }
+    }
+
+    /// The records of one `element` of this split's list, `context` being
+    /// the document around the list (without it): what [`Self::apply`] makes
+    /// of each element, for a list that was never held whole.
+    fn emit_element(
+        &self,
+        context: &Value,
+        element: Value,
+        out: &mut Vec<Value>,
+        rejected: &mut Vec<Rejected>,
+    ) {
+        if self.keep_parent {
+            let mut parent = context.clone();
+            self.put_back(&mut parent, element);
+            self.emit(parent, out, rejected);
+        } else {
+            self.emit(element, out, rejected);
         }
     }
 
