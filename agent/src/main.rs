@@ -11,9 +11,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long freed memory stays mapped before it goes back to the system.
-/// mimalloc 3 waits 1 s, which let peak RSS reach about 80 MiB on a MISP
-/// sync; 250 ms keeps it near 52 MiB for a few percent more system time.
-const PURGE_DELAY_MS: std::ffi::c_long = 250;
+/// Pages are decoded, processed, queued and sent on different threads, so
+/// much memory is freed away from where it was allocated and waits for the
+/// purge. On the shared yardstick (200 000 MISP attributes, 4 paired runs)
+/// 250 ms peaked at 99–110 MB and 50 ms at 77–79 MB, for about 6 % more
+/// CPU; 0 gives 63 MB for 30 % more (docs/performance.md).
+const PURGE_DELAY_MS: std::ffi::c_long = 50;
 
 fn main() -> std::process::ExitCode {
     // What the agent writes — queue segments holding TLP:RED indicators,

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use threatbeat_core::{CursorError, CursorStore, Input, InputContext, InputError, Publisher};
+use threatbeat_core::{Backoff, CursorError, CursorStore, Input, InputContext, InputError, Publisher};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -298,7 +298,7 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
 /// its pipeline and counted (`threatbeat_pipeline_panics_total`), the
 /// pipeline is down meanwhile (`/healthz` 503, `threatbeat_pipeline_up` 0),
 /// and the input is built again and restarted from its stored cursor after
-/// a backoff (1 s, doubling, at most a minute) — nothing it did not deliver
+/// a jittered backoff (about 1 s, doubling, at most a minute) — nothing it did not deliver
 /// was acknowledged, so nothing is lost.
 async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> {
     let SupervisedInput {
@@ -310,6 +310,7 @@ async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> 
         up,
     } = supervised;
     let mut restarts: u32 = 0;
+    let mut restart_backoff = Backoff::new(Duration::from_secs(1), MAX_RESTART_DELAY);
     loop {
         let outcome = tokio::spawn(input.run(context.clone())).await;
         stats.input_running.store(false, Ordering::Relaxed);
@@ -332,7 +333,7 @@ async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> 
             tracing::error!(pipeline = %context.id, %panic, "the input panicked; it is not restarted");
             return stopped("not restarted".to_owned());
         };
-        let delay = Duration::from_secs(1u64 << restarts.min(6)).min(MAX_RESTART_DELAY);
+        let delay = restart_backoff.next_wait();
         restarts += 1;
         tracing::error!(pipeline = %context.id, %panic, restart_in = ?delay, restarts, "the input panicked; it is restarted from its stored cursor");
         tokio::select! {

@@ -4,6 +4,7 @@
 //! file and key, cursor persistence, durations as users write them (`60m`, `2d`), Beats' `ssl.*` TLS
 //! settings and the [`Secret`] type.
 
+pub mod backoff;
 pub mod config;
 pub mod cursor;
 pub mod duration;
@@ -14,6 +15,7 @@ pub mod registry;
 pub mod secret;
 pub mod tls;
 
+pub use backoff::Backoff;
 pub use config::{
     deep_merge, deserialize_at, deserialize_switch, nest_dotted_keys, switch_at, BuildContext, ConfigError,
     NullKeys, Origin, PluginConfig,

@@ -99,7 +99,9 @@ pub fn build_client(
     });
     let mut builder = Client::builder()
         .redirect(redirects)
-        .timeout(request.timeout)
+        // Each wait for the server; the whole request is bounded per request
+        // when its body is read whole (fetch.rs).
+        .read_timeout(request.timeout)
         .connect_timeout(request.timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("threatbeat/", env!("CARGO_PKG_VERSION")));
     builder = request

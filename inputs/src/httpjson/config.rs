@@ -155,7 +155,9 @@ pub struct RequestConfig {
     /// Extra headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Per-request timeout (whole request, body included). Default 30s.
+    /// Per-request timeout: the whole request, body included, when the body
+    /// is read whole; each wait for the server when it is split while it
+    /// arrives. Default 30s.
     #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
     pub timeout: Duration,
     /// An HTTP(S) proxy for every request.

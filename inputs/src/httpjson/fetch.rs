@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use reqwest::header::HeaderMap;
 use reqwest::{Client, StatusCode};
 use serde_json::{Map, Value};
+use threatbeat_core::Backoff;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +47,15 @@ pub struct Response {
     pub body: Value,
     /// Headers, lower-case names; repeated names joined with `, `.
     pub headers: Map<String, Value>,
+}
+
+/// How an answer's body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// Whole, then decoded.
+    Whole,
+    /// Split while it arrives.
+    Streamed,
 }
 
 /// A successful answer whose body is not read yet.
@@ -113,6 +122,8 @@ pub struct Fetcher {
     pub csv: CsvConfig,
     /// Line settings.
     pub lines: LinesConfig,
+    /// `request.timeout`: the whole request when its body is read whole.
+    pub timeout: Duration,
     /// The largest body read whole (after decompression).
     pub max_body_bytes: u64,
     /// The largest body read while it is split (after decompression).
@@ -165,17 +176,6 @@ pub async fn sleep_or_shutdown(duration: Duration, shutdown: &CancellationToken)
     }
 }
 
-/// The wait before attempt `attempt + 1`: `wait_min * 2^attempt`, at most
-/// `wait_max`, scaled by a random factor in [0.5, 1] so that many agents do
-/// not retry in lock-step.
-pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
-    let exponential = retry
-        .wait_min
-        .saturating_mul(2u32.saturating_pow(attempt.min(20)));
-    let capped = exponential.min(retry.wait_max);
-    capped.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
 /// The longest wait a server may ask for (MISP's rate-limit window is 900 s).
 const MAX_SERVER_WAIT: u64 = 3600;
 
@@ -215,13 +215,13 @@ impl Fetcher {
         request: &RequestState,
         shutdown: &CancellationToken,
     ) -> Result<Head, FetchError> {
-        self.with_retries(request, shutdown, || self.send_head(request))
+        self.with_retries(request, shutdown, || self.send_head(request, Body::Streamed))
             .await
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the retries
     /// configured are used up, waiting between attempts as the server asks
-    /// or with [`backoff`].
+    /// or with a [`Backoff`] from `retry.wait_min` up to `retry.wait_max`.
     pub async fn with_retries<T, Attempt, Sent>(
         &self,
         request: &RequestState,
@@ -235,6 +235,7 @@ impl Fetcher {
         let attempts = self.retry.max_attempts.max(1);
         let url = request.url.as_str();
         let mut attempt = 0;
+        let mut backoff = Backoff::new(self.retry.wait_min, self.retry.wait_max);
         loop {
             self.pace(shutdown).await?;
             let outcome = tokio::select! {
@@ -266,9 +267,12 @@ impl Fetcher {
                 }
                 return Err(error);
             }
+            // The step grows with every failed attempt, also one the server
+            // timed: a later untimed retry waits as long as its number says.
+            let own_wait = backoff.next_wait();
             let delay = match wait {
                 Some(seconds) => Duration::from_secs(*seconds),
-                None => backoff(&self.retry, attempt - 1),
+                None => own_wait,
             };
             tracing::warn!(input = %self.id, url, attempt, of = attempts, retry_in = ?delay, error = %reason, "request failed, retrying");
             if matches!(error, FetchError::Failed { ref reason, .. } if reason.starts_with("401")) {
@@ -299,7 +303,7 @@ impl Fetcher {
     /// server answered: what `threatbeat test modules` shows per fileset.
     pub async fn probe(&self, request: &RequestState) -> ProbeAnswer {
         let builder = match self.prepare(request).await {
-            Ok(builder) => builder,
+            Ok(builder) => builder.timeout(self.timeout),
             Err(error) => return ProbeAnswer::NotSent(error.to_string()),
         };
         let response = match builder.send().await {
@@ -327,8 +331,14 @@ impl Fetcher {
 
     /// Sends `request` once and reads the answer up to its headers; a
     /// status that is not a success reads the (limited) body to say why.
-    async fn send_head(&self, request: &RequestState) -> Result<Head, FetchError> {
-        let builder = self.prepare(request).await?;
+    async fn send_head(&self, request: &RequestState, body: Body) -> Result<Head, FetchError> {
+        let mut builder = self.prepare(request).await?;
+        // A body read whole must arrive within `request.timeout`; one split
+        // while it arrives takes as long as its records take to process, so
+        // only each wait for the server (the client's read timeout) is bounded.
+        if body == Body::Whole {
+            builder = builder.timeout(self.timeout);
+        }
         let started = Instant::now();
         let response = match builder.send().await {
             Ok(response) => response,
@@ -407,7 +417,7 @@ impl Fetcher {
             headers,
             response,
             started,
-        } = self.send_head(request).await?;
+        } = self.send_head(request, Body::Whole).await?;
         let bytes = read_body(response, self.max_body_bytes).await;
         self.metrics
             .record_request(Some(status.as_u16()), started.elapsed().as_secs_f64());
@@ -527,22 +537,6 @@ pub(super) fn describe(error: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let retry = RetryConfig {
-            max_attempts: 5,
-            wait_min: Duration::from_secs(1),
-            wait_max: Duration::from_secs(10),
-        };
-        for _ in 0..50 {
-            let first = backoff(&retry, 0);
-            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
-            let third = backoff(&retry, 2);
-            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4));
-            assert!(backoff(&retry, 30) <= Duration::from_secs(10));
-        }
-    }
 
     #[test]
     fn reads_both_wait_headers() {

@@ -136,7 +136,7 @@ fn check_start(prefix: &[u8], complete: bool) -> Result<usize, DecodeError> {
 
 /// The parser's error as [`crate::decode::decode_json`] words it.
 fn json_error(error: serde_json::Error, received: usize, prefix: &[u8]) -> DecodeError {
-    if error.is_eof() || error.is_io() {
+    if error.is_eof() {
         DecodeError::Truncated {
             reason: error.to_string(),
             length: received,
@@ -223,10 +223,16 @@ impl HttpJsonInput {
             let mut received = prefix.len() as u64;
             let metrics = self.fetcher.metrics.clone();
             let over_limit = Arc::clone(&over_limit);
-            // Ends when the body does, or when the parser stops reading.
+            let shutdown = context.shutdown.clone();
+            // Ends when the body does, when the parser stops reading, or at
+            // shutdown (the parser then sees the body end and stops too).
             tokio::spawn(async move {
                 loop {
-                    let next = match response.chunk().await {
+                    let chunk = tokio::select! {
+                        chunk = response.chunk() => chunk,
+                        _ = shutdown.cancelled() => return,
+                    };
+                    let next = match chunk {
                         Ok(Some(chunk)) => {
                             received += chunk.len() as u64;
                             if received > limit {
@@ -237,7 +243,7 @@ impl HttpJsonInput {
                             }
                         }
                         Ok(None) => break,
-                        Err(error) => Err(format!("reading the response body failed: {}", describe(error))),
+                        Err(error) => Err(describe(error)),
                     };
                     let stop = next.is_err();
                     if sender.send(next).await.is_err() || stop {
@@ -283,6 +289,11 @@ impl HttpJsonInput {
         let skeleton = match decoding.await {
             Ok(Ok(skeleton)) => skeleton,
             Ok(Err(_)) if over_limit.load(Ordering::Relaxed) => return Err(too_large()),
+            Ok(Err((StreamError::Json(error), received, _))) if error.is_io() => {
+                return Err(PageFailure::Retry(format!(
+                    "{status} but reading the response body failed after {received} bytes and {count} records: {error}"
+                )));
+            }
             Ok(Err((StreamError::Json(error), received, prefix))) => {
                 let error = json_error(error, received, &prefix);
                 return Err(PageFailure::Retry(format!(
@@ -360,6 +371,8 @@ impl HttpJsonInput {
     ) -> Result<(Map<String, Value>, StreamedPage), PollError> {
         let attempts = self.fetcher.retry.max_attempts.max(1);
         let mut attempt = 0;
+        let mut backoff =
+            threatbeat_core::Backoff::new(self.fetcher.retry.wait_min, self.fetcher.retry.wait_max);
         loop {
             let answer = head.map_err(|error| super::poll::fetch_error(page, error))?;
             let headers = answer.headers.clone();
@@ -377,7 +390,7 @@ impl HttpJsonInput {
                             reason: format!("giving up this poll after {attempt} attempt(s): {reason}"),
                         });
                     }
-                    let delay = super::fetch::backoff(&self.fetcher.retry, attempt - 1);
+                    let delay = backoff.next_wait();
                     tracing::warn!(input = %self.fetcher.id, url = %request.url, attempt, of = attempts, retry_in = ?delay, error = %reason, "page failed while it was read, fetching it again");
                     super::fetch::sleep_or_shutdown(delay, &context.shutdown)
                         .await

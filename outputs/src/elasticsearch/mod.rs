@@ -3,7 +3,6 @@
 //! `check_connection` for the CLI. The client goes straight through reqwest
 //! (see `docs/outputs/elasticsearch.md` for why not the `elasticsearch` crate).
 
-mod backoff;
 mod bulk;
 pub mod classify;
 mod client;

@@ -19,9 +19,8 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use reqwest::Method;
-use threatbeat_core::{EncodedEvent, Event, Output, OutputError};
+use threatbeat_core::{Backoff, EncodedEvent, Event, Output, OutputError};
 
-use super::backoff::Backoff;
 use super::bulk::{self, BulkItem, BULK_PATH};
 use super::classify::{classify_item, classify_response, ItemOutcome, ResponseOutcome};
 use super::client::Client;

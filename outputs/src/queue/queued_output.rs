@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use threatbeat_core::{BuildContext, ConfigError, EncodedEvent, Event, Origin, Output, OutputError};
+use threatbeat_core::{Backoff, BuildContext, ConfigError, EncodedEvent, Event, Origin, Output, OutputError};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -342,7 +342,8 @@ async fn consume(
     settings: QueueSettings,
     stop: CancellationToken,
 ) -> Box<dyn Output> {
-    let mut retry_wait = Duration::from_millis(500);
+    // One backoff for both retries below; it starts over once a batch is delivered.
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let arrived = shared.data_added.notified();
         tokio::pin!(arrived);
@@ -378,10 +379,9 @@ async fn consume(
             Err(error) => {
                 tracing::error!(%error, "cannot read from the queue; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(retry_wait) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                     _ = stop.cancelled() => return output,
                 }
-                retry_wait = (retry_wait * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
@@ -397,14 +397,13 @@ async fn consume(
                     Err(error) => {
                         tracing::warn!(%error, events = count, "the output did not accept a batch; retrying");
                         tokio::select! {
-                            _ = tokio::time::sleep(retry_wait) => {}
+                            _ = tokio::time::sleep(backoff.next_wait()) => {}
                             _ = stop.cancelled() => return output,
                         }
-                        retry_wait = (retry_wait * 2).min(Duration::from_secs(30));
                     }
                 }
             }
-            retry_wait = Duration::from_millis(500);
+            backoff.reset();
         }
         if let Some(through) = batch.ack_through {
             let acked = blocking(&shared, move |store| store.ack(through)).await;
