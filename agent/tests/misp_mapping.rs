@@ -1,5 +1,6 @@
 //! The MISP mappings (`modules.d/definitions/{threatintel/misp,
-//! threatintel/misp_attributes, misp/threat}/processors.yml`), type by type:
+//! threatintel/misp_attributes}/processors.yml`; `misp/threat` extends
+//! misp_attributes), type by type:
 //! every MISP attribute type of the mapping table (reference §3.8) gets its
 //! ECS fields checked, composite types included; document ids are stable
 //! and include the event. (Config errors: `misp_config_errors.rs`; real

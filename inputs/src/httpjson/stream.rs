@@ -391,7 +391,7 @@ impl HttpJsonInput {
                         });
                     }
                     let delay = backoff.next_wait();
-                    tracing::warn!(input = %self.fetcher.id, url = %request.url, attempt, of = attempts, retry_in = ?delay, error = %reason, "page failed while it was read, fetching it again");
+                    tracing::warn!(input = %self.fetcher.id, url = %request.url, attempt, of = attempts, retry_in = ?delay, error = %reason, "request failed, retrying");
                     super::fetch::sleep_or_shutdown(delay, &context.shutdown)
                         .await
                         .map_err(|error| super::poll::fetch_error(page, error))?;
