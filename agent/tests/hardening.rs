@@ -303,6 +303,48 @@ async fn a_compression_bomb_stops_at_the_body_limit() {
     );
 }
 
+/// One MISP event of 40 000 attributes (about 15 MB of JSON, `Tag` after
+/// the attributes) through the real binary with `response.max_body_bytes`
+/// at 1 MiB: the page is split while it arrives, so the whole-body limit
+/// does not apply; every attribute becomes one document carrying the
+/// event's TLP, and the cursor is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_larger_than_the_body_limit_is_split_while_it_arrives() {
+    use threatbeat_test_support::misp::large::{attribute_uuid, LargeEventServer};
+    const ATTRIBUTES: usize = 40_000;
+    let misp = LargeEventServer::serve(ATTRIBUTES).await;
+    let home = misp_home(
+        &misp.url("/events/restSearch"),
+        "      var.current_state: false\n      input.response.max_body_bytes: 1048576",
+    );
+    let output = home.run_once_async().await;
+    let log = stderr_text(&output);
+    assert!(output.status.success(), "{log}");
+    let page_bytes = misp.state().page_bytes;
+    assert!(
+        page_bytes > 8 << 20,
+        "the page is larger than what is read whole: {page_bytes}"
+    );
+    let documents = home.documents();
+    assert_eq!(documents.len(), ATTRIBUTES, "{log}");
+    // The file output rotates: its files are read newest first, so the
+    // order is checked by inputs/tests/memory_bound.rs, the set here.
+    let mut uuids: Vec<&str> = documents
+        .iter()
+        .map(|document| document["misp"]["attribute"]["uuid"].as_str().unwrap_or_default())
+        .collect();
+    uuids.sort_unstable();
+    let expected: Vec<String> = (0..ATTRIBUTES).map(attribute_uuid).collect();
+    assert!(uuids.iter().eq(expected.iter()), "every attribute once");
+    assert!(
+        documents
+            .iter()
+            .all(|document| document["threat"]["indicator"]["marking"]["tlp"] == json!(["green"])),
+        "the event's tags, written after its attributes, reach every document"
+    );
+    assert!(home.cursor("threatintel/misp").is_some(), "{log}");
+}
+
 /// Credentials written inline — a `user:password@` URL, a literal API
 /// token, a custom auth header, a proxy with userinfo — reach no log line
 /// (debug included, a failing run included), no file the run leaves, and no

@@ -11,7 +11,7 @@ use threatbeat_inputs::csv::{decode_csv, CsvConfig, CsvError};
 use threatbeat_inputs::decode::{decode_json, decode_ndjson, DecodeError};
 use threatbeat_inputs::httpjson::template::{Context, TemplateBuilder};
 use threatbeat_inputs::lines::{decode_lines, LinesConfig};
-use threatbeat_inputs::split::{NestedSplit, Split, SplitConfig, SplitKind};
+use threatbeat_inputs::split::{Emitted, NestedSplit, Split, SplitConfig, SplitKind, StreamPlan};
 
 /// Bytes that are sometimes text and sometimes not: any bytes, any string,
 /// or a soup of the characters the decoders treat specially.
@@ -311,6 +311,59 @@ proptest! {
         }
     }
 
+    /// A page split while it arrives gives the records, the rejected
+    /// records and the errors of the same page decoded whole, whatever the
+    /// split and the page, from memory or from a reader, spooled in memory
+    /// or in a file.
+    #[test]
+    fn a_split_while_reading_gives_what_a_split_of_the_whole_page_gives(
+        (config, document) in prop_oneof![
+            1 => (split_config(), prop_oneof![json_value(), page()]),
+            4 => (event_split(), event_page()),
+        ],
+        spool_memory in prop_oneof![Just(0usize), 1usize..256, Just(1 << 20)],
+        from_reader in any::<bool>(),
+    ) {
+        let Ok(split) = Split::build(&config, &Origin::named("test").child("response.split")) else {
+            return Ok(());
+        };
+        let Some(plan) = StreamPlan::new(&split, spool_memory) else {
+            return Ok(());
+        };
+        let (mut whole, mut whole_rejected) = (Vec::new(), Vec::new());
+        let whole_result = split.apply(&document, &mut whole, &mut whole_rejected);
+        let (mut streamed, mut streamed_rejected) = (Vec::new(), Vec::new());
+        let mut emit = |emitted: Emitted| {
+            match emitted {
+                Emitted::Record { record, .. } => streamed.push(record),
+                Emitted::Rejected(rejected) => streamed_rejected.push(rejected.record),
+            }
+            Ok(())
+        };
+        let text = document.to_string();
+        let streamed_result = if from_reader {
+            plan.decode(&split, &mut serde_json::Deserializer::from_reader(text.as_bytes()), &mut emit)
+        } else {
+            plan.decode(&split, &mut serde_json::Deserializer::from_str(&text), &mut emit)
+        };
+        match (whole_result, streamed_result) {
+            (Ok(()), Ok(_)) => {
+                prop_assert_eq!(&streamed, &whole, "records of {}", text);
+                let mut whole_rejected: Vec<String> = whole_rejected.iter().map(|rejected| rejected.record.to_string()).collect();
+                let mut streamed_rejected: Vec<String> = streamed_rejected.iter().map(Value::to_string).collect();
+                whole_rejected.sort();
+                streamed_rejected.sort();
+                prop_assert_eq!(streamed_rejected, whole_rejected, "rejected records of {}", text);
+            }
+            (Err(whole_error), Err(streamed_error)) => {
+                prop_assert_eq!(streamed_error.to_string(), whole_error.to_string());
+            }
+            (whole_result, streamed_result) => {
+                prop_assert!(false, "whole: {whole_result:?}, streamed: {streamed_result:?}, page {text}");
+            }
+        }
+    }
+
     #[test]
     fn an_array_split_gives_each_element_once(
         items in prop::collection::vec(json_value(), 0..6),
@@ -542,6 +595,98 @@ fn page() -> impl Strategy<Value = Value> {
             )
         },
     )
+}
+
+/// A split shaped like the MISP fileset's: a list of elements (`body.a`)
+/// whose nested lists (`x.a`, `x.b`, `c`) are cut by sibling splits, with or
+/// without their parent, one of them split again; now and then a nested
+/// split of another kind, which makes the element be decoded whole.
+fn event_split() -> impl Strategy<Value = SplitConfig> {
+    let child = (
+        prop::sample::select(vec!["body.x.a", "body.x.b", "body.c"]),
+        prop_oneof![6 => Just(SplitKind::Array), 1 => Just(SplitKind::Map)],
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(target, kind, keep_parent, ignore_empty_value, nested)| {
+            let mut config = plain_split(target, keep_parent, ignore_empty_value);
+            config.kind = kind;
+            if nested && target == "body.x.b" {
+                config.split = Some(NestedSplit::One(Box::new(plain_split("body.x.b.a", true, true))));
+            }
+            config
+        });
+    (
+        prop::sample::select(vec!["body.a", "body.name.a", "body"]),
+        any::<bool>(),
+        prop::collection::vec(prop::sample::select(vec!["body.x.g", "body.c", "body.x.a"]), 0..2),
+        prop::collection::vec(child, 0..3),
+    )
+        .prop_map(|(target, ignore_empty_value, discard, children)| {
+            let mut config = plain_split(target, false, ignore_empty_value);
+            config.discard = discard.into_iter().map(str::to_owned).collect();
+            config.split = match children.len() {
+                0 => None,
+                1 => children
+                    .into_iter()
+                    .next()
+                    .map(|child| NestedSplit::One(Box::new(child))),
+                _ => Some(NestedSplit::Siblings(children)),
+            };
+            config
+        })
+}
+
+/// A page for [`event_split`]: a list of elements holding lists of objects
+/// (or anything else) under the split paths, context before and after them.
+fn event_page() -> impl Strategy<Value = Value> {
+    let item = prop::collection::btree_map(
+        prop::sample::select(vec!["a", "id", "v"]),
+        prop_oneof![3 => json_value(), 1 => prop::collection::vec(json_value(), 0..3).prop_map(Value::Array)],
+        0..3,
+    )
+    .prop_map(|map| {
+        Value::Object(
+            map.into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect(),
+        )
+    });
+    let list = prop_oneof![
+        6 => prop::collection::vec(item, 0..5).prop_map(Value::Array),
+        1 => json_value(),
+    ];
+    let inner = prop::collection::btree_map(
+        prop::sample::select(vec!["0", "a", "b", "g", "t"]),
+        list.clone(),
+        0..5,
+    )
+    .prop_map(|map| {
+        Value::Object(
+            map.into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect(),
+        )
+    });
+    let element = prop_oneof![
+        8 => (inner, list, json_value()).prop_map(|(x, c, z)| json!({"x": x, "c": c, "z": z})),
+        1 => json_value(),
+    ];
+    let elements = prop_oneof![
+        8 => prop::collection::vec(element, 0..5).prop_map(Value::Array),
+        1 => json_value(),
+    ];
+    (elements, json_value()).prop_map(|(elements, context)| event_body(elements, context))
+}
+
+/// The elements under `a` (and under `name.a`), with context around them;
+/// a list alone stands for a body that is the list itself.
+fn event_body(elements: Value, context: Value) -> Value {
+    if elements.as_array().is_some_and(|items| items.len() % 2 == 1) {
+        return elements;
+    }
+    json!({"0": context.clone(), "a": elements.clone(), "name": {"a": elements, "z": context.clone()}, "z": context})
 }
 
 /// An array split on `target` with no nested split.

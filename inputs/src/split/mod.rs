@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use threatbeat_core::{ConfigError, FieldPath, Origin};
 
-pub use stream::{approximate_size, Emitted, Stopped, StreamError, StreamPlan};
+pub use stream::{Emitted, Stopped, StreamError, StreamPlan};
 
 /// How a target is cut into elements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -405,7 +405,8 @@ mod tests {
         out
     }
 
-    const MISP_EVENTS: &str = r#"
+    /// The MISP fileset's split (without its `discard`).
+    pub(super) const MISP_EVENTS: &str = r#"
 target: body.response
 ignore_empty_value: true
 split:

@@ -319,7 +319,7 @@ impl State<'_> {
 }
 
 /// An estimate of the bytes `value` holds (its JSON length, roughly).
-pub fn approximate_size(value: &Value) -> usize {
+fn approximate_size(value: &Value) -> usize {
     match value {
         Value::Null | Value::Bool(_) | Value::Number(_) => 8,
         Value::String(text) => text.len() + 2,
@@ -695,22 +695,13 @@ mod tests {
         Split::build(&config, &Origin::named("test")).unwrap()
     }
 
-    const MISP: &str = r#"
-target: body.response
-ignore_empty_value: true
-discard: [body.Event.Galaxy]
-split:
-  - target: body.Event.Attribute
-    keep_parent: true
-    ignore_empty_value: true
-  - target: body.Event.Object
-    keep_parent: true
-    ignore_empty_value: true
-    split:
-      target: body.Event.Object.Attribute
-      keep_parent: true
-      ignore_empty_value: true
-"#;
+    /// The MISP fileset's split, with a `discard`.
+    fn misp() -> Split {
+        split(&format!(
+            "{}discard: [body.Event.Galaxy]\n",
+            crate::split::tests::MISP_EVENTS
+        ))
+    }
 
     /// The records and rejections of `body` both ways: decoded whole and streamed.
     fn both_ways(split: &Split, body: &str, spool_memory: usize) -> (Vec<Value>, Vec<Value>, Value) {
@@ -759,7 +750,7 @@ split:
 
     #[test]
     fn misp_pages_give_the_records_of_the_whole_body_tags_after_attributes_too() {
-        let split = split(MISP);
+        let split = misp();
         let body = r#"{"response": [
             {"Event": {"id": "1", "Attribute": [{"uuid": "a1"}, {"uuid": "a2"}], "Galaxy": [{"big": 1}],
                        "Object": [{"name": "o", "Attribute": [{"uuid": "o1"}, {"uuid": "o2"}]}],
@@ -791,7 +782,7 @@ split:
 
     #[test]
     fn missing_empty_and_misshapen_lists_are_cut_as_before() {
-        let split = split(MISP);
+        let split = misp();
         for body in [r#"{"response": []}"#, r#"{"other": 1}"#, r#"{"response": null}"#] {
             let (whole, streamed, _) = both_ways(&split, body, 1024);
             assert_eq!(streamed, whole, "{body}");
@@ -818,7 +809,7 @@ split:
 
     #[test]
     fn a_receiver_that_stops_stops_the_walk() {
-        let split = split(MISP);
+        let split = misp();
         let plan = StreamPlan::new(&split, 1024).unwrap();
         let body = r#"{"response": [{"Event": {"Attribute": [{"uuid": "a"}]}}, {"Event": {"Attribute": [{"uuid": "b"}]}}]}"#;
         let mut deserializer = serde_json::Deserializer::from_str(body);
@@ -835,7 +826,7 @@ split:
 
     #[test]
     fn truncated_bodies_are_errors() {
-        let split = split(MISP);
+        let split = misp();
         let plan = StreamPlan::new(&split, 1024).unwrap();
         let body = r#"{"response": [{"Event": {"Attribute": [{"uuid": "a"}, {"uu"#;
         let mut deserializer = serde_json::Deserializer::from_reader(body.as_bytes());
