@@ -22,6 +22,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use threatbeat_core::{Batch, Event, InputContext};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::fetch::{describe, FetchError, Head};
 use super::poll::{PollError, PUBLISH_SLICE};
@@ -187,27 +188,9 @@ impl HttpJsonInput {
         if response.content_length().is_some_and(|length| length > limit) {
             return Err(too_large());
         }
-        let mut prefix = Vec::new();
-        let mut complete = false;
         // Set when a streamed body passed its limit: that failure is final.
         let over_limit = Arc::new(AtomicBool::new(false));
-        while prefix.len() < WHOLE_BODY_BYTES {
-            match response.chunk().await.map_err(read_error)? {
-                Some(chunk) => {
-                    // Grown by doubling, but never past what it may hold.
-                    let needed = prefix.len() + chunk.len();
-                    if needed > prefix.capacity() {
-                        let grown = (prefix.capacity() * 2).clamp(needed, WHOLE_BODY_BYTES.max(needed));
-                        prefix.reserve_exact(grown - prefix.len());
-                    }
-                    prefix.extend_from_slice(&chunk);
-                }
-                None => {
-                    complete = true;
-                    break;
-                }
-            }
-        }
+        let (prefix, complete) = read_start(&mut response).await.map_err(read_error)?;
         if prefix.len() as u64 > limit {
             return Err(too_large());
         }
@@ -219,39 +202,15 @@ impl HttpJsonInput {
                 .record_request(Some(status.as_u16()), started.elapsed().as_secs_f64());
             BodySource::Whole(prefix)
         } else {
-            let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-            let mut received = prefix.len() as u64;
             let metrics = self.fetcher.metrics.clone();
-            let over_limit = Arc::clone(&over_limit);
-            let shutdown = context.shutdown.clone();
-            // Ends when the body does, when the parser stops reading, or at
-            // shutdown (the parser then sees the body end and stops too).
-            tokio::spawn(async move {
-                loop {
-                    let chunk = tokio::select! {
-                        chunk = response.chunk() => chunk,
-                        _ = shutdown.cancelled() => return,
-                    };
-                    let next = match chunk {
-                        Ok(Some(chunk)) => {
-                            received += chunk.len() as u64;
-                            if received > limit {
-                                over_limit.store(true, Ordering::Relaxed);
-                                Err(format!("the response body is larger than response.max_streamed_body_bytes ({limit} bytes)"))
-                            } else {
-                                Ok(chunk)
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(error) => Err(describe(error)),
-                    };
-                    let stop = next.is_err();
-                    if sender.send(next).await.is_err() || stop {
-                        return;
-                    }
-                }
-                metrics.record_request(Some(status.as_u16()), started.elapsed().as_secs_f64());
-            });
+            let receiver = pump_rest(
+                response,
+                prefix.len() as u64,
+                limit,
+                Arc::clone(&over_limit),
+                context.shutdown.clone(),
+                move || metrics.record_request(Some(status.as_u16()), started.elapsed().as_secs_f64()),
+            );
             BodySource::Streamed(prefix, receiver)
         };
         let (slices, mut receiver) = mpsc::channel::<Slice>(1);
@@ -289,27 +248,7 @@ impl HttpJsonInput {
         let skeleton = match decoding.await {
             Ok(Ok(skeleton)) => skeleton,
             Ok(Err(_)) if over_limit.load(Ordering::Relaxed) => return Err(too_large()),
-            Ok(Err((StreamError::Json(error), received, _))) if error.is_io() => {
-                return Err(PageFailure::Retry(format!(
-                    "{status} but reading the response body failed after {received} bytes and {count} records: {error}"
-                )));
-            }
-            Ok(Err((StreamError::Json(error), received, prefix))) => {
-                let error = json_error(error, received, &prefix);
-                return Err(PageFailure::Retry(format!(
-                    "{status} but {error} (after {count} records)"
-                )));
-            }
-            Ok(Err((StreamError::Stopped, ..))) => return Err(PageFailure::Fatal(PollError::Shutdown)),
-            Ok(Err((StreamError::Split(error), ..))) => {
-                return Err(PageFailure::Fatal(PollError::Response {
-                    page,
-                    reason: error.to_string(),
-                }))
-            }
-            Ok(Err((error @ (StreamError::Spool(_) | StreamError::NotUtf8(_)), ..))) => {
-                return Err(PageFailure::Retry(format!("{status} but {error}")))
-            }
+            Ok(Err(failure)) => return Err(decode_failure(failure, status, page, count)),
             Err(panic) => {
                 return Err(PageFailure::Fatal(PollError::Response {
                     page,
@@ -400,6 +339,97 @@ impl HttpJsonInput {
             }
         }
     }
+}
+
+/// Reads the rest of a body, `received` bytes in, a few chunks ahead of the
+/// parser, and runs `on_end` once it all arrived. Over `limit` bytes it sets
+/// `over_limit` and hands the parser an error. Ends when the body does, when
+/// the parser stops reading, or at shutdown (the parser then sees the body
+/// end and stops too).
+fn pump_rest(
+    mut response: reqwest::Response,
+    mut received: u64,
+    limit: u64,
+    over_limit: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    on_end: impl FnOnce() + Send + 'static,
+) -> mpsc::Receiver<Result<Bytes, String>> {
+    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    tokio::spawn(async move {
+        loop {
+            let chunk = tokio::select! {
+                chunk = response.chunk() => chunk,
+                _ = shutdown.cancelled() => return,
+            };
+            let next = match chunk {
+                Ok(Some(chunk)) => {
+                    received += chunk.len() as u64;
+                    if received > limit {
+                        over_limit.store(true, Ordering::Relaxed);
+                        Err(format!(
+                            "the response body is larger than response.max_streamed_body_bytes ({limit} bytes)"
+                        ))
+                    } else {
+                        Ok(chunk)
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => Err(describe(error)),
+            };
+            let stop = next.is_err();
+            if sender.send(next).await.is_err() || stop {
+                return;
+            }
+        }
+        on_end();
+    });
+    receiver
+}
+
+/// Why decoding a page stopped, as the poll sees it: a body that ended
+/// early or is not JSON is worth fetching again; a list of the wrong shape
+/// is not.
+fn decode_failure(
+    (error, received, start): (StreamError, usize, Vec<u8>),
+    status: reqwest::StatusCode,
+    page: u32,
+    count: usize,
+) -> PageFailure {
+    match error {
+        StreamError::Json(error) if error.is_io() => PageFailure::Retry(format!(
+            "{status} but reading the response body failed after {received} bytes and {count} records: {error}"
+        )),
+        StreamError::Json(error) => {
+            let error = json_error(error, received, &start);
+            PageFailure::Retry(format!("{status} but {error} (after {count} records)"))
+        }
+        StreamError::Stopped => PageFailure::Fatal(PollError::Shutdown),
+        StreamError::Split(error) => PageFailure::Fatal(PollError::Response {
+            page,
+            reason: error.to_string(),
+        }),
+        error @ (StreamError::Spool(_) | StreamError::NotUtf8(_)) => {
+            PageFailure::Retry(format!("{status} but {error}"))
+        }
+    }
+}
+
+/// The body's first [`WHOLE_BODY_BYTES`] (or all of it, `true`, when it is
+/// shorter), its buffer grown by doubling but never past that size.
+async fn read_start(response: &mut reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut prefix = Vec::new();
+    while prefix.len() < WHOLE_BODY_BYTES {
+        let Some(chunk) = response.chunk().await? else {
+            return Ok((prefix, true));
+        };
+        let needed = prefix.len() + chunk.len();
+        if needed > prefix.capacity() {
+            let grown = (prefix.capacity() * 2).clamp(needed, WHOLE_BODY_BYTES.max(needed));
+            prefix.reserve_exact(grown - prefix.len());
+        }
+        prefix.extend_from_slice(&chunk);
+    }
+    Ok((prefix, false))
 }
 
 /// Decodes a body on a blocking thread, sending slices as they fill.
