@@ -342,9 +342,9 @@ proptest! {
         };
         let text = document.to_string();
         let streamed_result = if from_reader {
-            plan.decode(&split, &mut serde_json::Deserializer::from_reader(text.as_bytes()), &mut emit)
+            plan.decode(&mut serde_json::Deserializer::from_reader(text.as_bytes()), &mut emit)
         } else {
-            plan.decode(&split, &mut serde_json::Deserializer::from_str(&text), &mut emit)
+            plan.decode(&mut serde_json::Deserializer::from_str(&text), &mut emit)
         };
         match (whole_result, streamed_result) {
             (Ok(()), Ok(_)) => {

@@ -54,7 +54,7 @@ pub struct HttpJsonInput {
     request_transforms: Vec<Transform>,
     response_transforms: Vec<Transform>,
     pagination: Vec<Transform>,
-    split: Option<Arc<Split>>,
+    split: Option<Split>,
     /// How pages are split while they arrive, when they can be.
     stream: Option<Arc<StreamPlan>>,
     /// Where records a nested split cannot cut are set aside.
@@ -205,7 +205,7 @@ impl HttpJsonInput {
             &origin.child("response.pagination"),
         )?;
         let split = match &config.response.split {
-            Some(split) => Some(Arc::new(Split::build(split, &origin.child("response.split"))?)),
+            Some(split) => Some(Split::build(split, &origin.child("response.split"))?),
             None => None,
         };
         let mut cursor_fields = Vec::new();

@@ -11,6 +11,8 @@
 //! also lets the next page be requested while the current one is published
 //! ([`HttpJsonInput::publish_and_prefetch`]).
 
+use std::sync::Arc;
+
 use serde_json::{json, Map, Value};
 use threatbeat_core::{Batch, Event, InputContext, PublishError};
 
@@ -18,6 +20,7 @@ use super::fetch::{FetchError, Fetcher, Head, Response};
 use super::template::Context;
 use super::transform::{typed, Applied, RequestState};
 use super::HttpJsonInput;
+use crate::split::StreamPlan;
 
 /// Events per published batch when a page is larger (see [`HttpJsonInput::publish`]).
 /// Half of a default MISP page (100 events of about 10 attributes): memory
@@ -431,8 +434,11 @@ impl HttpJsonInput {
     /// Sends a page's request: up to its headers when the page is split
     /// while it arrives, else with its body decoded whole.
     async fn fetch_page(&self, request: &RequestState, context: &InputContext) -> Fetched {
-        match self.stream {
-            Some(_) => Fetched::Head(self.fetcher.fetch_head(request, &context.shutdown).await),
+        match &self.stream {
+            Some(plan) => Fetched::Head(
+                Arc::clone(plan),
+                self.fetcher.fetch_head(request, &context.shutdown).await,
+            ),
             None => Fetched::Whole(self.fetcher.fetch(request, &context.shutdown).await),
         }
     }
@@ -447,10 +453,10 @@ impl HttpJsonInput {
         page: u32,
         starts_poll: &mut bool,
     ) -> Result<PageRecords, PollError> {
-        match (fetched, &self.stream, &self.split) {
-            (Fetched::Head(head), Some(plan), Some(split)) => {
+        match fetched {
+            Fetched::Head(plan, head) => {
                 let (headers, streamed) = self
-                    .fetch_streamed_page(plan, split, head, request, context, page, starts_poll)
+                    .fetch_streamed_page(&plan, head, request, context, page, starts_poll)
                     .await?;
                 Ok(PageRecords {
                     body: streamed.skeleton,
@@ -461,11 +467,7 @@ impl HttpJsonInput {
                     count: streamed.count,
                 })
             }
-            (Fetched::Head(_), ..) => Err(PollError::Response {
-                page,
-                reason: "a page fetched to be split while it arrives has no split".to_owned(),
-            }),
-            (Fetched::Whole(fetched), ..) => {
+            Fetched::Whole(fetched) => {
                 let Response { mut body, headers } = fetched.map_err(|error| fetch_error(page, error))?;
                 let records = self.records(&mut body, page)?;
                 Ok(PageRecords {
@@ -606,8 +608,8 @@ impl HttpJsonInput {
 
 /// A page's answer: up to its headers (split while it arrives) or whole.
 pub(super) enum Fetched {
-    /// Up to the headers; the body is read by the split.
-    Head(Result<Head, FetchError>),
+    /// Up to the headers; the body is read by the plan's split.
+    Head(Arc<StreamPlan>, Result<Head, FetchError>),
     /// The body decoded whole.
     Whole(Result<Response, FetchError>),
 }

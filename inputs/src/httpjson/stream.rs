@@ -29,7 +29,7 @@ use super::poll::{PollError, PUBLISH_SLICE};
 use super::transform::RequestState;
 use super::HttpJsonInput;
 use crate::decode::{snippet, DecodeError};
-use crate::split::{Emitted, Rejected, Split, StreamError, StreamPlan};
+use crate::split::{Emitted, Rejected, StreamError, StreamPlan};
 
 /// A body up to this size is read whole and parsed from memory.
 pub(super) const WHOLE_BODY_BYTES: usize = 4 << 20;
@@ -156,7 +156,6 @@ impl HttpJsonInput {
     pub(super) async fn stream_page(
         &self,
         plan: &Arc<StreamPlan>,
-        split: &Arc<Split>,
         head: Head,
         request: &RequestState,
         context: &InputContext,
@@ -216,8 +215,7 @@ impl HttpJsonInput {
         let (slices, mut receiver) = mpsc::channel::<Slice>(1);
         let decoding = {
             let plan = Arc::clone(plan);
-            let split = Arc::clone(split);
-            tokio::task::spawn_blocking(move || decode_slices(&plan, &split, source, start, &slices))
+            tokio::task::spawn_blocking(move || decode_slices(&plan, source, start, &slices))
         };
         let url = request.url.as_str();
         let mut held: Option<Vec<Value>> = None;
@@ -301,7 +299,6 @@ impl HttpJsonInput {
     pub(super) async fn fetch_streamed_page(
         &self,
         plan: &Arc<StreamPlan>,
-        split: &Arc<Split>,
         mut head: Result<Head, FetchError>,
         request: &RequestState,
         context: &InputContext,
@@ -316,7 +313,7 @@ impl HttpJsonInput {
             let answer = head.map_err(|error| super::poll::fetch_error(page, error))?;
             let headers = answer.headers.clone();
             match self
-                .stream_page(plan, split, answer, request, context, page, starts_poll)
+                .stream_page(plan, answer, request, context, page, starts_poll)
                 .await
             {
                 Ok(streamed) => return Ok((headers, streamed)),
@@ -437,7 +434,6 @@ async fn read_start(response: &mut reqwest::Response) -> Result<(Vec<u8>, bool),
 /// the message.
 fn decode_slices(
     plan: &StreamPlan,
-    split: &Split,
     source: BodySource,
     start: usize,
     slices: &mpsc::Sender<Slice>,
@@ -473,7 +469,7 @@ fn decode_slices(
             // Checked once here, the parser need not check each string.
             Ok(text) => {
                 let mut deserializer = serde_json::Deserializer::from_str(text);
-                plan.decode(split, &mut deserializer, &mut emit)
+                plan.decode(&mut deserializer, &mut emit)
                     .map_err(|error| (error, body.len(), body[..body.len().min(512)].to_vec()))
             }
             Err(error) => Err((
@@ -501,7 +497,7 @@ fn decode_slices(
             match skipped {
                 Ok(_) => {
                     let mut deserializer = serde_json::Deserializer::from_reader(reader);
-                    plan.decode(split, &mut deserializer, &mut emit)
+                    plan.decode(&mut deserializer, &mut emit)
                         .map_err(|error| (error, received.get(), head))
                 }
                 Err(error) => Err((

@@ -120,6 +120,8 @@ enum ElementPlan {
 /// The walk of one body for one split, compiled once.
 #[derive(Debug)]
 pub struct StreamPlan {
+    /// The split this plan walks for.
+    split: Split,
     /// The steps to the top list from the body's root; `None` when the body
     /// itself is the list.
     body: Option<Vec<(String, Step)>>,
@@ -167,6 +169,7 @@ impl StreamPlan {
             ElementPlan::Whole(whole)
         };
         Some(Self {
+            split: split.clone(),
             body,
             element,
             spool_memory,
@@ -180,10 +183,10 @@ impl StreamPlan {
     /// context. Nothing may follow the document.
     pub fn decode<'de, R: serde_json::de::Read<'de>>(
         &self,
-        split: &Split,
         deserializer: &mut serde_json::Deserializer<R>,
         emit: &mut dyn FnMut(Emitted) -> Result<(), Stopped>,
     ) -> Result<Value, StreamError> {
+        let split = &self.split;
         let mut state = State {
             split,
             plan: self,
@@ -727,10 +730,10 @@ mod tests {
             };
             let skeleton = if from_reader {
                 let mut deserializer = serde_json::Deserializer::from_reader(body.as_bytes());
-                plan.decode(split, &mut deserializer, &mut emit).unwrap()
+                plan.decode(&mut deserializer, &mut emit).unwrap()
             } else {
                 let mut deserializer = serde_json::Deserializer::from_str(body);
-                plan.decode(split, &mut deserializer, &mut emit).unwrap()
+                plan.decode(&mut deserializer, &mut emit).unwrap()
             };
             runs.push((streamed, skeleton));
         }
@@ -789,9 +792,7 @@ mod tests {
         }
         let plan = StreamPlan::new(&split, 1024).unwrap();
         let mut deserializer = serde_json::Deserializer::from_str(r#"{"response": {"a": 1}}"#);
-        let error = plan
-            .decode(&split, &mut deserializer, &mut |_| Ok(()))
-            .unwrap_err();
+        let error = plan.decode(&mut deserializer, &mut |_| Ok(())).unwrap_err();
         assert!(error.to_string().contains("expected an array"), "{error}");
     }
 
@@ -815,7 +816,7 @@ mod tests {
         let mut deserializer = serde_json::Deserializer::from_str(body);
         let mut seen = 0;
         let error = plan
-            .decode(&split, &mut deserializer, &mut |_| {
+            .decode(&mut deserializer, &mut |_| {
                 seen += 1;
                 Err(Stopped)
             })
@@ -830,9 +831,7 @@ mod tests {
         let plan = StreamPlan::new(&split, 1024).unwrap();
         let body = r#"{"response": [{"Event": {"Attribute": [{"uuid": "a"}, {"uu"#;
         let mut deserializer = serde_json::Deserializer::from_reader(body.as_bytes());
-        let error = plan
-            .decode(&split, &mut deserializer, &mut |_| Ok(()))
-            .unwrap_err();
+        let error = plan.decode(&mut deserializer, &mut |_| Ok(())).unwrap_err();
         assert!(
             matches!(&error, StreamError::Json(json) if json.is_eof()),
             "{error}"
