@@ -318,3 +318,49 @@ async fn oauth2_client_credentials_token_is_fetched_and_refreshed() {
     );
     assert!(!error.contains("wrong"), "the secret is not printed: {error}");
 }
+
+/// `request.timeout` bounds each wait for the server, not the whole page a
+/// split reads while it arrives: a page that stalls mid-body longer than the
+/// timeout is fetched again; one that keeps coming, slowly, for longer than
+/// the timeout in all, is read to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_stalls_is_fetched_again_and_a_slow_one_is_read_whole() {
+    use threatbeat_test_support::hostile::{Canned, HostileServer};
+    let events = generate_events(20, 5, Utc::now().timestamp() - 600);
+    let objects: Vec<serde_json::Map<String, Value>> = events
+        .iter()
+        .filter_map(|event| event.as_object().cloned())
+        .collect();
+    let all: HashSet<String> = all_attribute_uuids(&objects).into_iter().collect();
+    let page = json!({"response": events.iter().map(|event| json!({"Event": event})).collect::<Vec<_>>()});
+    let server = HostileServer::start().await;
+    server.answer_in_turn(
+        "/events/restSearch",
+        vec![
+            // Half the page, then nothing for longer than the timeout.
+            Canned::json(page.clone()).paced(2, Duration::from_millis(1500)),
+            // Eight pieces 150 ms apart: 1 s in all, each wait under 400 ms.
+            Canned::json(page).paced(8, Duration::from_millis(150)),
+            Canned::json(json!({"response": []})),
+        ],
+    );
+    let vars = json!({
+        "url": server.url("/events/restSearch"),
+        "api_token": API_KEY,
+        "http_client_timeout": "400ms",
+        "current_state": false,
+    });
+    let mut config = manifest_input("threatintel/misp", vars);
+    fast_retries(&mut config, 3);
+    let data = tempfile::tempdir().unwrap();
+    let pipeline = TestPipeline::new(data.path(), "threatintel/misp", None);
+    run_once(&config, &pipeline).await.unwrap();
+    let delivered: HashSet<String> = pipeline.events().iter().map(attribute_uuid).collect();
+    assert_eq!(delivered, all, "every attribute, from the page read whole");
+    assert_eq!(
+        server.requests().len(),
+        3,
+        "the stalled page, the slow one, the empty end"
+    );
+    assert!(pipeline.stored_cursor().is_some());
+}

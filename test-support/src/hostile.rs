@@ -20,6 +20,7 @@ use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::server::{lock, Shared, SimServer};
@@ -33,6 +34,9 @@ pub struct Canned {
     pub headers: Vec<(String, String)>,
     /// The body, as sent.
     pub body: Vec<u8>,
+    /// Sent in this many pieces with this pause before each but the first
+    /// (a slow server, or with a long pause one that stalls mid-body).
+    pub paced: Option<(usize, std::time::Duration)>,
 }
 
 impl Canned {
@@ -42,7 +46,14 @@ impl Canned {
             status: 200,
             headers: vec![("content-type".to_owned(), "application/json".to_owned())],
             body: value.to_string().into_bytes(),
+            paced: None,
         }
+    }
+
+    /// This answer sent in `pieces` pieces, `pause` before each but the first.
+    pub fn paced(mut self, pieces: usize, pause: std::time::Duration) -> Self {
+        self.paced = Some((pieces.max(1), pause));
+        self
     }
 
     /// `200`, JSON, with `compressed` sent as `Content-Encoding: gzip`.
@@ -54,6 +65,7 @@ impl Canned {
                 ("content-encoding".to_owned(), "gzip".to_owned()),
             ],
             body: compressed,
+            paced: None,
         }
     }
 
@@ -63,6 +75,7 @@ impl Canned {
             status,
             headers: vec![("location".to_owned(), location.to_owned())],
             body: Vec::new(),
+            paced: None,
         }
     }
 }
@@ -167,9 +180,26 @@ async fn handle(
             status: 404,
             headers: Vec::new(),
             body: b"not found".to_vec(),
+            paced: None,
         },
     };
-    let mut response = Response::new(Body::from(canned.body));
+    let body = match canned.paced {
+        None => Body::from(canned.body),
+        Some((pieces, pause)) => {
+            let size = canned.body.len().div_ceil(pieces).max(1);
+            let pieces: Vec<Vec<u8>> = canned.body.chunks(size).map(<[u8]>::to_vec).collect();
+            let stream = futures::stream::iter(pieces.into_iter().enumerate()).then(
+                move |(index, piece)| async move {
+                    if index > 0 {
+                        tokio::time::sleep(pause).await;
+                    }
+                    Ok::<Bytes, std::io::Error>(Bytes::from(piece))
+                },
+            );
+            Body::from_stream(stream)
+        }
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(canned.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in canned.headers {
         if let (Ok(name), Ok(value)) = (
