@@ -5,6 +5,7 @@
 
 mod e2e;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use e2e::{
@@ -142,7 +143,7 @@ async fn every_attribute_becomes_exactly_one_document() {
 /// Issue 5, second "Done when": the cluster down for a stretch, 20 % of bulk
 /// items answered 429, and the agent killed with SIGKILL at random moments and
 /// restarted six times; at the end exactly N documents, N distinct `_id`s,
-/// and an empty queue.
+/// and an empty queue. The queue's compression is switched at every restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_outages_and_429s_still_give_exactly_once() {
     let misp = MispSimulator::start(misp_events(60, 5)).await;
@@ -157,8 +158,12 @@ async fn kill_9_outages_and_429s_still_give_exactly_once() {
     let mut workspace = Workspace::new(&misp, &cluster.url());
     let mut random = Random::from_env_or_clock();
     let mut pending_after_kills = Vec::new();
+    let mut segment_versions = BTreeSet::new();
 
     for round in 0..6 {
+        // The queue's compression changes at every restart: each run reads
+        // what the one before left in the other format.
+        workspace.set_queue_compression(if round % 2 == 1 { "lz4" } else { "none" });
         let searches_before = misp.searches().len();
         let mut agent = workspace.spawn(false);
         // Once the agent is up (it asked MISP something), kill it at a random moment.
@@ -201,6 +206,7 @@ async fn kill_9_outages_and_429s_still_give_exactly_once() {
         );
         agent.kill_9();
         cluster.restart().await;
+        segment_versions.extend(workspace.queue_segment_versions());
         pending_after_kills.push(workspace.queue_pending_events());
         eprintln!(
             "round {round}: killed; cursor {:?}, {} events left in the queue, {} of {} documents, {} items answered 429 so far",
@@ -214,6 +220,10 @@ async fn kill_9_outages_and_429s_still_give_exactly_once() {
     assert!(
         pending_after_kills.iter().any(|pending| *pending > 0),
         "some kill landed with unacknowledged events in the queue: {pending_after_kills:?}"
+    );
+    assert!(
+        segment_versions.is_superset(&BTreeSet::from([2, 3])),
+        "kills left plain and lz4 segments: {segment_versions:?}"
     );
     misp.clear_failures();
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use e2e::{chrono_now, fresh_events, wait_for, Random, PATIENCE};
 use serde_json::{json, Value};
-use threatbeat_outputs::queue::{DiskQueue, DiskSettings, FsyncPolicy, QueueStore};
+use threatbeat_outputs::queue::{Compression, DiskQueue, DiskSettings, FsyncPolicy, QueueStore};
 use threatbeat_test_support::abusech::{threatfox_format, AbusechSimulator};
 use threatbeat_test_support::agent::{stderr_text, AgentHome};
 use threatbeat_test_support::blocklist::BlocklistSimulator;
@@ -519,6 +519,7 @@ fn queue_pending_events(home: &AgentHome) -> u64 {
         max_size: QUEUE_MAX_SIZE,
         segment_size: QUEUE_SEGMENT_SIZE,
         fsync: FsyncPolicy::Batch,
+        compression: Compression::None,
     })
     .expect("the disk queue opens")
     .pending_events()

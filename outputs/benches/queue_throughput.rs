@@ -1,7 +1,9 @@
-//! Queue throughput: the disk queue (each fsync policy), the memory queue
-//! and, with `--features bench-redb`, a redb-backed queue, against a
-//! baseline of raw sequential file writes and reads of the same bytes in
-//! the same run. Prints MB/s and the ratio to the baseline.
+//! Queue throughput: the disk queue (each fsync policy, and with
+//! `compression: lz4`), the memory queue and, with `--features bench-redb`,
+//! a redb-backed queue, against a baseline of raw sequential file writes and
+//! reads of the same bytes in the same run. Prints MB/s of event bytes (the
+//! same figure for every store, so the rates compare), the ratio to the
+//! baseline, and the bytes each store holds on disk per event.
 //!
 //! ```text
 //! cargo bench -p threatbeat-outputs --bench queue_throughput
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use threatbeat_core::{EncodedEvent, Event};
-use threatbeat_outputs::queue::{DiskQueue, DiskSettings, FsyncPolicy, MemQueue, QueueStore};
+use threatbeat_outputs::queue::{Compression, DiskQueue, DiskSettings, FsyncPolicy, MemQueue, QueueStore};
 
 const EVENTS: usize = 100_000;
 const BATCH: usize = 500;
@@ -44,6 +46,8 @@ struct Figures {
     bytes: u64,
     write: Duration,
     read: Duration,
+    /// Bytes on disk once every event is written (before any is acknowledged).
+    on_disk: Option<u64>,
 }
 
 impl Figures {
@@ -91,10 +95,26 @@ fn baseline(directory: &Path, events: &[EncodedEvent]) -> Figures {
         bytes,
         write,
         read: start.elapsed(),
+        on_disk: Some(bytes),
     }
 }
 
-fn run_store(name: &str, mut store: Box<dyn QueueStore>, events: &[EncodedEvent], bytes: u64) -> Figures {
+/// Bytes in the segment files of a disk queue directory.
+fn segment_bytes(directory: &Path) -> u64 {
+    std::fs::read_dir(directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .sum()
+}
+
+fn run_store(
+    name: &str,
+    (mut store, directory): (Box<dyn QueueStore>, Option<std::path::PathBuf>),
+    events: &[EncodedEvent],
+    bytes: u64,
+) -> Figures {
     let start = Instant::now();
     for batch in events.chunks(BATCH) {
         let mut pending: VecDeque<EncodedEvent> = batch.to_vec().into();
@@ -103,6 +123,7 @@ fn run_store(name: &str, mut store: Box<dyn QueueStore>, events: &[EncodedEvent]
         }
     }
     let write = start.elapsed();
+    let on_disk = directory.as_deref().map(segment_bytes);
     let start = Instant::now();
     let mut read = 0;
     loop {
@@ -120,19 +141,25 @@ fn run_store(name: &str, mut store: Box<dyn QueueStore>, events: &[EncodedEvent]
         bytes,
         write,
         read: start.elapsed(),
+        on_disk,
     }
 }
 
-fn disk(directory: &Path, name: &str, fsync: FsyncPolicy) -> Box<dyn QueueStore> {
-    Box::new(
-        DiskQueue::open(DiskSettings {
-            path: directory.join(name),
-            max_size: 10 << 30,
-            segment_size: 64 << 20,
-            fsync,
-        })
-        .unwrap(),
-    )
+fn disk(
+    directory: &Path,
+    name: &str,
+    fsync: FsyncPolicy,
+    compression: Compression,
+) -> (Box<dyn QueueStore>, Option<std::path::PathBuf>) {
+    let path = directory.join(name);
+    let settings = DiskSettings {
+        path: path.clone(),
+        max_size: 10 << 30,
+        segment_size: 64 << 20,
+        fsync,
+        compression,
+    };
+    (Box::new(DiskQueue::open(settings).unwrap()), Some(path))
 }
 
 #[cfg(feature = "bench-redb")]
@@ -197,6 +224,7 @@ fn redb_store(directory: &Path, events: &[EncodedEvent], bytes: u64) -> Figures 
         bytes,
         write,
         read: start.elapsed(),
+        on_disk: None,
     }
 }
 
@@ -210,13 +238,35 @@ fn main() {
     let mut figures = vec![
         run_store(
             "disk queue, fsync: batch (default)",
-            disk(directory.path(), "batch", FsyncPolicy::Batch),
+            disk(directory.path(), "batch", FsyncPolicy::Batch, Compression::None),
+            &all,
+            bytes,
+        ),
+        run_store(
+            "disk queue, fsync: batch, compression: lz4",
+            disk(
+                directory.path(),
+                "batch-lz4",
+                FsyncPolicy::Batch,
+                Compression::Lz4,
+            ),
             &all,
             bytes,
         ),
         run_store(
             "disk queue, fsync: never",
-            disk(directory.path(), "never", FsyncPolicy::Never),
+            disk(directory.path(), "never", FsyncPolicy::Never, Compression::None),
+            &all,
+            bytes,
+        ),
+        run_store(
+            "disk queue, fsync: never, compression: lz4",
+            disk(
+                directory.path(),
+                "never-lz4",
+                FsyncPolicy::Never,
+                Compression::Lz4,
+            ),
             &all,
             bytes,
         ),
@@ -226,17 +276,23 @@ fn main() {
                 directory.path(),
                 "interval",
                 FsyncPolicy::Interval(Duration::from_secs(1)),
+                Compression::None,
             ),
             &all,
             bytes,
         ),
         run_store(
             "disk queue, fsync: always (10k events)",
-            disk(directory.path(), "always", FsyncPolicy::Always),
+            disk(directory.path(), "always", FsyncPolicy::Always, Compression::None),
             few,
             few_bytes,
         ),
-        run_store("memory queue", Box::new(MemQueue::new(usize::MAX)), &all, bytes),
+        run_store(
+            "memory queue",
+            (Box::new(MemQueue::new(usize::MAX)), None),
+            &all,
+            bytes,
+        ),
     ];
     #[cfg(feature = "bench-redb")]
     figures.push(redb_store(directory.path(), &all, bytes));
@@ -248,21 +304,25 @@ fn main() {
         bytes / all.len() as u64
     );
     println!(
-        "{:<52} {:>8} {:>12} {:>8} {:>14} {:>8}",
-        "store", "events", "write MB/s", "x base", "read+ack MB/s", "x base"
+        "{:<52} {:>8} {:>12} {:>8} {:>14} {:>8} {:>13}",
+        "store", "events", "write MB/s", "x base", "read+ack MB/s", "x base", "disk B/event"
     );
     figures.insert(0, base);
     for figure in &figures {
         let write = Figures::mb_per_s(figure.bytes, figure.write);
         let read = Figures::mb_per_s(figure.bytes, figure.read);
+        let on_disk = figure.on_disk.map_or("-".to_owned(), |on_disk| {
+            (on_disk / figure.events as u64).to_string()
+        });
         println!(
-            "{:<52} {:>8} {:>12.1} {:>8.2} {:>14.1} {:>8.2}",
+            "{:<52} {:>8} {:>12.1} {:>8.2} {:>14.1} {:>8.2} {:>13}",
             figure.name,
             figure.events,
             write,
             write / base_write,
             read,
-            read / base_read
+            read / base_read,
+            on_disk
         );
     }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::json;
 use threatbeat_core::{BuildContext, Origin, Output};
-use threatbeat_outputs::queue::{build_queued_output, DiskQueue, DiskSettings, FsyncPolicy, QueueStore};
+use threatbeat_outputs::queue::{
+    build_queued_output, Compression, DiskQueue, DiskSettings, FsyncPolicy, QueueStore,
+};
 use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
 
 use common::{eventually, indicator_events, output};
@@ -134,6 +136,7 @@ async fn a_corrupted_queue_file_is_reported_and_the_rest_delivered() {
             max_size: 1 << 20,
             segment_size: 1 << 19,
             fsync: FsyncPolicy::Batch,
+            compression: Compression::None,
         })
         .unwrap();
         let mut events: VecDeque<_> = indicator_events("c", 100)
@@ -238,6 +241,7 @@ async fn close_gives_up_during_an_outage_and_keeps_the_events_on_disk() {
         max_size: 1 << 30,
         segment_size: 64 << 20,
         fsync: FsyncPolicy::Batch,
+        compression: Compression::None,
     })
     .unwrap();
     assert_eq!(queue.pending_events(), 40);
@@ -356,6 +360,7 @@ async fn kill_9_at_random_moments_replays_unacked_events() {
         max_size: 256 * 1024,
         segment_size: 32 * 1024,
         fsync: FsyncPolicy::Batch,
+        compression: Compression::None,
     })
     .unwrap();
     assert_eq!(queue.pending_events(), 0, "the queue is empty at the end");

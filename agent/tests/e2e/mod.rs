@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use threatbeat_core::CursorStore;
-use threatbeat_outputs::queue::{DiskQueue, DiskSettings, FsyncPolicy, QueueStore};
+use threatbeat_outputs::queue::{Compression, DiskQueue, DiskSettings, FsyncPolicy, QueueStore};
 use threatbeat_test_support::agent::AgentHome;
 pub use threatbeat_test_support::agent::{wait_until_async as wait_for, AgentProcess, PATIENCE};
 use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
@@ -257,6 +257,8 @@ impl Random {
 /// A temporary agent home: `threatbeat.yml`, `modules.d/threatintel.yml`, `data/`.
 pub struct Workspace {
     home: AgentHome,
+    /// `threatbeat.yml` as written.
+    main: String,
 }
 
 impl Workspace {
@@ -302,7 +304,32 @@ queue.disk:
             url = misp.url("/events/restSearch"),
         );
         home.write("modules.d/threatintel.yml", &module);
-        Self { home }
+        Self { home, main }
+    }
+
+    /// Sets `queue.disk.compression` (`none` or `lz4`) for the next agent started.
+    pub fn set_queue_compression(&self, setting: &str) {
+        let main = self.main.replace(
+            "  path: diskqueue\n",
+            &format!("  path: diskqueue\n  compression: {setting}\n"),
+        );
+        assert_ne!(main, self.main, "the queue section is where it was");
+        self.home.write("threatbeat.yml", &main);
+    }
+
+    /// The format versions in the headers of the queue's segment files now.
+    pub fn queue_segment_versions(&self) -> BTreeSet<u32> {
+        let Ok(entries) = std::fs::read_dir(self.data().join("diskqueue")) else {
+            return BTreeSet::new();
+        };
+        entries
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                (path.extension()? == "seg").then_some(())?;
+                let bytes = std::fs::read(&path).ok()?;
+                Some(u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?))
+            })
+            .collect()
     }
 
     /// `path.data`.
@@ -322,6 +349,7 @@ queue.disk:
             max_size: QUEUE_MAX_SIZE,
             segment_size: QUEUE_SEGMENT_SIZE,
             fsync: FsyncPolicy::Batch,
+            compression: Compression::None,
         })
         .unwrap();
         queue.pending_events()

@@ -83,14 +83,32 @@ enum BodySource {
 struct ChunkReader {
     current: Bytes,
     chunks: mpsc::Receiver<Result<Bytes, String>>,
+    /// Why the body stopped, once it did: every later read fails the same
+    /// way. serde_json reads on after an error (it closes the open object to
+    /// order its messages), and a read that waited on the channel again
+    /// would hang for as long as the sender lived.
+    failed: Option<String>,
+}
+
+impl ChunkReader {
+    fn new(first: Bytes, chunks: mpsc::Receiver<Result<Bytes, String>>) -> Self {
+        Self {
+            current: first,
+            chunks,
+            failed: None,
+        }
+    }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
+            if let Some(reason) = &self.failed {
+                return Err(io::Error::other(reason.clone()));
+            }
             match self.chunks.blocking_recv() {
                 Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(reason)) => return Err(io::Error::other(reason)),
+                Some(Err(reason)) => self.failed = Some(reason),
                 None => return Ok(0),
             }
         }
@@ -485,10 +503,7 @@ fn decode_slices(
             let received = Rc::new(Cell::new(0));
             // The first part is freed once it was read, as each chunk is.
             let reader = Counting {
-                inner: ChunkReader {
-                    current: Bytes::from(prefix),
-                    chunks,
-                },
+                inner: ChunkReader::new(Bytes::from(prefix), chunks),
                 count: Rc::clone(&received),
             };
             let mut reader = BufReader::with_capacity(64 * 1024, reader);
@@ -515,4 +530,48 @@ fn decode_slices(
             .map_err(|_| (StreamError::Stopped, 0, Vec::new()))?;
     }
     Ok(skeleton)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_arrives_first_is_told_apart() {
+        assert_eq!(check_start(b"  {\"response\": []}", true), Ok(0));
+        assert_eq!(
+            check_start("\u{feff}{\"a\": 1}".as_bytes(), true),
+            Ok(3),
+            "a byte-order mark is skipped"
+        );
+        assert_eq!(check_start(b" \n ", true), Err(DecodeError::Empty));
+        assert_eq!(check_start(b" \n ", false), Ok(0), "more may come");
+        assert!(matches!(
+            check_start(b"\n<html><body>Login", true),
+            Err(DecodeError::Html { .. })
+        ));
+    }
+
+    #[test]
+    fn a_chunked_body_reads_as_one() {
+        let (sender, chunks) = mpsc::channel(4);
+        for chunk in ["{\"a\":", "", " [1,", " 2]}"] {
+            sender.try_send(Ok(Bytes::from(chunk))).unwrap();
+        }
+        drop(sender);
+        let reader = ChunkReader::new(Bytes::new(), chunks);
+        let value: Value = serde_json::from_reader(BufReader::new(reader)).unwrap();
+        assert_eq!(value, serde_json::json!({"a": [1, 2]}));
+
+        let (sender, chunks) = mpsc::channel(4);
+        sender.try_send(Ok(Bytes::from_static(b"{\"a\":"))).unwrap();
+        sender.try_send(Err("connection reset".to_owned())).unwrap();
+        // The sender stays open: the failure alone ends the read.
+        let reader = ChunkReader::new(Bytes::new(), chunks);
+        let error = serde_json::from_reader::<_, Value>(reader).unwrap_err();
+        assert!(
+            error.is_io() && error.to_string().contains("connection reset"),
+            "{error}"
+        );
+    }
 }

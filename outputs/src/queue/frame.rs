@@ -4,16 +4,21 @@
 use std::io::{self, Read};
 
 use bytes::Bytes;
+use lz4_flex::block::{self, CompressTable};
 use serde_json::{Map, Value};
 use threatbeat_core::{EncodedEvent, Event};
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"TBQS";
-/// Segment format version written: 2 stores an event as its metadata JSON, a
-/// newline, then the document JSON; 1 (still read) stored the whole event as
-/// one JSON object.
-pub const SEGMENT_VERSION: u32 = 2;
-/// The first format, whose payload is one JSON `Event`.
+/// Segment format 2, written with `compression: none`: a payload is the
+/// event's metadata JSON, a newline, then the document JSON.
+pub const SEGMENT_VERSION_PLAIN: u32 = 2;
+/// Segment format 3, written with `compression: lz4`: a payload is a format-2
+/// payload compressed as one LZ4 block, preceded by its uncompressed length
+/// (u32 LE). Each frame is compressed on its own, so a corrupt frame still
+/// loses only itself, and the frame's CRC covers the compressed bytes.
+pub const SEGMENT_VERSION_LZ4: u32 = 3;
+/// The first format (still read), whose payload is one JSON `Event`.
 const SEGMENT_VERSION_EVENT_JSON: u32 = 1;
 /// Segment header size: magic + version.
 pub const SEGMENT_HEADER_LEN: u64 = 8;
@@ -43,11 +48,11 @@ fn checksum(length: u32, seq: u64, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// The segment header bytes.
-pub fn segment_header() -> [u8; SEGMENT_HEADER_LEN as usize] {
+/// The header bytes of a segment of format `version`.
+pub fn segment_header(version: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
     header[..4].copy_from_slice(&SEGMENT_MAGIC);
-    header[4..].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    header[4..].copy_from_slice(&version.to_le_bytes());
     header
 }
 
@@ -143,14 +148,69 @@ pub fn encode_payload(event: &EncodedEvent, out: &mut Vec<u8>) -> Result<(), ser
     Ok(())
 }
 
+/// Replaces `out` with the format-3 form of the format-2 `payload`: its
+/// length (u32 LE), then the payload compressed as one LZ4 block. `table`
+/// is reused from one record to the next so that each does not allocate its own.
+pub fn compress_payload(payload: &[u8], table: &mut CompressTable, out: &mut Vec<u8>) -> Result<(), String> {
+    let length = u32::try_from(payload.len())
+        .map_err(|_| format!("a record of {} bytes is too large to compress", payload.len()))?;
+    out.clear();
+    out.extend_from_slice(&length.to_le_bytes());
+    out.resize(4 + block::get_maximum_output_size(payload.len()), 0);
+    let written = block::compress_into_with_table(payload, &mut out[4..], table)
+        .map_err(|error| format!("cannot compress a record: {error}"))?;
+    out.truncate(4 + written);
+    Ok(())
+}
+
+/// The format-2 payload inside a format-3 `stored` payload. The declared
+/// length is checked before anything is allocated: never more than
+/// `MAX_PAYLOAD`, and never more than the block can hold (an LZ4 block
+/// yields at most 255 bytes per byte: a match is extended by at most 255
+/// per length byte, a literal is copied once), so a corrupt prefix costs
+/// no more memory than a valid record could.
+pub fn decompress_payload(stored: &[u8]) -> Result<Vec<u8>, String> {
+    let Some((prefix, compressed)) = stored.split_first_chunk::<4>() else {
+        return Err(format!(
+            "compressed record of {} bytes is shorter than its length prefix",
+            stored.len()
+        ));
+    };
+    let length = u32::from_le_bytes(*prefix);
+    if length > MAX_PAYLOAD || length as u64 > compressed.len() as u64 * 255 {
+        return Err(format!(
+            "implausible uncompressed length {length} for {} compressed bytes",
+            compressed.len()
+        ));
+    }
+    let mut payload = vec![0u8; length as usize];
+    let written = block::decompress_into(compressed, &mut payload)
+        .map_err(|error| format!("undecodable compressed record: {error}"))?;
+    if written != payload.len() {
+        return Err(format!(
+            "compressed record holds {written} bytes, its prefix says {length}"
+        ));
+    }
+    Ok(payload)
+}
+
 /// Reads a payload written in segment format `version`. The document is a
 /// slice of the payload, not a copy; only the small metadata is parsed.
 pub fn decode_payload(version: u32, payload: Vec<u8>) -> Result<EncodedEvent, String> {
-    if version == SEGMENT_VERSION_EVENT_JSON {
-        let event: Event =
-            serde_json::from_slice(&payload).map_err(|error| format!("not an event: {error}"))?;
-        return event.encode().map_err(|error| error.to_string());
+    match version {
+        SEGMENT_VERSION_EVENT_JSON => {
+            let event: Event =
+                serde_json::from_slice(&payload).map_err(|error| format!("not an event: {error}"))?;
+            return event.encode().map_err(|error| error.to_string());
+        }
+        SEGMENT_VERSION_LZ4 => return decode_plain_payload(decompress_payload(&payload)?),
+        _ => {}
     }
+    decode_plain_payload(payload)
+}
+
+/// Reads a format-2 payload.
+fn decode_plain_payload(payload: Vec<u8>) -> Result<EncodedEvent, String> {
     let payload = Bytes::from(payload);
     let split = payload
         .iter()
@@ -178,7 +238,13 @@ pub fn check_segment_header(file: &mut impl Read) -> io::Result<Result<u32, Stri
         return Ok(Err("not a threatbeat queue segment (bad magic)".to_owned()));
     }
     let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_EVENT_JSON {
+    if ![
+        SEGMENT_VERSION_EVENT_JSON,
+        SEGMENT_VERSION_PLAIN,
+        SEGMENT_VERSION_LZ4,
+    ]
+    .contains(&version)
+    {
         return Ok(Err(format!("unsupported segment version {version}")));
     }
     Ok(Ok(version))
@@ -230,16 +296,19 @@ mod tests {
             br#"{"_id":"id-1"}
 {"a":{"b":1},"s":"x\ny"}"#
         );
-        assert_eq!(decode_payload(SEGMENT_VERSION, current), Ok(encoded.clone()));
+        assert_eq!(
+            decode_payload(SEGMENT_VERSION_PLAIN, current),
+            Ok(encoded.clone())
+        );
         let first_format = serde_json::to_vec(&event).unwrap();
         assert_eq!(
             decode_payload(SEGMENT_VERSION_EVENT_JSON, first_format),
             Ok(encoded)
         );
-        assert!(decode_payload(SEGMENT_VERSION, b"{}".to_vec())
+        assert!(decode_payload(SEGMENT_VERSION_PLAIN, b"{}".to_vec())
             .unwrap_err()
             .contains("separator"));
-        assert!(decode_payload(SEGMENT_VERSION, b"[\n{}".to_vec())
+        assert!(decode_payload(SEGMENT_VERSION_PLAIN, b"[\n{}".to_vec())
             .unwrap_err()
             .contains("metadata"));
     }
@@ -267,11 +336,81 @@ mod tests {
             let encoded = event.encode().unwrap();
             let mut payload = Vec::new();
             encode_payload(&encoded, &mut payload).unwrap();
-            let read = decode_payload(SEGMENT_VERSION, payload).unwrap();
+            let read = decode_payload(SEGMENT_VERSION_PLAIN, payload).unwrap();
             assert_eq!(read, encoded);
             assert_eq!(
                 (read.op_type(), read.doc_as_upsert()),
                 (encoded.op_type(), encoded.doc_as_upsert())
+            );
+        }
+    }
+
+    fn compressed(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        compress_payload(payload, &mut CompressTable::default(), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_compressed_payload_reads_back_as_the_same_event() {
+        let mut event = Event::from_value(
+            serde_json::json!({"threat": {"indicator": {"ip": "10.0.0.1"}}, "tags": ["a", "a", "a", "a"]}),
+        );
+        event.set_id("id-1");
+        let encoded = event.encode().unwrap();
+        let mut plain = Vec::new();
+        encode_payload(&encoded, &mut plain).unwrap();
+        let stored = compressed(&plain);
+        assert_eq!(stored[..4], (plain.len() as u32).to_le_bytes());
+        assert_ne!(stored[4..], plain[..], "the block is not the plain payload");
+        assert_eq!(decompress_payload(&stored).unwrap(), plain);
+        assert_eq!(decode_payload(SEGMENT_VERSION_LZ4, stored), Ok(encoded));
+        // The empty payload too (a block of one token).
+        assert_eq!(decompress_payload(&compressed(b"")).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_bad_compressed_payload_is_refused_without_a_large_allocation() {
+        let plain = br#"{"_id":"x"}
+{"message":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#;
+        let good = compressed(plain);
+        let with_prefix = |length: u32| {
+            let mut bytes = good.clone();
+            bytes[..4].copy_from_slice(&length.to_le_bytes());
+            bytes
+        };
+        let reason = |stored: &[u8]| decompress_payload(stored).unwrap_err();
+        assert!(reason(&good[..3]).contains("shorter than its length prefix"));
+        for length in [MAX_PAYLOAD + 1, u32::MAX, MAX_PAYLOAD] {
+            assert!(reason(&with_prefix(length)).contains("implausible uncompressed length"));
+        }
+        // Longer than 255 bytes per compressed byte: no block holds that.
+        let most = (good.len() as u32 - 4) * 255;
+        assert!(reason(&with_prefix(most + 1)).contains("implausible"));
+        assert!(reason(&with_prefix(most)).contains("prefix says"));
+        // The prefix says less than the block holds, or more.
+        assert!(reason(&with_prefix(plain.len() as u32 - 1)).contains("undecodable"));
+        assert!(reason(&with_prefix(plain.len() as u32 + 1)).contains("prefix says"));
+        // A block cut short.
+        assert!(reason(&good[..good.len() - 3]).contains("undecodable"));
+        assert!(decode_payload(SEGMENT_VERSION_LZ4, good[..good.len() - 3].to_vec()).is_err());
+    }
+
+    #[test]
+    fn segment_headers_of_every_version_are_accepted_and_others_refused() {
+        for version in [
+            SEGMENT_VERSION_EVENT_JSON,
+            SEGMENT_VERSION_PLAIN,
+            SEGMENT_VERSION_LZ4,
+        ] {
+            let header = segment_header(version);
+            assert_eq!(check_segment_header(&mut header.as_slice()).unwrap(), Ok(version));
+        }
+        for version in [0, 4, u32::MAX] {
+            let header = segment_header(version);
+            assert_eq!(
+                check_segment_header(&mut header.as_slice()).unwrap(),
+                Err(format!("unsupported segment version {version}"))
             );
         }
     }
@@ -396,7 +535,12 @@ mod properties {
 
         #[test]
         fn any_payload_decodes_or_is_refused(
-            version in prop_oneof![Just(SEGMENT_VERSION), Just(SEGMENT_VERSION_EVENT_JSON), any::<u32>()],
+            version in prop_oneof![
+                Just(SEGMENT_VERSION_PLAIN),
+                Just(SEGMENT_VERSION_EVENT_JSON),
+                Just(SEGMENT_VERSION_LZ4),
+                any::<u32>(),
+            ],
             payload in prop_oneof![
                 prop::collection::vec(any::<u8>(), 0..96),
                 "[{}\\[\\]\":,a-z0-9\n_]{0,64}".prop_map(String::into_bytes),
@@ -404,7 +548,7 @@ mod properties {
         ) {
             let length = payload.len();
             if let Ok(event) = decode_payload(version, payload.clone()) {
-                if version == SEGMENT_VERSION {
+                if version == SEGMENT_VERSION_PLAIN {
                     // The document is the payload after the first newline, not a copy of more.
                     let split = payload.iter().position(|byte| *byte == b'\n').expect("a separator");
                     prop_assert_eq!(&event.source[..], &payload[split + 1..]);
@@ -417,18 +561,70 @@ mod properties {
         fn encoded_events_read_back(
             id in "[a-zA-Z0-9_-]{1,12}",
             fields in prop::collection::btree_map("[a-z.@]{1,6}", "\\PC{0,12}", 0..5),
+            version in prop_oneof![Just(SEGMENT_VERSION_PLAIN), Just(SEGMENT_VERSION_LZ4)],
         ) {
             let mut event = Event::from_value(json!(fields));
             event.set_id(id);
             let encoded = event.encode().expect("an event encodes");
             let mut payload = Vec::new();
             encode_payload(&encoded, &mut payload).expect("its payload encodes");
+            if version == SEGMENT_VERSION_LZ4 {
+                let mut stored = Vec::new();
+                compress_payload(&payload, &mut CompressTable::default(), &mut stored).expect("it compresses");
+                payload = stored;
+            }
             let mut bytes = Vec::new();
             encode_frame(7, &payload, &mut bytes);
             let FrameRead::Frame(frame, _) = decode_frame(&bytes) else {
                 return Err(TestCaseError::fail("the frame does not read back"));
             };
-            prop_assert_eq!(decode_payload(SEGMENT_VERSION, frame.payload), Ok(encoded));
+            prop_assert_eq!(decode_payload(version, frame.payload), Ok(encoded));
+        }
+
+        #[test]
+        fn any_bytes_compress_and_read_back(
+            // Repetitive text (what compresses) as well as noise (what does not).
+            plain in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..600),
+                "(\\{\"[a-c]{1,3}\":\"[a-c0-9]{0,8}\",?\\}){0,40}".prop_map(String::into_bytes),
+            ],
+        ) {
+            // One table for two records: a reused table must not leak one into the other.
+            let mut table = CompressTable::default();
+            let mut stored = Vec::new();
+            compress_payload(b"a previous record, a previous record", &mut table, &mut stored).expect("it compresses");
+            compress_payload(&plain, &mut table, &mut stored).expect("it compresses");
+            prop_assert!(stored.len() <= 4 + block::get_maximum_output_size(plain.len()));
+            prop_assert_eq!(decompress_payload(&stored), Ok(plain));
+        }
+
+        #[test]
+        fn a_damaged_compressed_payload_never_panics_nor_overallocates(
+            plain in "(\\{\"[a-c]{1,3}\":\"[a-c0-9]{0,8}\",?\\}){1,40}".prop_map(String::into_bytes),
+            position in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+            cut in any::<prop::sample::Index>(),
+            noise in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut stored = Vec::new();
+            compress_payload(&plain, &mut CompressTable::default(), &mut stored).expect("it compresses");
+            let mut flipped = stored.clone();
+            flipped[position.index(stored.len())] ^= flip;
+            let torn = &stored[..cut.index(stored.len())];
+            for damaged in [flipped.as_slice(), torn, noise.as_slice()] {
+                // A changed literal may still decode (the frame CRC is what
+                // catches it on disk); whatever decodes is what the prefix says.
+                if let Ok(read) = decompress_payload(damaged) {
+                    let declared = u32::from_le_bytes(damaged[..4].try_into().expect("4 bytes"));
+                    prop_assert_eq!(read.len(), declared as usize);
+                    prop_assert!(read.len() <= (damaged.len() - 4) * 255);
+                }
+                let _ = decode_payload(SEGMENT_VERSION_LZ4, damaged.to_vec());
+            }
+            // Cut inside the block: the block is incomplete, never read as whole.
+            if torn.len() < stored.len() {
+                prop_assert!(decompress_payload(torn).is_err());
+            }
         }
     }
 

@@ -11,14 +11,22 @@
 //!
 //! - segment files `0000000000.seg`, `0000000001.seg`, … (increasing id).
 //!   Each starts with an 8-byte header, `b"TBQS"` then the format version as
-//!   u32 LE (2), followed by frames. A frame is
+//!   u32 LE (2, or 3 when compressed), followed by frames. A frame is
 //!   `b"TBFR"`, payload length (u32 LE), sequence number (u64 LE), the
 //!   payload, and a CRC-32 (IEEE, u32 LE) over length, sequence number and
 //!   payload. The payload is the event's `@metadata` as a JSON object, a
 //!   newline, then the document as compact JSON, exactly the bytes the
 //!   Elasticsearch output sends as the bulk source line, so the consumer
 //!   never parses documents again. (Version 1 segments, whose payload is
-//!   the whole event as one JSON object, are still read.)
+//!   the whole event as one JSON object, are still read.) With
+//!   `compression: lz4` segments are version 3: each payload is the version-2
+//!   payload compressed as one LZ4 block, preceded by its uncompressed
+//!   length (u32 LE); the CRC covers these stored bytes. A segment keeps the
+//!   version it was written with, so one queue may hold versions 1, 2 and 3
+//!   after the setting changed, and each is read as its header says. A
+//!   record whose CRC checks out but whose block does not decompress (or
+//!   whose length prefix is above the record limit) is skipped like a torn
+//!   one.
 //! - `ack.state`: the first unacknowledged sequence number (u64 LE) and its
 //!   CRC-32 (u32 LE), replaced atomically (write to `ack.state.tmp`, rename);
 //! - `lock`: the PID of the process using the queue.
@@ -61,7 +69,7 @@ use std::path::PathBuf;
 
 use threatbeat_core::EncodedEvent;
 
-pub use disk::{DiskQueue, DiskSettings, FsyncPolicy};
+pub use disk::{Compression, DiskQueue, DiskSettings, FsyncPolicy};
 pub use mem::MemQueue;
 pub use queued_output::{build_queued_output, QueueHandle, QueueStats, QueueStatsSnapshot, QueuedOutput};
 pub use settings::{QueueKind, QueueSettings};

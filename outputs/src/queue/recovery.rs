@@ -87,7 +87,7 @@ pub(super) fn scan_segment(path: &Path) -> Result<SegmentScan, QueueError> {
     let file_size = bytes.len() as u64;
     let Ok(format) = frame::check_segment_header(&mut bytes.as_slice()).map_err(io_error(path))? else {
         return Ok(SegmentScan {
-            format: frame::SEGMENT_VERSION,
+            format: frame::SEGMENT_VERSION_PLAIN,
             last_seq: None,
             valid_size: 0,
             file_size,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use threatbeat_core::{deserialize_at, nest_dotted_keys, BuildContext, ConfigError, NullKeys, Origin};
 
-use super::disk::{DiskSettings, FsyncPolicy};
+use super::disk::{Compression, DiskSettings, FsyncPolicy};
 use crate::elasticsearch::settings_util;
 
 const MIB: u64 = 1024 * 1024;
@@ -32,6 +32,8 @@ struct RawDisk {
     segment_size: Option<u64>,
     #[serde(default)]
     fsync: Option<String>,
+    #[serde(default)]
+    compression: Option<String>,
     #[serde(default)]
     flush: RawFlush,
     #[serde(
@@ -186,6 +188,16 @@ impl QueueSettings {
                         })?,
                     ),
                 };
+                let compression = match disk.compression.as_deref() {
+                    None => Compression::default(),
+                    Some("none") => Compression::None,
+                    Some("lz4") => Compression::Lz4,
+                    Some(other) => {
+                        return Err(origin
+                            .child("compression")
+                            .error(format!("`{other}` is not none or lz4")))
+                    }
+                };
                 let flush = check_flush(&disk.flush, &origin.child("flush"))?;
                 Ok(Self {
                     kind: QueueKind::Disk(DiskSettings {
@@ -193,6 +205,7 @@ impl QueueSettings {
                         max_size: disk.max_size,
                         segment_size,
                         fsync,
+                        compression,
                     }),
                     min_events: flush.0,
                     max_events: flush.1,
@@ -230,6 +243,7 @@ mod tests {
         let QueueKind::Disk(disk) = settings.kind else {
             panic!("disk expected")
         };
+        assert_eq!(disk.compression, Compression::None);
         assert_eq!(disk.path, PathBuf::from("/var/lib/threatbeat/diskqueue"));
         assert_eq!(disk.max_size, 10 * 1024 * MIB);
         assert_eq!(disk.segment_size, 64 * MIB);
@@ -240,7 +254,7 @@ mod tests {
     fn parses_disk_and_mem() {
         let origin = Origin::named("threatbeat.yml").child("queue");
         let settings = QueueSettings::parse(
-            &json!({"disk.path": "q", "disk.max_size": "1MB", "disk.segment_size": "64KB", "disk.fsync": "250ms"}),
+            &json!({"disk.path": "q", "disk.max_size": "1MB", "disk.segment_size": "64KB", "disk.fsync": "250ms", "disk.compression": "lz4"}),
             &origin,
             &context(),
         )
@@ -248,8 +262,18 @@ mod tests {
         let QueueKind::Disk(disk) = settings.kind else {
             panic!()
         };
+        assert_eq!(disk.compression, Compression::Lz4);
         assert_eq!(disk.path, PathBuf::from("/var/lib/threatbeat/q"));
         assert_eq!(disk.fsync, FsyncPolicy::Interval(Duration::from_millis(250)));
+        let settings =
+            QueueSettings::parse(&json!({"disk": {"compression": "none"}}), &origin, &context()).unwrap();
+        assert!(matches!(
+            settings.kind,
+            QueueKind::Disk(DiskSettings {
+                compression: Compression::None,
+                ..
+            })
+        ));
         let settings = QueueSettings::parse(&json!({"mem": {"events": 100}}), &origin, &context()).unwrap();
         assert!(matches!(settings.kind, QueueKind::Mem(100)));
         assert_eq!(settings.min_events, 100);
@@ -260,6 +284,9 @@ mod tests {
         let origin = Origin::named("threatbeat.yml").child("queue");
         for (value, key) in [
             (json!({"disk": {"fsync": "sometimes"}}), "queue.disk.fsync"),
+            (json!({"disk": {"compression": "zstd"}}), "queue.disk.compression"),
+            (json!({"disk": {"compression": "LZ4"}}), "queue.disk.compression"),
+            (json!({"disk": {"compression": true}}), "queue.disk.compression"),
             (
                 json!({"disk": {"max_size": "1MB", "segment_size": "1MB"}}),
                 "queue.disk.max_size",
