@@ -294,8 +294,14 @@ pub struct EncodedEvent {
 
 /// A stored document that is not a JSON object (a corrupt queue record).
 #[derive(Debug, thiserror::Error)]
-#[error("the queued document is not a JSON object: {0}")]
-pub struct DecodeError(#[from] serde_json::Error);
+pub enum DecodeError {
+    /// The document does not parse.
+    #[error("the queued document is not a JSON object: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The document is not enclosed in braces.
+    #[error("the queued document is not a JSON object")]
+    NotAnObject,
+}
 
 impl EncodedEvent {
     /// The document id (`@metadata._id`), if set.
@@ -323,8 +329,38 @@ impl EncodedEvent {
         doc_as_upsert_of(&self.metadata)
     }
 
-    /// Parses the document back into an [`Event`], for outputs that work
-    /// on the tree (console, file) and for index names built from fields.
+    /// Writes the document with `metadata` as its `@metadata` member, as
+    /// compact JSON (no newline), without parsing the document: `@metadata`
+    /// is written first, then the document's members as they are. With no
+    /// metadata the document is written unchanged.
+    pub fn write_with_metadata(
+        &self,
+        metadata: &Map<String, Value>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecodeError> {
+        if metadata.is_empty() {
+            out.extend_from_slice(&self.source);
+            return Ok(());
+        }
+        let members = self
+            .source
+            .strip_prefix(b"{")
+            .and_then(|rest| rest.strip_suffix(b"}"))
+            .ok_or(DecodeError::NotAnObject)?;
+        out.push(b'{');
+        serde_json::to_writer(&mut *out, METADATA_NAMESPACE)?;
+        out.push(b':');
+        serde_json::to_writer(&mut *out, metadata)?;
+        if !members.iter().all(u8::is_ascii_whitespace) {
+            out.push(b',');
+            out.extend_from_slice(members);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// Parses the document back into an [`Event`], for index names built
+    /// from fields.
     pub fn decode(&self) -> Result<Event, DecodeError> {
         Ok(Event {
             fields: serde_json::from_slice(&self.source)?,
@@ -467,5 +503,34 @@ mod tests {
             event.to_json_with_metadata(),
             json!({"a": 1, "@metadata": {"_id": "x"}})
         );
+    }
+
+    #[test]
+    fn an_encoded_document_is_written_with_its_metadata_unparsed() {
+        let written = |event: &EncodedEvent, metadata: &Map<String, Value>| {
+            let mut out = Vec::new();
+            event.write_with_metadata(metadata, &mut out).map(|()| out)
+        };
+        for fields in [json!({"a": 1, "0": [], "!": {"b": null}, "s": "x}"}), json!({})] {
+            let mut event = Event::from_value(fields);
+            event.set_id("x");
+            let expected = event.to_json_with_metadata();
+            let encoded = event.encode().unwrap();
+            let line = written(&encoded, &encoded.metadata).unwrap();
+            assert!(line.starts_with(br#"{"@metadata":{"_id":"x"}"#));
+            assert_eq!(serde_json::from_slice::<Value>(&line).unwrap(), expected);
+            assert_eq!(written(&encoded, &Map::new()).unwrap(), encoded.source);
+        }
+        let metadata = json!({"_id": "x"}).as_object().unwrap().clone();
+        for source in [&b"[1]"[..], b"", b"{\"a\":1"] {
+            let broken = EncodedEvent {
+                metadata: metadata.clone(),
+                source: Bytes::copy_from_slice(source),
+            };
+            assert!(matches!(
+                written(&broken, &metadata),
+                Err(DecodeError::NotAnObject)
+            ));
+        }
     }
 }

@@ -156,8 +156,9 @@ pub trait Output: Send {
     async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError>;
 
     /// Writes events the queue holds already serialised. The default parses
-    /// each document back and calls [`Output::publish`]; an output that can
-    /// send the serialised document as it is (Elasticsearch) overrides this.
+    /// each document back and calls [`Output::publish`]; the outputs that
+    /// write the serialised document as it is (Elasticsearch, console, file)
+    /// override this.
     /// A document that no longer parses (a queue record damaged in a way its
     /// checksum missed) is logged and skipped: retrying cannot repair it.
     async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {

@@ -7,7 +7,9 @@ use std::io::Write;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use threatbeat_core::{BuildContext, ConfigError, Event, OpType, Output, OutputError, PluginConfig};
+use threatbeat_core::{
+    BuildContext, ConfigError, DecodeError, EncodedEvent, Event, Output, OutputError, PluginConfig,
+};
 
 /// The settings under `output.console`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,6 +41,21 @@ impl<W: Write + Send> ConsoleOutput<W> {
     }
 }
 
+impl<W: Write + Send> ConsoleOutput<W> {
+    /// Replaces `line` with the event as printed: compact JSON with its
+    /// `@metadata`, indented when `pretty`.
+    fn format(&self, event: &EncodedEvent, line: &mut Vec<u8>) -> Result<(), DecodeError> {
+        line.clear();
+        event.write_with_metadata(&event.metadata, line)?;
+        if self.pretty {
+            let document: serde_json::Value = serde_json::from_slice(line)?;
+            line.clear();
+            serde_json::to_writer_pretty(&mut *line, &document)?;
+        }
+        Ok(())
+    }
+}
+
 /// Builds `output.console` writing to stdout.
 pub fn build(config: &PluginConfig, _context: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
     let parsed: ConsoleConfig = config.parse()?;
@@ -48,21 +65,31 @@ pub fn build(config: &PluginConfig, _context: &BuildContext) -> Result<Box<dyn O
 #[async_trait]
 impl<W: Write + Send> Output for ConsoleOutput<W> {
     async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
-        let mut buffer = Vec::with_capacity(events.len() * 512);
+        let encoded = events
+            .into_iter()
+            .map(Event::encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| OutputError::Write(format!("console: cannot encode an event: {error}")))?;
+        self.publish_encoded(encoded).await
+    }
+
+    /// The queued document goes out as it is, `@metadata` put in front of
+    /// its members; only `pretty` parses it again, to indent it.
+    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
+        let mut buffer = Vec::with_capacity(events.iter().map(|event| event.source.len() + 64).sum());
+        let mut line = Vec::new();
         for event in &events {
-            let document = if event.op_type() == OpType::Delete {
-                serde_json::json!({ threatbeat_core::METADATA_NAMESPACE: event.metadata })
-            } else {
-                event.to_json_with_metadata()
-            };
-            let written = if self.pretty {
-                serde_json::to_writer_pretty(&mut buffer, &document)
-            } else {
-                serde_json::to_writer(&mut buffer, &document)
-            };
-            written
-                .map_err(|error| OutputError::Write(format!("console: cannot encode an event: {error}")))?;
-            buffer.push(b'\n');
+            match self.format(event, &mut line) {
+                Ok(()) => {
+                    buffer.extend_from_slice(&line);
+                    buffer.push(b'\n');
+                }
+                Err(error) => tracing::error!(
+                    %error,
+                    id = event.id().unwrap_or(""),
+                    "console: skipping a queued event that cannot be read back"
+                ),
+            }
         }
         self.writer
             .write_all(&buffer)
@@ -81,6 +108,7 @@ impl<W: Write + Send> Output for ConsoleOutput<W> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use threatbeat_core::OpType;
 
     #[tokio::test]
     async fn writes_one_document_per_line_with_metadata() {
@@ -127,6 +155,44 @@ mod tests {
                 json!({"@metadata": {"_id": "ioc", "op_type": "delete"}})
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_queued_event_that_is_not_an_object_is_skipped_and_the_rest_printed() {
+        let encoded = |value: serde_json::Value| {
+            let mut event = Event::from_value(value);
+            event.set_id("ok");
+            event.encode().unwrap()
+        };
+        let broken = EncodedEvent {
+            metadata: json!({"_id": "broken"}).as_object().unwrap().clone(),
+            source: bytes::Bytes::from_static(b"[1]"),
+        };
+        for pretty in [false, true] {
+            let mut output = ConsoleOutput::new(&ConsoleConfig { pretty }, Vec::new());
+            output
+                .publish_encoded(vec![
+                    encoded(json!({"a": 1})),
+                    broken.clone(),
+                    encoded(json!({"b": {"c": 2}})),
+                ])
+                .await
+                .unwrap();
+            let text = String::from_utf8(output.into_inner()).unwrap();
+            let documents: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                documents,
+                vec![
+                    json!({"a": 1, "@metadata": {"_id": "ok"}}),
+                    json!({"b": {"c": 2}, "@metadata": {"_id": "ok"}})
+                ],
+                "pretty: {pretty}"
+            );
+            assert_eq!(text.lines().count() > 2, pretty, "{text}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use threatbeat_core::{
-    BuildContext, ConfigError, Event, OpType, Output, OutputError, PluginConfig, METADATA_NAMESPACE,
+    BuildContext, ConfigError, EncodedEvent, Event, OpType, Output, OutputError, PluginConfig,
 };
 
 /// The settings under `output.file`.
@@ -158,11 +158,18 @@ impl FileOutput {
         Ok(())
     }
 
-    fn write_batch(&mut self, events: &[Event]) -> std::io::Result<()> {
+    fn write_batch(&mut self, events: &[EncodedEvent]) -> std::io::Result<()> {
         let mut line = Vec::with_capacity(1024);
         for event in events {
             line.clear();
-            serde_json::to_writer(&mut line, &document(event))?;
+            if let Err(error) = event.write_with_metadata(&written_metadata(event), &mut line) {
+                tracing::error!(
+                    %error,
+                    id = event.id().unwrap_or(""),
+                    "file output: skipping a queued event that cannot be read back"
+                );
+                continue;
+            }
             line.push(b'\n');
             let length = line.len() as u64;
             self.open()?;
@@ -180,16 +187,11 @@ impl FileOutput {
     }
 }
 
-/// The document written: the fields (none for a delete) plus `@metadata`
-/// with `_id`, `index` and, unless the action is `create`, `op_type` and
+/// The `@metadata` written with a document (whose fields are none for a
+/// delete): `_id`, `index` and, unless the action is `create`, `op_type` and
 /// `doc_as_upsert`.
-fn document(event: &Event) -> Value {
+fn written_metadata(event: &EncodedEvent) -> Map<String, Value> {
     let op = event.op_type();
-    let mut fields = if op == OpType::Delete {
-        Map::new()
-    } else {
-        event.fields.clone()
-    };
     let mut metadata: Map<String, Value> = ["_id", "index"]
         .into_iter()
         .filter_map(|key| {
@@ -205,10 +207,7 @@ fn document(event: &Event) -> Value {
     if op == OpType::Update && event.doc_as_upsert() {
         metadata.insert("doc_as_upsert".to_owned(), Value::Bool(true));
     }
-    if !metadata.is_empty() {
-        fields.insert(METADATA_NAMESPACE.to_owned(), Value::Object(metadata));
-    }
-    Value::Object(fields)
+    metadata
 }
 
 /// `<directory>/<filename>.ndjson`, or `<filename>.<rotation>.ndjson` for rotated files.
@@ -244,6 +243,16 @@ impl Output for FileOutput {
     // Blocking file I/O on purpose: the output runs in its own task, one batch
     // at a time, and the fsync must finish before the batch counts as durable.
     async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
+        let encoded = events
+            .into_iter()
+            .map(Event::encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| OutputError::Write(format!("file output: cannot encode an event: {error}")))?;
+        self.publish_encoded(encoded).await
+    }
+
+    /// The queued document is written as it is, with `@metadata` in front.
+    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
         self.write_batch(&events).map_err(|error| {
             // Drop the handle so the next attempt reopens (the folder may be back).
             self.current = None;
