@@ -646,13 +646,7 @@ fn event_page() -> impl Strategy<Value = Value> {
         prop_oneof![3 => json_value(), 1 => prop::collection::vec(json_value(), 0..3).prop_map(Value::Array)],
         0..3,
     )
-    .prop_map(|map| {
-        Value::Object(
-            map.into_iter()
-                .map(|(key, value)| (key.to_owned(), value))
-                .collect(),
-        )
-    });
+    .prop_map(object_of);
     let list = prop_oneof![
         6 => prop::collection::vec(item, 0..5).prop_map(Value::Array),
         1 => json_value(),
@@ -662,13 +656,7 @@ fn event_page() -> impl Strategy<Value = Value> {
         list.clone(),
         0..5,
     )
-    .prop_map(|map| {
-        Value::Object(
-            map.into_iter()
-                .map(|(key, value)| (key.to_owned(), value))
-                .collect(),
-        )
-    });
+    .prop_map(object_of);
     let element = prop_oneof![
         8 => (inner, list, json_value()).prop_map(|(x, c, z)| json!({"x": x, "c": c, "z": z})),
         1 => json_value(),
@@ -678,6 +666,16 @@ fn event_page() -> impl Strategy<Value = Value> {
         1 => json_value(),
     ];
     (elements, json_value()).prop_map(|(elements, context)| event_body(elements, context))
+}
+
+/// A JSON object of `members`.
+fn object_of(members: std::collections::BTreeMap<&'static str, Value>) -> Value {
+    Value::Object(
+        members
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+    )
 }
 
 /// The elements under `a` (and under `name.a`), with context around them;

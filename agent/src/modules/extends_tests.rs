@@ -75,6 +75,19 @@ fn family(child: &str, child_processors: Option<&str>) -> (tempfile::TempDir, De
     (config, definitions)
 }
 
+/// The error loading `legacy/feed` (the [`CHILD`]) when it extends `parent` instead.
+fn refused_child_extending(parent: &str) -> ConfigError {
+    let config = tempfile::tempdir().unwrap();
+    write(
+        config.path(),
+        "legacy",
+        "feed",
+        &CHILD.replace("intel/api", parent),
+        None,
+    );
+    Definitions::load(config.path()).unwrap_err()
+}
+
 fn resolved(definitions: &Definitions, module: &str, fileset: &str, vars: Value) -> ResolvedFileset {
     let definition = definitions.get(module, fileset).unwrap();
     resolve(definition, vars.as_object().unwrap(), &Origin::named("test")).unwrap()
@@ -260,15 +273,7 @@ fn chains_apply_every_level_nearest_last() {
 
 #[test]
 fn unknown_parents_and_loops_are_errors_naming_the_manifest_and_key() {
-    let config = tempfile::tempdir().unwrap();
-    write(
-        config.path(),
-        "legacy",
-        "feed",
-        &CHILD.replace("intel/api", "intel/nothing"),
-        None,
-    );
-    let error = Definitions::load(config.path()).unwrap_err();
+    let error = refused_child_extending("intel/nothing");
     assert!(error.file.ends_with("legacy/feed/manifest.yml"), "{error}");
     assert_eq!(error.key, "extends");
     assert!(
@@ -298,28 +303,12 @@ fn unknown_parents_and_loops_are_errors_naming_the_manifest_and_key() {
     assert_eq!(error.key, "extends");
     assert!(error.reason.contains("`intel/nothing`"), "{error}");
 
-    let config = tempfile::tempdir().unwrap();
-    write(
-        config.path(),
-        "legacy",
-        "feed",
-        &CHILD.replace("intel/api", "api"),
-        None,
-    );
-    let error = Definitions::load(config.path()).unwrap_err();
+    let error = refused_child_extending("api");
     assert_eq!(error.key, "extends");
     assert!(error.reason.contains("not a `module/fileset` name"), "{error}");
 
     // Itself, and a loop through another.
-    let config = tempfile::tempdir().unwrap();
-    write(
-        config.path(),
-        "legacy",
-        "feed",
-        &CHILD.replace("intel/api", "legacy/feed"),
-        None,
-    );
-    let error = Definitions::load(config.path()).unwrap_err();
+    let error = refused_child_extending("legacy/feed");
     assert!(error.file.ends_with("legacy/feed/manifest.yml"), "{error}");
     assert_eq!(error.key, "extends");
     assert!(

@@ -11,8 +11,8 @@ use std::time::Duration;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{json, Map, Value};
 use threatbeat_core::{
-    BuildContext, CursorStore, Event, Input, InputContext, InputError, Origin, PluginConfig, PublishError,
-    Publisher,
+    Batch, BuildContext, CursorStore, Event, Input, InputContext, InputError, Origin, PluginConfig,
+    PublishError, Publisher,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -149,6 +149,53 @@ pub struct TestPipeline {
 
 impl TestPipeline {
     pub fn new(data: &Path, id: &str, fail_after: Option<usize>) -> Self {
+        Self::spawn(data, id, fail_after, |collected, batch| {
+            collected.batches.push((batch.events.len(), batch.cursor.clone()));
+            collected.events.extend(batch.events);
+        })
+    }
+
+    /// A pipeline that stores cursors and acknowledges every batch at once,
+    /// keeping only a summary of its MISP records ([`Discarded`]): what it
+    /// holds does not grow with what it receives.
+    pub fn new_discarding(data: &Path, id: &str) -> Self {
+        let mut last_index: Option<usize> = None;
+        Self::spawn(data, id, None, move |collected, batch| {
+            let summary = &mut collected.discarded;
+            if summary.events == 0 {
+                summary.ids_in_order = true;
+                summary.every_record_has_the_tags = true;
+            }
+            for event in &batch.events {
+                summary.events += 1;
+                let misp_event = event.fields.get("Event");
+                let uuid = misp_event
+                    .and_then(|misp_event| misp_event.pointer("/Attribute/uuid"))
+                    .and_then(Value::as_str);
+                // The simulator's uuids end in the attribute's index.
+                let index = uuid
+                    .and_then(|uuid| uuid.rsplit('-').next())
+                    .and_then(|digits| digits.parse::<usize>().ok());
+                let expected = last_index.map_or(0, |last| last + 1);
+                summary.ids_in_order &= index == Some(expected);
+                last_index = index;
+                summary.last_uuid = uuid.map(str::to_owned);
+                summary.every_record_has_the_tags &= misp_event
+                    .and_then(|misp_event| misp_event.get("Tag"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|tags| !tags.is_empty());
+            }
+        })
+    }
+
+    /// The pipeline task: refuses batches after `fail_after`, else stores the
+    /// batch's cursor, hands the batch to `keep`, and acknowledges it.
+    fn spawn(
+        data: &Path,
+        id: &str,
+        fail_after: Option<usize>,
+        mut keep: impl FnMut(&mut Collected, Batch) + Send + 'static,
+    ) -> Self {
         let (publisher, mut receiver) = Publisher::channel(1);
         let collected = Arc::new(Mutex::new(Collected::default()));
         let store = CursorStore::new(data);
@@ -167,64 +214,7 @@ impl TestPipeline {
                 if let Some(cursor) = &batch.cursor {
                     cursor_store.store(&pipeline_id, cursor).unwrap();
                 }
-                let mut collected = sink.lock().unwrap();
-                collected.batches.push((batch.events.len(), batch.cursor.clone()));
-                collected.events.extend(batch.events);
-                drop(collected);
-                let _ = request.ack.send(Ok(()));
-            }
-        });
-        Self {
-            data: data.to_owned(),
-            collected,
-            store,
-            id: id.to_owned(),
-            task,
-            publisher,
-        }
-    }
-
-    /// A pipeline that stores cursors and acknowledges every batch at once,
-    /// keeping only a summary of its MISP records ([`Discarded`]): what it
-    /// holds does not grow with what it receives.
-    pub fn new_discarding(data: &Path, id: &str) -> Self {
-        let (publisher, mut receiver) = Publisher::channel(1);
-        let collected = Arc::new(Mutex::new(Collected::default()));
-        let store = CursorStore::new(data);
-        let (sink, cursor_store, pipeline_id) = (collected.clone(), store.clone(), id.to_owned());
-        let task = tokio::spawn(async move {
-            let mut last_index: Option<usize> = None;
-            while let Some(request) = receiver.recv().await {
-                let batch = request.batch;
-                if let Some(cursor) = &batch.cursor {
-                    cursor_store.store(&pipeline_id, cursor).unwrap();
-                }
-                let mut collected = sink.lock().unwrap();
-                let summary = &mut collected.discarded;
-                if summary.events == 0 {
-                    summary.ids_in_order = true;
-                    summary.every_record_has_the_tags = true;
-                }
-                for event in &batch.events {
-                    summary.events += 1;
-                    let misp_event = event.fields.get("Event");
-                    let uuid = misp_event
-                        .and_then(|misp_event| misp_event.pointer("/Attribute/uuid"))
-                        .and_then(Value::as_str);
-                    // The simulator's uuids end in the attribute's index.
-                    let index = uuid
-                        .and_then(|uuid| uuid.rsplit('-').next())
-                        .and_then(|digits| digits.parse::<usize>().ok());
-                    let expected = last_index.map_or(0, |last| last + 1);
-                    summary.ids_in_order &= index == Some(expected);
-                    last_index = index;
-                    summary.last_uuid = uuid.map(str::to_owned);
-                    summary.every_record_has_the_tags &= misp_event
-                        .and_then(|misp_event| misp_event.get("Tag"))
-                        .and_then(Value::as_array)
-                        .is_some_and(|tags| !tags.is_empty());
-                }
-                drop(collected);
+                keep(&mut sink.lock().unwrap(), batch);
                 let _ = request.ack.send(Ok(()));
             }
         });
