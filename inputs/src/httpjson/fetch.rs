@@ -232,10 +232,7 @@ impl Fetcher {
         Attempt: Fn() -> Sent,
         Sent: std::future::Future<Output = Result<T, FetchError>>,
     {
-        let attempts = self.retry.max_attempts.max(1);
-        let url = request.url.as_str();
-        let mut attempt = 0;
-        let mut backoff = Backoff::new(self.retry.wait_min, self.retry.wait_max);
+        let mut attempts = Attempts::new(self, request);
         loop {
             self.pace(shutdown).await?;
             let outcome = tokio::select! {
@@ -249,32 +246,17 @@ impl Fetcher {
                 }
                 Err(error) => error,
             };
-            attempt += 1;
             let FetchError::Failed {
                 reason,
-                retryable,
+                retryable: true,
                 wait,
             } = &error
             else {
                 return Err(error);
             };
-            if !retryable || attempt >= attempts {
-                if *retryable {
-                    return Err(failed(
-                        format!("giving up this poll after {attempt} attempt(s): {reason}"),
-                        true,
-                    ));
-                }
-                return Err(error);
-            }
-            // The step grows with every failed attempt, also one the server
-            // timed: a later untimed retry waits as long as its number says.
-            let own_wait = backoff.next_wait();
-            let delay = match wait {
-                Some(seconds) => Duration::from_secs(*seconds),
-                None => own_wait,
-            };
-            tracing::warn!(input = %self.id, url, attempt, of = attempts, retry_in = ?delay, error = %reason, "request failed, retrying");
+            let delay = attempts
+                .after_retryable_failure(reason, *wait)
+                .map_err(|reason| failed(reason, true))?;
             if matches!(error, FetchError::Failed { ref reason, .. } if reason.starts_with("401")) {
                 self.auth.invalidate().await;
             }
@@ -532,6 +514,54 @@ pub(super) fn describe(error: reqwest::Error) -> String {
         text.push(')');
     }
     text
+}
+
+/// The attempts at one request (`request.retry`): counts them, and says how
+/// long to wait before the next or that none is left. One for the whole-body
+/// fetch and the streamed page, so both retry, wait and log alike.
+pub(super) struct Attempts<'a> {
+    input: &'a str,
+    url: &'a str,
+    allowed: u32,
+    made: u32,
+    backoff: Backoff,
+}
+
+impl<'a> Attempts<'a> {
+    /// No attempt made yet at `request`, with `fetcher`'s retry settings.
+    pub(super) fn new(fetcher: &'a Fetcher, request: &'a RequestState) -> Self {
+        Self {
+            input: &fetcher.id,
+            url: request.url.as_str(),
+            allowed: fetcher.retry.max_attempts.max(1),
+            made: 0,
+            backoff: Backoff::new(fetcher.retry.wait_min, fetcher.retry.wait_max),
+        }
+    }
+
+    /// Counts an attempt that failed for `reason`, worth retrying. Returns
+    /// the wait before the next one (`server_wait` seconds when the server
+    /// named it), logged; or, when the attempts are used up, the reason the
+    /// request is given up for this poll.
+    pub(super) fn after_retryable_failure(
+        &mut self,
+        reason: &str,
+        server_wait: Option<u64>,
+    ) -> Result<Duration, String> {
+        self.made += 1;
+        if self.made >= self.allowed {
+            return Err(format!(
+                "giving up this poll after {} attempt(s): {reason}",
+                self.made
+            ));
+        }
+        // The step grows with every failed attempt, also one the server
+        // timed: a later untimed retry waits as long as its number says.
+        let own_wait = self.backoff.next_wait();
+        let delay = server_wait.map_or(own_wait, Duration::from_secs);
+        tracing::warn!(input = %self.input, url = self.url, attempt = self.made, of = self.allowed, retry_in = ?delay, error = %reason, "request failed, retrying");
+        Ok(delay)
+    }
 }
 
 #[cfg(test)]

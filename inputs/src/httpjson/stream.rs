@@ -24,7 +24,7 @@ use threatbeat_core::{Batch, Event, InputContext};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::fetch::{describe, FetchError, Head};
+use super::fetch::{describe, sleep_or_shutdown, Attempts, FetchError, Head};
 use super::poll::{PollError, PUBLISH_SLICE};
 use super::transform::RequestState;
 use super::HttpJsonInput;
@@ -323,10 +323,7 @@ impl HttpJsonInput {
         page: u32,
         starts_poll: &mut bool,
     ) -> Result<(Map<String, Value>, StreamedPage), PollError> {
-        let attempts = self.fetcher.retry.max_attempts.max(1);
-        let mut attempt = 0;
-        let mut backoff =
-            threatbeat_core::Backoff::new(self.fetcher.retry.wait_min, self.fetcher.retry.wait_max);
+        let mut attempts = Attempts::new(&self.fetcher, request);
         loop {
             let answer = head.map_err(|error| super::poll::fetch_error(page, error))?;
             let headers = answer.headers.clone();
@@ -337,16 +334,10 @@ impl HttpJsonInput {
                 Ok(streamed) => return Ok((headers, streamed)),
                 Err(PageFailure::Fatal(error)) => return Err(error),
                 Err(PageFailure::Retry(reason)) => {
-                    attempt += 1;
-                    if attempt >= attempts {
-                        return Err(PollError::Fetch {
-                            page,
-                            reason: format!("giving up this poll after {attempt} attempt(s): {reason}"),
-                        });
-                    }
-                    let delay = backoff.next_wait();
-                    tracing::warn!(input = %self.fetcher.id, url = %request.url, attempt, of = attempts, retry_in = ?delay, error = %reason, "request failed, retrying");
-                    super::fetch::sleep_or_shutdown(delay, &context.shutdown)
+                    let delay = attempts
+                        .after_retryable_failure(&reason, None)
+                        .map_err(|reason| PollError::Fetch { page, reason })?;
+                    sleep_or_shutdown(delay, &context.shutdown)
                         .await
                         .map_err(|error| super::poll::fetch_error(page, error))?;
                     head = self.fetcher.fetch_head(request, &context.shutdown).await;
