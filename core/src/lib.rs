@@ -9,6 +9,7 @@ pub mod config;
 pub mod cursor;
 pub mod duration;
 pub mod event;
+pub mod field_ops;
 pub mod path;
 pub mod plugin;
 pub mod registry;
@@ -22,6 +23,7 @@ pub use config::{
 };
 pub use cursor::{state_name, CursorError, CursorStore};
 pub use event::{DecodeError, EncodedEvent, Event, OpType, METADATA_NAMESPACE};
+pub use field_ops::{FieldGroups, FieldMove};
 pub use path::{FieldPath, PathError, SetError};
 pub use plugin::{
     Batch, Input, InputContext, InputError, Output, OutputError, ProcessOutcome, Processor, ProcessorError,

@@ -36,9 +36,24 @@ pub enum PathError {
 /// suffixes, quadratic in the segment count) and the recursive walks small.
 pub const MAX_SEGMENTS: usize = 128;
 
+/// Whether a write may replace a value already at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// Replace it (and hand it back).
+    Replace,
+    /// Fail with [`SetError::Occupied`].
+    Vacant,
+}
+
 /// Why a value could not be written at a path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetError {
+    /// The field exists and the write was not allowed to replace it.
+    #[error("field [{path}] already exists")]
+    Occupied {
+        /// The full path being written.
+        path: String,
+    },
     /// An intermediate segment holds a value that is not an object.
     #[error("cannot set `{path}`: `{blocking}` holds a {kind}, not an object")]
     NotAnObject {
@@ -158,57 +173,112 @@ impl FieldPath {
         root: &mut Map<String, Value>,
         value: Value,
     ) -> Result<Option<Value>, (SetError, Value)> {
-        self.set_below(root, 0, value)
+        self.set_below(root, 0, value, Write::Replace)
     }
 
-    /// Writes `value` at the segments from `depth` on, inside `map`.
+    /// Writes `value` at the segments from `depth` on, inside `map` (the
+    /// object the first `depth` segments lead to).
     ///
     /// Keys are looked up by reference and copied only when a missing one is
     /// inserted: most writes land in objects that exist already. Recursive
     /// so that a missing parent can be inserted after a failed lookup.
-    fn set_below(
+    pub(crate) fn set_below(
         &self,
         map: &mut Map<String, Value>,
         depth: usize,
         value: Value,
+        write: Write,
     ) -> Result<Option<Value>, (SetError, Value)> {
         let segments = self.segments();
         let segment = &segments[depth];
         if depth + 1 == segments.len() {
             if let Some(slot) = map.get_mut(segment) {
+                if write == Write::Vacant {
+                    let error = SetError::Occupied {
+                        path: self.as_str().to_owned(),
+                    };
+                    return Err((error, value));
+                }
                 return Ok(Some(std::mem::replace(slot, value)));
             }
             map.insert(segment.clone(), value);
             return Ok(None);
         }
         match map.get_mut(segment) {
-            Some(Value::Object(child)) => return self.set_below(child, depth + 1, value),
+            Some(Value::Object(child)) => return self.set_below(child, depth + 1, value, write),
             Some(other) => {
-                let error = SetError::NotAnObject {
-                    path: self.as_str().to_owned(),
-                    blocking: segments[..=depth].join("."),
-                    kind: json_kind(other),
-                };
+                let error = self.not_an_object(depth, other);
                 return Err((error, value));
             }
             None => {}
         }
         // The rest of the path is missing too: an empty object cannot block it.
         let mut child = Map::new();
-        let replaced = self.set_below(&mut child, depth + 1, value)?;
+        let replaced = self.set_below(&mut child, depth + 1, value, write)?;
         map.insert(segment.clone(), Value::Object(child));
         Ok(replaced)
+    }
+
+    /// Runs `write` on the object the segments from `depth` up to `end`
+    /// (exclusive) lead to inside `map`, creating the missing ones; fails as
+    /// [`FieldPath::set`] does when a non-object is in the way.
+    pub(crate) fn with_object_below<R>(
+        &self,
+        map: &mut Map<String, Value>,
+        depth: usize,
+        end: usize,
+        write: impl FnOnce(&mut Map<String, Value>) -> R,
+    ) -> Result<R, SetError> {
+        if depth == end {
+            return Ok(write(map));
+        }
+        let segment = &self.segments()[depth];
+        match map.get_mut(segment) {
+            Some(Value::Object(child)) => return self.with_object_below(child, depth + 1, end, write),
+            Some(other) => return Err(self.not_an_object(depth, other)),
+            None => {}
+        }
+        let mut child = Map::new();
+        let result = self.with_object_below(&mut child, depth + 1, end, write)?;
+        map.insert(segment.clone(), Value::Object(child));
+        Ok(result)
+    }
+
+    /// The object the segments from `depth` up to `end` (exclusive) lead to
+    /// inside `map`, if they all exist and hold objects.
+    pub(crate) fn object_below<'a>(
+        &self,
+        map: &'a mut Map<String, Value>,
+        depth: usize,
+        end: usize,
+    ) -> Option<&'a mut Map<String, Value>> {
+        let mut current = map;
+        for segment in &self.segments()[depth..end] {
+            current = current.get_mut(segment)?.as_object_mut()?;
+        }
+        Some(current)
+    }
+
+    /// Removes the value at the segments from `depth` on, inside `map`.
+    pub(crate) fn remove_below(&self, map: &mut Map<String, Value>, depth: usize) -> Option<Value> {
+        let last = self.segments().len() - 1;
+        self.object_below(map, depth, last)?
+            .remove(&self.segments()[last])
+    }
+
+    /// The error of a write blocked by `found` at the segment at `depth`.
+    fn not_an_object(&self, depth: usize, found: &Value) -> SetError {
+        SetError::NotAnObject {
+            path: self.as_str().to_owned(),
+            blocking: self.segments()[..=depth].join("."),
+            kind: json_kind(found),
+        }
     }
 
     /// Removes and returns the value at this path. Objects left empty by the
     /// removal are kept, as in Beats' `drop_fields`.
     pub fn remove(&self, root: &mut Map<String, Value>) -> Option<Value> {
-        let (last, parents) = self.segments().split_last()?;
-        let mut current = root;
-        for segment in parents {
-            current = current.get_mut(segment)?.as_object_mut()?;
-        }
-        current.remove(last)
+        self.remove_below(root, 0)
     }
 
     /// Moves the value at this path to `to`. Returns `Ok(false)` when there

@@ -242,21 +242,39 @@ impl StepConfig for ConvertConfig {
 impl Step for Convert {
     fn apply(&self, event: &mut Event) -> Result<ProcessOutcome, ProcessorError> {
         for (from, to, to_type) in &self.conversions {
-            let converted = match event.get(from) {
-                None | Some(Value::Null) if self.ignore_missing => continue,
-                None | Some(Value::Null) => return Err(missing(from)),
-                Some(Value::Array(items)) => Value::Array(
-                    items
-                        .iter()
-                        .map(|item| convert_value(item, *to_type, &self.formats))
-                        .collect::<Result<_, _>>()
-                        .map_err(ProcessorError::new)?,
-                ),
-                Some(value) => convert_value(value, *to_type, &self.formats).map_err(ProcessorError::new)?,
-            };
-            write(event, to.as_ref().unwrap_or(from), converted)?;
+            match to {
+                // Converted where it is: one walk to the value, not two.
+                None => match event.get_mut(from) {
+                    None | Some(Value::Null) if self.ignore_missing => {}
+                    None | Some(Value::Null) => return Err(missing(from)),
+                    Some(value) => *value = self.converted(value, *to_type)?,
+                },
+                Some(to) => {
+                    let converted = match event.get(from) {
+                        None | Some(Value::Null) if self.ignore_missing => continue,
+                        None | Some(Value::Null) => return Err(missing(from)),
+                        Some(value) => self.converted(value, *to_type)?,
+                    };
+                    write(event, to, converted)?;
+                }
+            }
         }
         Ok(ProcessOutcome::Keep)
+    }
+}
+
+impl Convert {
+    /// `value` as `to_type`; a list item by item.
+    fn converted(&self, value: &Value, to_type: TargetType) -> Result<Value, ProcessorError> {
+        match value {
+            Value::Array(items) => items
+                .iter()
+                .map(|item| convert_value(item, to_type, &self.formats))
+                .collect::<Result<_, _>>()
+                .map(Value::Array)
+                .map_err(ProcessorError::new),
+            value => convert_value(value, to_type, &self.formats).map_err(ProcessorError::new),
+        }
     }
 }
 
@@ -355,6 +373,25 @@ mod tests {
         assert!(c
             .run(threatbeat_core::Event::from_value(json!({"ip": "10.0.0.0/8"})))
             .is_none());
+    }
+
+    #[test]
+    fn a_list_is_converted_where_it_is_or_left_whole() {
+        let c = chain(json!([{"convert": {"field": "ports", "type": "long"}}]));
+        assert_eq!(
+            run(&c, json!({"ports": ["80", 443]})),
+            json!({"ports": [80, 443]})
+        );
+        let out = run(&c, json!({"ports": ["80", "http"]}));
+        assert_eq!(
+            out["ports"],
+            json!(["80", "http"]),
+            "no item changes when one fails"
+        );
+        assert_eq!(
+            out["error"]["message"],
+            json!("convert: unable to convert [http] to long")
+        );
     }
 
     #[test]

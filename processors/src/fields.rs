@@ -4,7 +4,10 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use threatbeat_core::{BuildContext, ConfigError, Event, FieldPath, Origin, ProcessOutcome, ProcessorError};
+use threatbeat_core::{
+    BuildContext, ConfigError, Event, FieldGroups, FieldMove, FieldPath, Origin, ProcessOutcome,
+    ProcessorError,
+};
 
 use crate::common::{is_empty, missing, path_at, paths_at, write, FromTo, Step, StepConfig, KEEP};
 use crate::format::FormatString;
@@ -54,10 +57,18 @@ pub(crate) struct RenameConfig {
 }
 
 pub(crate) struct Rename {
-    pairs: Vec<(FieldPath, FieldPath)>,
+    moves: Vec<FieldMove>,
     ignore_missing: bool,
     overwrite: bool,
     copy: bool,
+}
+
+/// The pairs compiled into moves.
+fn moves(pairs: Vec<(FieldPath, FieldPath)>) -> Vec<FieldMove> {
+    pairs
+        .into_iter()
+        .map(|(from, to)| FieldMove::new(from, to))
+        .collect()
 }
 
 impl StepConfig for RenameConfig {
@@ -65,7 +76,7 @@ impl StepConfig for RenameConfig {
     type Step = Rename;
     fn build(self, origin: &Origin, _: &BuildContext) -> Result<Rename, ConfigError> {
         Ok(Rename {
-            pairs: pairs(self.fields, self.field, self.target_field, origin)?,
+            moves: moves(pairs(self.fields, self.field, self.target_field, origin)?),
             ignore_missing: self.ignore_missing,
             overwrite: self.overwrite,
             copy: false,
@@ -75,11 +86,12 @@ impl StepConfig for RenameConfig {
 
 impl Step for Rename {
     fn apply(&self, event: &mut Event) -> Result<ProcessOutcome, ProcessorError> {
-        for (from, to) in &self.pairs {
-            if !self.overwrite && event.get(to).is_some() {
-                return Err(ProcessorError::new(format!("field [{to}] already exists")));
-            }
+        for field_move in &self.moves {
+            let (from, to) = (field_move.from(), field_move.to());
             if self.copy {
+                if !self.overwrite && event.get(to).is_some() {
+                    return Err(ProcessorError::new(format!("field [{to}] already exists")));
+                }
                 match event.get(from) {
                     Some(value) => {
                         let value = value.clone();
@@ -90,7 +102,7 @@ impl Step for Rename {
                 }
                 continue;
             }
-            match event.rename(from, to) {
+            match field_move.apply(event, self.overwrite) {
                 Ok(true) => {}
                 Ok(false) if self.ignore_missing => {}
                 Ok(false) => return Err(missing(from)),
@@ -119,7 +131,7 @@ impl StepConfig for CopyFieldsConfig {
     type Step = Rename;
     fn build(self, origin: &Origin, _: &BuildContext) -> Result<Rename, ConfigError> {
         Ok(Rename {
-            pairs: pairs(self.fields, self.field, self.target_field, origin)?,
+            moves: moves(pairs(self.fields, self.field, self.target_field, origin)?),
             ignore_missing: self.ignore_missing,
             overwrite: self.overwrite,
             copy: true,
@@ -215,7 +227,9 @@ fn default_add_target() -> String {
 }
 
 pub(crate) struct AddFields {
-    entries: Vec<(FieldPath, Value)>,
+    paths: FieldGroups,
+    /// The value written at each of `paths`, same order.
+    values: Vec<Value>,
 }
 
 impl StepConfig for AddFieldsConfig {
@@ -224,7 +238,11 @@ impl StepConfig for AddFieldsConfig {
     fn build(self, origin: &Origin, _: &BuildContext) -> Result<AddFields, ConfigError> {
         let mut entries = Vec::new();
         flatten_into(&self.fields, &self.target, origin, &mut entries)?;
-        Ok(AddFields { entries })
+        let (paths, values) = entries.into_iter().unzip();
+        Ok(AddFields {
+            paths: FieldGroups::new(paths),
+            values,
+        })
     }
 }
 
@@ -250,9 +268,9 @@ fn flatten_into(
 
 impl Step for AddFields {
     fn apply(&self, event: &mut Event) -> Result<ProcessOutcome, ProcessorError> {
-        for (path, value) in &self.entries {
-            write(event, path, value.clone())?;
-        }
+        self.paths
+            .set(event, |index| self.values[index].clone())
+            .map_err(|error| ProcessorError::new(error.to_string()))?;
         KEEP
     }
 }
@@ -269,7 +287,7 @@ pub(crate) struct DropFieldsConfig {
 }
 
 pub(crate) struct DropFields {
-    fields: Vec<FieldPath>,
+    fields: FieldGroups,
     ignore_missing: bool,
 }
 
@@ -282,7 +300,7 @@ impl StepConfig for DropFieldsConfig {
             return Err(origin.child("fields").error("list at least one field to drop"));
         }
         Ok(DropFields {
-            fields,
+            fields: FieldGroups::new(fields),
             ignore_missing: self.ignore_missing,
         })
     }
@@ -291,11 +309,11 @@ impl StepConfig for DropFieldsConfig {
 impl Step for DropFields {
     fn apply(&self, event: &mut Event) -> Result<ProcessOutcome, ProcessorError> {
         let mut absent = Vec::new();
-        for field in &self.fields {
-            if event.remove(field).is_none() && !self.ignore_missing {
-                absent.push(field.as_str());
+        self.fields.remove(event, |index, removed| {
+            if removed.is_none() && !self.ignore_missing {
+                absent.push(self.fields.paths()[index].as_str());
             }
-        }
+        });
         if absent.is_empty() {
             KEEP
         } else {
