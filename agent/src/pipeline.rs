@@ -1,6 +1,8 @@
 //! One pipeline per enabled fileset: it takes each batch its input publishes,
-//! runs the processors, hands the events to the shared output, and only once
-//! the output accepted them stores the batch's cursor and acknowledges.
+//! runs the processors, serialises the events and hands them to the shared
+//! output, and only once the output accepted them stores the batch's cursor
+//! and acknowledges. A large batch is processed and serialised on two
+//! threads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -8,13 +10,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use threatbeat_core::{
-    Batch, CursorStore, Event, FieldPath, Output, OutputError, PublishError, PublishRequest,
+    Batch, CursorStore, EncodedEvent, Event, FieldPath, Output, OutputError, PublishError, PublishRequest,
 };
 use threatbeat_processors::Chain;
 
 use crate::lifecycle::{format_time, CurrentState};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// The smallest batch whose processing and serialising are shared with a
+/// second thread.
+const PARALLEL_FROM: usize = 128;
 
 /// How many ended indicators one delete step queues.
 const SWEEP_STEP: usize = 1000;
@@ -37,7 +43,7 @@ const INDICATOR_FIELDS: [&str; 10] = [
 ];
 
 struct OutputRequest {
-    events: Vec<Event>,
+    events: Vec<EncodedEvent>,
     answer: oneshot::Sender<Result<(), OutputError>>,
 }
 
@@ -54,7 +60,7 @@ impl OutputHandle {
         let (sender, mut receiver) = mpsc::channel::<OutputRequest>(4);
         let task = tokio::spawn(async move {
             while let Some(request) = receiver.recv().await {
-                let result = output.publish(request.events).await;
+                let result = output.publish_encoded(request.events).await;
                 let _ = request.answer.send(result);
             }
             if let Err(error) = output.close().await {
@@ -65,7 +71,15 @@ impl OutputHandle {
     }
 
     /// Writes `events`; returns once the output accepted or refused them.
+    ///
+    /// Each pipeline serialises its own events (a large batch on two
+    /// threads) before they reach the one output task, which then only
+    /// moves bytes: the queue stores them, the outputs send them as they are.
     pub async fn publish(&self, events: Vec<Event>) -> Result<(), OutputError> {
+        let events = in_two_halves(events, |half| half.into_iter().map(Event::encode).collect())
+            .into_iter()
+            .collect::<Result<Vec<EncodedEvent>, _>>()
+            .map_err(|error| OutputError::Write(format!("cannot serialise an event: {error}")))?;
         let (answer, receive) = oneshot::channel();
         let closed = || OutputError::Write("the output task has stopped".to_owned());
         self.sender
@@ -332,11 +346,7 @@ impl Pipeline {
         let label = [self.id.as_str()];
         let received = batch.events.len();
         let read_at = Value::String(format_time(chrono::Utc::now()));
-        let events: Vec<Event> = batch
-            .events
-            .into_iter()
-            .filter_map(|event| self.process(event, &read_at))
-            .collect();
+        let events = self.process_all(batch.events, &read_at);
         let dropped = (received - events.len()) as u64;
         self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         metrics.events_dropped.with_label_values(&label).inc_by(dropped);
@@ -425,6 +435,16 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Runs the processors on every event of a batch, in order, a large
+    /// batch on two threads.
+    fn process_all(&self, events: Vec<Event>, read_at: &Value) -> Vec<Event> {
+        in_two_halves(events, |half| {
+            half.into_iter()
+                .filter_map(|event| self.process(event, read_at))
+                .collect()
+        })
+    }
+
     fn process(&self, event: Event, read_at: &Value) -> Option<Event> {
         // A processor that panics on one event costs that event, not the
         // pipeline: it is logged and counted, the batch goes on.
@@ -461,9 +481,56 @@ impl Pipeline {
     }
 }
 
+/// `work` applied to `items` in order; a large list is cut in two and its
+/// second half worked on a second thread, where the machine has one.
+fn in_two_halves<T: Send, U: Send>(mut items: Vec<T>, work: impl Fn(Vec<T>) -> Vec<U> + Sync) -> Vec<U> {
+    // Read once: on Linux it reads the cgroup's CPU quota from files.
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
+    if items.len() < PARALLEL_FROM || cores < 2 {
+        return work(items);
+    }
+    let second_half = items.split_off(items.len() / 2);
+    std::thread::scope(|scope| {
+        let helper = scope.spawn(|| work(second_half));
+        let mut done = work(items);
+        match helper.join() {
+            Ok(rest) => done.extend(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        done
+    })
+}
+
 /// Unix seconds now.
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_batch_is_worked_on_two_threads_and_stays_in_order() {
+        let threads = Mutex::new(std::collections::HashSet::new());
+        let work = |half: Vec<usize>| {
+            if let Ok(mut threads) = threads.lock() {
+                threads.insert(std::thread::current().id());
+            }
+            half.into_iter().map(|item| item * 2).collect::<Vec<_>>()
+        };
+        let large: Vec<usize> = (0..PARALLEL_FROM * 3 + 1).collect();
+        let expected: Vec<usize> = large.iter().map(|item| item * 2).collect();
+        assert_eq!(in_two_halves(large, work), expected);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let used = threads.lock().map(|threads| threads.len()).unwrap_or(0);
+        assert_eq!(used, if cores < 2 { 1 } else { 2 });
+
+        let small: Vec<usize> = (0..PARALLEL_FROM - 1).collect();
+        assert_eq!(in_two_halves(small.clone(), |half| half), small);
+        assert!(in_two_halves(Vec::<usize>::new(), |half| half).is_empty());
+    }
 }

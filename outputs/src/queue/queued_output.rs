@@ -162,6 +162,13 @@ impl Output for QueueHandle {
             .await
             .map_err(|error| OutputError::Write(error.to_string()))
     }
+
+    /// Events serialised by their pipeline are queued as they are.
+    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
+        self.push_encoded(events)
+            .await
+            .map_err(|error| OutputError::Write(error.to_string()))
+    }
 }
 
 /// The queue plus its consumer; implements [`Output`] so the pipeline needs
@@ -284,6 +291,10 @@ impl QueuedOutput {
 impl Output for QueuedOutput {
     async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
         self.handle.publish(events).await
+    }
+
+    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
+        self.handle.publish_encoded(events).await
     }
 
     /// Drains the queue while the output makes progress (giving up after
