@@ -60,7 +60,7 @@ impl OutputHandle {
         let (sender, mut receiver) = mpsc::channel::<OutputRequest>(4);
         let task = tokio::spawn(async move {
             while let Some(request) = receiver.recv().await {
-                let result = output.publish_encoded(request.events).await;
+                let result = output.publish(request.events).await;
                 let _ = request.answer.send(result);
             }
             if let Err(error) = output.close().await {

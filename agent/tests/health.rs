@@ -12,7 +12,8 @@ use threatbeat::http::{health_problems, router};
 use threatbeat::running::{Source, Status};
 use threatbeat::supervisor::{run_with, PipelinePlan, Plan, RunOptions, RunSummary, Services};
 use threatbeat_core::{
-    Batch, BuildContext, CursorStore, Event, Input, InputContext, InputError, Origin, Output, OutputError,
+    Batch, BuildContext, CursorStore, EncodedEvent, Event, Input, InputContext, InputError, Origin, Output,
+    OutputError,
 };
 use threatbeat_processors::Chain;
 use tokio_util::sync::CancellationToken;
@@ -73,7 +74,7 @@ struct SwitchableOutput {
 
 #[async_trait]
 impl Output for SwitchableOutput {
-    async fn publish(&mut self, _events: Vec<Event>) -> Result<(), OutputError> {
+    async fn publish(&mut self, _events: Vec<EncodedEvent>) -> Result<(), OutputError> {
         match self.down.load(Ordering::SeqCst) {
             true => Err(OutputError::Write("simulated: connection refused".into())),
             false => Ok(()),

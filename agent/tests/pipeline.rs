@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use threatbeat::supervisor::{run, PipelinePlan, Plan, RunOptions};
 use threatbeat_core::{
-    Batch, BuildContext, CursorStore, Event, Input, InputContext, InputError, Origin, Output, OutputError,
-    PublishError,
+    Batch, BuildContext, CursorStore, EncodedEvent, Event, Input, InputContext, InputError, Origin, Output,
+    OutputError, PublishError,
 };
 use threatbeat_processors::Chain;
 use tokio_util::sync::CancellationToken;
@@ -48,12 +48,13 @@ struct FlakyOutput {
 
 #[async_trait]
 impl Output for FlakyOutput {
-    async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
+    async fn publish(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
         self.calls += 1;
         if self.calls > self.accept {
             return Err(OutputError::Write("simulated: disk full".into()));
         }
-        self.written.lock().unwrap().extend(events);
+        let decoded = events.iter().map(|event| event.decode().unwrap());
+        self.written.lock().unwrap().extend(decoded);
         Ok(())
     }
 }

@@ -150,30 +150,24 @@ pub enum OutputError {
 }
 
 /// Writes events somewhere (stdout, files, Elasticsearch).
+///
+/// Events arrive serialised, as the pipelines encode them and the queue
+/// stores them: an output writes the document bytes as they are and reads
+/// only the small metadata it needs.
 #[async_trait]
 pub trait Output: Send {
     /// Writes `events`; returns once they are accepted by the destination.
-    async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError>;
+    async fn publish(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError>;
 
-    /// Writes events the queue holds already serialised. The default parses
-    /// each document back and calls [`Output::publish`]; the outputs that
-    /// write the serialised document as it is (Elasticsearch, console, file)
-    /// override this.
-    /// A document that no longer parses (a queue record damaged in a way its
-    /// checksum missed) is logged and skipped: retrying cannot repair it.
-    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
-        let mut decoded = Vec::with_capacity(events.len());
-        for event in &events {
-            match event.decode() {
-                Ok(event) => decoded.push(event),
-                Err(error) => tracing::error!(
-                    %error,
-                    id = event.id().unwrap_or(""),
-                    "skipping a queued event that cannot be read back"
-                ),
-            }
-        }
-        self.publish(decoded).await
+    /// Serialises `events` and writes them with [`Output::publish`], for a
+    /// caller holding events as trees.
+    async fn publish_events(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
+        let encoded = events
+            .into_iter()
+            .map(Event::encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| OutputError::Write(format!("cannot serialise an event: {error}")))?;
+        self.publish(encoded).await
     }
 
     /// Flushes and releases resources.

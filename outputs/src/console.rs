@@ -8,7 +8,7 @@ use std::io::Write;
 use async_trait::async_trait;
 use serde::Deserialize;
 use threatbeat_core::{
-    BuildContext, ConfigError, DecodeError, EncodedEvent, Event, Output, OutputError, PluginConfig,
+    BuildContext, ConfigError, DecodeError, EncodedEvent, Output, OutputError, PluginConfig,
 };
 
 /// The settings under `output.console`.
@@ -64,18 +64,9 @@ pub fn build(config: &PluginConfig, _context: &BuildContext) -> Result<Box<dyn O
 
 #[async_trait]
 impl<W: Write + Send> Output for ConsoleOutput<W> {
-    async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
-        let encoded = events
-            .into_iter()
-            .map(Event::encode)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| OutputError::Write(format!("console: cannot encode an event: {error}")))?;
-        self.publish_encoded(encoded).await
-    }
-
     /// The queued document goes out as it is, `@metadata` put in front of
     /// its members; only `pretty` parses it again, to indent it.
-    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
+    async fn publish(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
         let mut buffer = Vec::with_capacity(events.iter().map(|event| event.source.len() + 64).sum());
         let mut line = Vec::new();
         for event in &events {
@@ -108,7 +99,7 @@ impl<W: Write + Send> Output for ConsoleOutput<W> {
 mod tests {
     use super::*;
     use serde_json::json;
-    use threatbeat_core::OpType;
+    use threatbeat_core::{Event, OpType};
 
     #[tokio::test]
     async fn writes_one_document_per_line_with_metadata() {
@@ -116,7 +107,7 @@ mod tests {
         let mut event = Event::from_value(json!({"threat": {"indicator": {"ip": "10.0.0.1"}}}));
         event.set_id("abc");
         output
-            .publish(vec![event, Event::from_value(json!({"a": 1}))])
+            .publish_events(vec![event, Event::from_value(json!({"a": 1}))])
             .await
             .unwrap();
         let text = String::from_utf8(output.into_inner()).unwrap();
@@ -142,7 +133,7 @@ mod tests {
         let mut delete = Event::from_value(json!({"left": "over"}));
         delete.set_id("ioc");
         delete.set_op_type(OpType::Delete);
-        output.publish(vec![update, delete]).await.unwrap();
+        output.publish_events(vec![update, delete]).await.unwrap();
         let text = String::from_utf8(output.into_inner()).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -171,7 +162,7 @@ mod tests {
         for pretty in [false, true] {
             let mut output = ConsoleOutput::new(&ConsoleConfig { pretty }, Vec::new());
             output
-                .publish_encoded(vec![
+                .publish(vec![
                     encoded(json!({"a": 1})),
                     broken.clone(),
                     encoded(json!({"b": {"c": 2}})),

@@ -18,9 +18,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use threatbeat_core::{
-    BuildContext, ConfigError, EncodedEvent, Event, OpType, Output, OutputError, PluginConfig,
-};
+use threatbeat_core::{BuildContext, ConfigError, EncodedEvent, OpType, Output, OutputError, PluginConfig};
 
 /// The settings under `output.file`.
 #[derive(Debug, Clone, Deserialize)]
@@ -240,19 +238,10 @@ fn sync_directory(directory: &Path) {
 
 #[async_trait]
 impl Output for FileOutput {
+    /// The queued document is written as it is, with `@metadata` in front.
     // Blocking file I/O on purpose: the output runs in its own task, one batch
     // at a time, and the fsync must finish before the batch counts as durable.
-    async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
-        let encoded = events
-            .into_iter()
-            .map(Event::encode)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| OutputError::Write(format!("file output: cannot encode an event: {error}")))?;
-        self.publish_encoded(encoded).await
-    }
-
-    /// The queued document is written as it is, with `@metadata` in front.
-    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
+    async fn publish(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
         self.write_batch(&events).map_err(|error| {
             // Drop the handle so the next attempt reopens (the folder may be back).
             self.current = None;
@@ -271,6 +260,7 @@ impl Output for FileOutput {
 mod tests {
     use super::*;
     use serde_json::json;
+    use threatbeat_core::Event;
     use threatbeat_core::Origin;
 
     fn plugin(settings: Value) -> PluginConfig {
@@ -305,7 +295,7 @@ mod tests {
             ..Default::default()
         };
         let mut output = build(&plugin(json!({"path": "out", "filename": "intel"})), &context).unwrap();
-        output.publish(vec![event(1), event(2)]).await.unwrap();
+        output.publish_events(vec![event(1), event(2)]).await.unwrap();
         output.close().await.unwrap();
         let written = lines(&dir.path().join("out/intel.ndjson"));
         assert_eq!(written.len(), 2);
@@ -347,7 +337,7 @@ mod tests {
             upsert,
             with_op(OpType::Delete, json!({"left": "over"})),
         ];
-        output.publish(events).await.unwrap();
+        output.publish_events(events).await.unwrap();
         output.close().await.unwrap();
         let written = lines(&dir.path().join("threatbeat.ndjson"));
         let meta = |op: &str| json!({"_id": "ioc", "index": "logs-ti_threatbeat_latest.misp", "op_type": op});
@@ -372,7 +362,7 @@ mod tests {
         // Each line is about 160 bytes: 6 fit in 1 KiB.
         for batch in 0..5 {
             output
-                .publish((batch * 6..batch * 6 + 6).map(event).collect())
+                .publish_events((batch * 6..batch * 6 + 6).map(event).collect())
                 .await
                 .unwrap();
         }
@@ -413,9 +403,9 @@ mod tests {
         let blocker = dir.path().join("blocked");
         fs::write(&blocker, b"a file where the folder should be").unwrap();
         let mut output = build(&plugin(json!({"path": blocker})), &BuildContext::default()).unwrap();
-        assert!(output.publish(vec![event(1)]).await.is_err());
+        assert!(output.publish_events(vec![event(1)]).await.is_err());
         fs::remove_file(&blocker).unwrap();
-        output.publish(vec![event(2)]).await.unwrap();
+        output.publish_events(vec![event(2)]).await.unwrap();
         assert_eq!(lines(&blocker.join("threatbeat.ndjson"))[0]["n"], json!(2));
     }
 

@@ -29,7 +29,7 @@ async fn twenty_percent_item_429s_still_give_exactly_n() {
     let cluster = ElasticsearchSimulator::start().await;
     cluster.set_item_rejection_rate(0.2);
     let mut output = output(json!({"hosts": [cluster.url()], "index": INDEX, "bulk_max_size": 100}));
-    output.publish(indicator_events("r", 1000)).await.unwrap();
+    output.publish_events(indicator_events("r", 1000)).await.unwrap();
     let stats = output.stats().snapshot();
     assert_eq!(cluster.document_count(INDEX), 1000);
     assert_eq!(cluster.ids(INDEX).len(), 1000);
@@ -50,7 +50,7 @@ async fn an_outage_then_recovery_gives_exactly_n() {
     let mut output = output(json!({"hosts": [url], "index": INDEX}));
     let stats = output.stats();
     let delivery = tokio::spawn(async move {
-        output.publish(indicator_events("o", 200)).await.unwrap();
+        output.publish_events(indicator_events("o", 200)).await.unwrap();
         output
     });
     eventually("a few refused connections", Duration::from_secs(30), || {
@@ -76,7 +76,7 @@ async fn answers_503_are_retried() {
     cluster.set_unavailable(true);
     let mut output = output(json!({"hosts": [cluster.url()], "index": INDEX}));
     let stats = output.stats();
-    let delivery = tokio::spawn(async move { output.publish(indicator_events("u", 50)).await });
+    let delivery = tokio::spawn(async move { output.publish_events(indicator_events("u", 50)).await });
     eventually("503 answers", Duration::from_secs(30), || {
         stats.snapshot().failed_requests >= 2
     })
@@ -113,7 +113,7 @@ async fn a_mapping_error_is_dropped_and_counted_by_default() {
         event.fields["threat"]["indicator"]["ip"] = json!("192.168.0.0/16");
     }
     let mut output = output(json!({"hosts": [cluster.url()], "index": INDEX}));
-    output.publish(events).await.unwrap();
+    output.publish_events(events).await.unwrap();
     let stats = output.stats().snapshot();
     assert_eq!(
         (stats.acked, stats.dropped, stats.dead_lettered),
@@ -130,7 +130,7 @@ async fn a_413_splits_the_batch_and_a_single_oversized_event_is_dropped() {
     let mut events = indicator_events("s", 200);
     events[17].fields.insert("blob".into(), json!("x".repeat(20_000)));
     let mut output = output(json!({"hosts": [cluster.url()], "index": INDEX, "compression_level": 0}));
-    output.publish(events).await.unwrap();
+    output.publish_events(events).await.unwrap();
     let stats = output.stats().snapshot();
     assert_eq!(cluster.document_count(INDEX), 199);
     assert!(!cluster.ids(INDEX).contains("s-17"));
@@ -144,7 +144,7 @@ async fn gzip_bodies_are_sent_and_accepted() {
     // Uncompressed the bulk body is ~40 KB; gzipped it fits under 16 KB.
     cluster.set_max_content_length(Some(16 * 1024));
     let mut output = output(json!({"hosts": [cluster.url()], "index": INDEX, "compression_level": 6}));
-    output.publish(indicator_events("g", 200)).await.unwrap();
+    output.publish_events(indicator_events("g", 200)).await.unwrap();
     assert_eq!(cluster.document_count(INDEX), 200);
     assert_eq!(
         output.stats().snapshot().bulk_requests,
@@ -175,10 +175,13 @@ async fn basic_auth_and_api_keys_are_sent() {
     let mut with_password = output(
         json!({"hosts": [cluster.url()], "index": INDEX, "username": "elastic", "password": "changeme"}),
     );
-    with_password.publish(indicator_events("b", 5)).await.unwrap();
+    with_password
+        .publish_events(indicator_events("b", 5))
+        .await
+        .unwrap();
     let mut with_key =
         output(json!({"hosts": [cluster.url()], "index": INDEX, "api_key": "key-id:key-secret"}));
-    with_key.publish(indicator_events("k", 5)).await.unwrap();
+    with_key.publish_events(indicator_events("k", 5)).await.unwrap();
     assert_eq!(cluster.document_count(INDEX), 10);
 }
 
@@ -188,7 +191,7 @@ async fn wrong_credentials_pause_sending_until_they_work() {
     let mut output =
         output(json!({"hosts": [cluster.url()], "index": INDEX, "username": "elastic", "password": "wrong"}));
     let stats = output.stats();
-    let delivery = tokio::spawn(async move { output.publish(indicator_events("c", 20)).await });
+    let delivery = tokio::spawn(async move { output.publish_events(indicator_events("c", 20)).await });
     eventually("401 answers", Duration::from_secs(30), || {
         stats.snapshot().failed_requests >= 2
     })
@@ -212,7 +215,7 @@ async fn a_dead_host_fails_over_to_the_next() {
     let dead_url = dead.url();
     dead.stop().await;
     let mut output = output(json!({"hosts": [dead_url, cluster.url()], "index": INDEX, "bulk_max_size": 10}));
-    output.publish(indicator_events("f", 100)).await.unwrap();
+    output.publish_events(indicator_events("f", 100)).await.unwrap();
     assert_eq!(cluster.document_count(INDEX), 100);
     // The dead host is quarantined after its first failure, so few requests are wasted on it.
     assert!(output.stats().snapshot().failed_requests <= 3);
@@ -225,7 +228,7 @@ async fn templated_index_names_and_metadata_index() {
     events[2].set_index("threatbeat-threatintel.misp");
     let mut output =
         output(json!({"hosts": [cluster.url()], "index": "threatbeat-%{[event.module]}-%{+yyyy.MM.dd}"}));
-    output.publish(events).await.unwrap();
+    output.publish_events(events).await.unwrap();
     assert_eq!(cluster.document_count("threatbeat-threatintel-2026.01.02"), 2);
     assert_eq!(cluster.document_count("threatbeat-threatintel.misp"), 1);
 }
@@ -265,7 +268,7 @@ async fn setup_twice_changes_nothing_and_creates_data_streams() {
 
     // Data streams take `create` with the fixed _id.
     let mut output = output(json!({"hosts": [cluster.url()], "index": "threatbeat-threatintel.misp"}));
-    output.publish(indicator_events("ds", 5)).await.unwrap();
+    output.publish_events(indicator_events("ds", 5)).await.unwrap();
     assert_eq!(cluster.document_count("threatbeat-threatintel.misp"), 5);
 }
 
@@ -380,7 +383,7 @@ async fn workers_send_bulk_requests_concurrently() {
     cluster.set_delay(Some(Duration::from_millis(300)));
     let mut output =
         output(json!({"hosts": [cluster.url()], "index": INDEX, "bulk_max_size": 10, "worker": 4}));
-    output.publish(indicator_events("w", 80)).await.unwrap();
+    output.publish_events(indicator_events("w", 80)).await.unwrap();
     assert_eq!(cluster.document_count(INDEX), 80);
     assert!(
         cluster.max_concurrent_requests() >= 2,

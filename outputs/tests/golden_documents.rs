@@ -52,7 +52,7 @@ async fn golden_misp_documents_index_under_the_setup_template() {
         .map(|event| event.id().unwrap().to_owned())
         .collect();
     let mut output = output(json!({"hosts": [cluster.url()], "index": "threatbeat-threatintel.misp"}));
-    output.publish(events).await.unwrap();
+    output.publish_events(events).await.unwrap();
     let stats = output.stats().snapshot();
     assert_eq!((stats.dropped, stats.dead_lettered), (0, 0), "{stats:?}");
     assert!(cluster.is_data_stream("threatbeat-threatintel.misp"));

@@ -43,7 +43,7 @@ async fn index_update_delete_leave_the_final_state() {
     let cluster = ElasticsearchSimulator::start().await;
     let mut output = output(json!({"hosts": [cluster.url()]}));
     output
-        .publish(vec![
+        .publish_events(vec![
             op(OpType::Index, "a", indicator(1, "2026-01-01T00:00:00Z")),
             op(OpType::Index, "b", indicator(2, "2026-01-01T00:00:00Z")),
             op(OpType::Index, "c", indicator(3, "2026-01-01T00:00:00Z")),
@@ -54,7 +54,7 @@ async fn index_update_delete_leave_the_final_state() {
     let mut replaced = indicator(1, "2026-01-05T00:00:00Z");
     replaced["threat"]["indicator"]["ip"] = json!("192.0.2.1");
     output
-        .publish(vec![
+        .publish_events(vec![
             op(OpType::Index, "a", replaced.clone()),
             op(OpType::Update, "b", refresh("2026-01-20T00:00:00Z")),
             op(OpType::Delete, "c", json!({})),
@@ -98,12 +98,12 @@ async fn deleting_what_is_gone_is_done_and_counted_apart() {
     // The index does not exist yet (a delete never creates it), then the
     // document does not: both are "already gone".
     output
-        .publish(vec![op(OpType::Delete, "x", json!({}))])
+        .publish_events(vec![op(OpType::Delete, "x", json!({}))])
         .await
         .unwrap();
     assert!(!cluster.indices().contains(&LATEST.to_owned()));
     output
-        .publish(vec![
+        .publish_events(vec![
             op(OpType::Index, "a", indicator(1, "2026-01-01T00:00:00Z")),
             op(OpType::Delete, "a", json!({})),
             op(OpType::Delete, "a", json!({})),
@@ -129,7 +129,7 @@ async fn an_update_of_a_missing_document_fails_for_good_unless_upserted() {
         "non_indexable_policy": {"dead_letter_index": {"index": "threatbeat-dead-letter"}}
     }));
     output
-        .publish(vec![op(
+        .publish_events(vec![op(
             OpType::Index,
             "other",
             indicator(0, "2026-01-01T00:00:00Z"),
@@ -139,7 +139,7 @@ async fn an_update_of_a_missing_document_fails_for_good_unless_upserted() {
     let mut upsert = op(OpType::Update, "upserted", indicator(7, "2026-01-03T00:00:00Z"));
     upsert.metadata.insert("doc_as_upsert".into(), json!(true));
     output
-        .publish(vec![
+        .publish_events(vec![
             op(OpType::Update, "missing", refresh("2026-01-03T00:00:00Z")),
             upsert,
         ])
@@ -202,7 +202,7 @@ async fn per_document_order_holds_under_429s_and_concurrent_workers() {
     cluster.set_item_rejection_rate(0.3);
     let mut output = output(json!({"hosts": [cluster.url()], "bulk_max_size": 7, "worker": 2}));
     let (events, expected) = interleaved_lifecycle(60);
-    output.publish(events).await.unwrap();
+    output.publish_events(events).await.unwrap();
     for (id, state) in expected {
         assert_eq!(cluster.document(LATEST, &id), state, "{id}");
     }
@@ -244,9 +244,9 @@ async fn lifecycle_events_through_the_disk_queue() {
     let mut upsert = op(OpType::Update, "u", indicator(99, "2026-01-02T00:00:00Z"));
     upsert.metadata.insert("doc_as_upsert".into(), json!(true));
     for chunk in events.chunks(25) {
-        queued.publish(chunk.to_vec()).await.unwrap();
+        queued.publish_events(chunk.to_vec()).await.unwrap();
     }
-    queued.publish(vec![upsert]).await.unwrap();
+    queued.publish_events(vec![upsert]).await.unwrap();
     assert!(queued.wait_until_empty(Duration::from_secs(60)).await);
     for (id, state) in expected {
         assert_eq!(cluster.document(LATEST, &id), state, "{id}");
@@ -267,7 +267,7 @@ async fn the_rules_see_the_final_state() {
     let mut output = output(json!({"hosts": [cluster.url()]}));
     let old = "2026-01-01T00:00:00Z";
     output
-        .publish(
+        .publish_events(
             (0..3)
                 .map(|n| op(OpType::Index, &format!("d{n}"), indicator(n, old)))
                 .collect(),
@@ -275,7 +275,7 @@ async fn the_rules_see_the_final_state() {
         .await
         .unwrap();
     output
-        .publish(vec![
+        .publish_events(vec![
             op(OpType::Update, "d0", refresh("2026-02-10T00:00:00Z")),
             op(OpType::Delete, "d2", json!({})),
         ])
@@ -350,7 +350,7 @@ async fn setup_installs_the_current_state_template_and_a_cidr_fails_nothing() {
     history.set_op_type(OpType::Create);
     history.set_index("logs-ti_threatbeat.misp-default");
     events.push(op(OpType::Update, "d2", refresh("2026-02-02T00:00:00Z")));
-    output.publish(events).await.unwrap();
+    output.publish_events(events).await.unwrap();
     assert!(!cluster.is_data_stream(LATEST));
     assert_eq!(
         cluster.document_count(LATEST),
@@ -365,7 +365,7 @@ async fn setup_installs_the_current_state_template_and_a_cidr_fails_nothing() {
     let stats = output.stats().snapshot();
     assert_eq!((stats.acked, stats.dropped), (6, 0), "{stats:?}");
 
-    output.publish(vec![history]).await.unwrap();
+    output.publish_events(vec![history]).await.unwrap();
     assert_eq!(
         cluster.document_count("logs-ti_threatbeat.misp-default"),
         1,

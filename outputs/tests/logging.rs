@@ -55,7 +55,7 @@ async fn a_refusal_reason_is_logged_once() {
         event.fields["threat"]["indicator"]["ip"] = json!("10.0.0.0/8");
     }
     let mut output = output(json!({"hosts": [cluster.url()], "index": "threatbeat-logs"}));
-    output.publish(events).await.unwrap();
+    output.publish_events(events).await.unwrap();
     assert_eq!(output.stats().snapshot().dropped, 8);
     let text = logs.text();
     assert_eq!(
@@ -78,7 +78,7 @@ async fn credential_errors_are_clear_and_never_show_the_secret() {
     let mut output = output(json!({"hosts": [cluster.url()], "index": "threatbeat-logs",
         "username": "elastic", "password": "s3cr3t-wrong"}));
     let stats = output.stats();
-    let delivery = tokio::spawn(async move { output.publish(indicator_events("cred", 3)).await });
+    let delivery = tokio::spawn(async move { output.publish_events(indicator_events("cred", 3)).await });
     eventually("a rejected request", Duration::from_secs(30), || {
         stats.snapshot().failed_requests >= 2
     })

@@ -47,7 +47,7 @@ async fn the_queue_delivers_everything_and_empties() {
     )
     .unwrap();
     for chunk in indicator_events("q", 1000).chunks(100) {
-        queued.publish(chunk.to_vec()).await.unwrap();
+        queued.publish_events(chunk.to_vec()).await.unwrap();
     }
     assert!(queued.wait_until_empty(Duration::from_secs(60)).await);
     assert_eq!(cluster.document_count(INDEX), 1000);
@@ -77,7 +77,7 @@ async fn publish_returns_during_an_outage_and_the_queue_delivers_after_it() {
     // Durable in the queue: publish returns although Elasticsearch is down.
     tokio::time::timeout(
         Duration::from_secs(30),
-        queued.publish(indicator_events("out", 500)),
+        queued.publish_events(indicator_events("out", 500)),
     )
     .await
     .expect("publish must not wait for Elasticsearch")
@@ -106,7 +106,7 @@ async fn a_full_queue_makes_publish_wait_instead_of_dropping() {
     )
     .unwrap();
     let mut handle = queued.handle();
-    let publishing = tokio::spawn(async move { handle.publish(indicator_events("full", 1000)).await });
+    let publishing = tokio::spawn(async move { handle.publish_events(indicator_events("full", 1000)).await });
     eventually("the queue to fill", Duration::from_secs(30), || {
         queued.stats().pending_bytes > 50_000
     })
@@ -170,7 +170,10 @@ async fn a_corrupted_queue_file_is_reported_and_the_rest_delivered() {
     // One or two records overlap the garbled bytes; everything else arrives.
     let delivered = cluster.document_count(INDEX);
     assert!((98..=99).contains(&delivered), "{delivered}");
-    queued.publish(indicator_events("after", 10)).await.unwrap();
+    queued
+        .publish_events(indicator_events("after", 10))
+        .await
+        .unwrap();
     assert!(queued.wait_until_empty(Duration::from_secs(60)).await);
     assert_eq!(cluster.document_count(INDEX), delivered + 10);
     queued.close().await.unwrap();
@@ -187,7 +190,7 @@ async fn a_memory_queue_also_delivers() {
         &BuildContext::default(),
     )
     .unwrap();
-    queued.publish(indicator_events("m", 300)).await.unwrap();
+    queued.publish_events(indicator_events("m", 300)).await.unwrap();
     assert!(queued.wait_until_empty(Duration::from_secs(60)).await);
     assert_eq!(cluster.document_count(INDEX), 300);
     queued.close().await.unwrap();
@@ -209,7 +212,10 @@ async fn close_drains_while_the_output_makes_progress() {
         &context(directory.path()),
     )
     .unwrap();
-    queued.publish(indicator_events("close", 600)).await.unwrap();
+    queued
+        .publish_events(indicator_events("close", 600))
+        .await
+        .unwrap();
     queued.close().await.unwrap();
     assert_eq!(cluster.document_count(INDEX), 600);
 }
@@ -230,7 +236,7 @@ async fn close_gives_up_during_an_outage_and_keeps_the_events_on_disk() {
         &context(directory.path()),
     )
     .unwrap();
-    queued.publish(indicator_events("kept", 40)).await.unwrap();
+    queued.publish_events(indicator_events("kept", 40)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), queued.close())
         .await
         .unwrap()
@@ -276,7 +282,7 @@ fn queue_child_process() {
         println!("started at {cursor}");
         while cursor < TOTAL {
             let end = (cursor + BATCH).min(TOTAL);
-            queued.publish(events[cursor..end].to_vec()).await.unwrap();
+            queued.publish_events(events[cursor..end].to_vec()).await.unwrap();
             cursor = end;
             let temporary = directory.join("cursor.tmp");
             std::fs::write(&temporary, cursor.to_string()).unwrap();

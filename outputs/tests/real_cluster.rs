@@ -134,7 +134,7 @@ async fn real_cluster_rule_threat_query_sees_the_current_state_only() {
     settings["index"] = json!(index);
     let mut output = common::output(settings);
     output
-        .publish(vec![
+        .publish_events(vec![
             indicator("current", now, false),
             indicator("history", now, true),
             indicator("old", now - chrono::Duration::days(40), false),

@@ -33,7 +33,7 @@ async fn full_verification_with_the_ca_delivers_and_without_it_refuses() {
         .unwrap();
     assert_eq!(report.version, "8.7.1");
     let mut output = output(trusted);
-    output.publish(indicator_events("tls", 20)).await.unwrap();
+    output.publish_events(indicator_events("tls", 20)).await.unwrap();
     assert_eq!(cluster.document_count("threatbeat-tls"), 20);
 }
 

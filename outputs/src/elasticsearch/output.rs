@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use reqwest::Method;
-use threatbeat_core::{Backoff, EncodedEvent, Event, Output, OutputError};
+use threatbeat_core::{Backoff, EncodedEvent, Output, OutputError};
 
 use super::bulk::{self, BulkItem, BULK_PATH};
 use super::classify::{classify_item, classify_response, ItemOutcome, ResponseOutcome};
@@ -522,18 +522,8 @@ fn chunk(mut items: Vec<BulkItem>, size: usize) -> Vec<Vec<BulkItem>> {
 
 #[async_trait]
 impl Output for ElasticsearchOutput {
-    async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
-        let encoded = events
-            .into_iter()
-            .map(Event::encode)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| OutputError::Write(format!("cannot serialise an event: {error}")))?;
-        self.deliver(encoded).await;
-        Ok(())
-    }
-
     /// The queue's documents go into the bulk body as they are, unparsed.
-    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
+    async fn publish(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
         self.deliver(events).await;
         Ok(())
     }
@@ -542,6 +532,7 @@ impl Output for ElasticsearchOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use threatbeat_core::Event;
 
     #[test]
     fn chunks_keep_order_and_size() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use threatbeat_core::{Backoff, BuildContext, ConfigError, EncodedEvent, Event, Origin, Output, OutputError};
+use threatbeat_core::{Backoff, BuildContext, ConfigError, EncodedEvent, Origin, Output, OutputError};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -99,26 +99,8 @@ pub struct QueueHandle {
 }
 
 impl QueueHandle {
-    /// Makes `events` durable in the queue, waiting while it is full.
-    pub async fn push(&self, events: Vec<Event>) -> Result<(), QueueError> {
-        // Serialising (and freeing the trees) is CPU work: keep it off the
-        // async threads, and outside the store lock so pipelines encode in parallel.
-        let encoded = tokio::task::spawn_blocking(move || {
-            events
-                .into_iter()
-                .map(Event::encode)
-                .collect::<Result<Vec<EncodedEvent>, _>>()
-        })
-        .await;
-        let encoded = match encoded {
-            Ok(encoded) => encoded.map_err(|error| QueueError::Encode(error.to_string()))?,
-            Err(error) => std::panic::resume_unwind(error.into_panic()),
-        };
-        self.push_encoded(encoded).await
-    }
-
-    /// Makes already serialised events durable in the queue, waiting while it is full.
-    pub async fn push_encoded(&self, events: Vec<EncodedEvent>) -> Result<(), QueueError> {
+    /// Makes serialised events durable in the queue, waiting while it is full.
+    pub async fn push(&self, events: Vec<EncodedEvent>) -> Result<(), QueueError> {
         let mut remaining: VecDeque<EncodedEvent> = events.into();
         while !remaining.is_empty() {
             let space = self.shared.space_freed.notified();
@@ -157,15 +139,9 @@ impl QueueHandle {
 
 #[async_trait]
 impl Output for QueueHandle {
-    async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
-        self.push(events)
-            .await
-            .map_err(|error| OutputError::Write(error.to_string()))
-    }
-
     /// Events serialised by their pipeline are queued as they are.
-    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
-        self.push_encoded(events)
+    async fn publish(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
+        self.push(events)
             .await
             .map_err(|error| OutputError::Write(error.to_string()))
     }
@@ -289,12 +265,8 @@ impl QueuedOutput {
 
 #[async_trait]
 impl Output for QueuedOutput {
-    async fn publish(&mut self, events: Vec<Event>) -> Result<(), OutputError> {
+    async fn publish(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
         self.handle.publish(events).await
-    }
-
-    async fn publish_encoded(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
-        self.handle.publish_encoded(events).await
     }
 
     /// Drains the queue while the output makes progress (giving up after
@@ -400,7 +372,7 @@ async fn consume(
         if count > 0 {
             loop {
                 let result = tokio::select! {
-                    result = output.publish_encoded(batch.events.clone()) => result,
+                    result = output.publish(batch.events.clone()) => result,
                     _ = stop.cancelled() => return output,
                 };
                 match result {

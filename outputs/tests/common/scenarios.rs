@@ -17,7 +17,7 @@ pub async fn exactly_once(connection: Value, probe: &Probe, index: &str) {
     settings["index"] = json!(index);
     settings["bulk_max_size"] = json!(128);
     let mut first = output(settings.clone());
-    first.publish(indicator_events(index, N)).await.unwrap();
+    first.publish_events(indicator_events(index, N)).await.unwrap();
     let stats = first.stats().snapshot();
     assert_eq!(stats.acked, N as u64, "{stats:?}");
     assert!(
@@ -28,7 +28,7 @@ pub async fn exactly_once(connection: Value, probe: &Probe, index: &str) {
     assert_eq!(probe.ids(index, 10_000).await.len(), N);
 
     let mut again = output(settings);
-    again.publish(indicator_events(index, N)).await.unwrap();
+    again.publish_events(indicator_events(index, N)).await.unwrap();
     let stats = again.stats().snapshot();
     assert_eq!((stats.acked, stats.duplicates), (0, N as u64), "{stats:?}");
     assert_eq!(probe.count(index).await, N as u64);
@@ -88,7 +88,7 @@ pub async fn mapping_error_is_dead_lettered(
     let mut events = indicator_events(index, 10);
     events[3].fields["threat"]["indicator"]["ip"] = json!("10.0.0.0/8");
     let mut output = output(settings);
-    output.publish(events).await.unwrap();
+    output.publish_events(events).await.unwrap();
     let stats = output.stats().snapshot();
     assert_eq!(
         (stats.acked, stats.dead_lettered, stats.dropped),
