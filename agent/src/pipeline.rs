@@ -483,20 +483,44 @@ impl Pipeline {
 
 /// `work` applied to `items` in order; a large list is cut in two and its
 /// second half worked on a second thread, where the machine has one.
-fn in_two_halves<T: Send, U: Send>(mut items: Vec<T>, work: impl Fn(Vec<T>) -> Vec<U> + Sync) -> Vec<U> {
+fn in_two_halves<T: Send, U: Send>(items: Vec<T>, work: impl Fn(Vec<T>) -> Vec<U> + Sync) -> Vec<U> {
+    in_two_halves_on(std::thread::Builder::new(), items, work)
+}
+
+/// [`in_two_halves`] with the second thread started by `helper`.
+fn in_two_halves_on<T: Send, U: Send>(
+    helper: std::thread::Builder,
+    mut items: Vec<T>,
+    work: impl Fn(Vec<T>) -> Vec<U> + Sync,
+) -> Vec<U> {
     // Read once: on Linux it reads the cgroup's CPU quota from files.
     static CORES: OnceLock<usize> = OnceLock::new();
     let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
     if items.len() < PARALLEL_FROM || cores < 2 {
         return work(items);
     }
-    let second_half = items.split_off(items.len() / 2);
+    // Taken by whichever thread works it: the helper, or this one when no
+    // thread can be started (a container at its process limit).
+    let second_half = Mutex::new(Some(items.split_off(items.len() / 2)));
+    let take_second_half = || {
+        second_half
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_default()
+    };
     std::thread::scope(|scope| {
-        let helper = scope.spawn(|| work(second_half));
+        let helper = helper.spawn_scoped(scope, || work(take_second_half()));
         let mut done = work(items);
-        match helper.join() {
-            Ok(rest) => done.extend(rest),
-            Err(panic) => std::panic::resume_unwind(panic),
+        match helper {
+            Ok(helper) => match helper.join() {
+                Ok(rest) => done.extend(rest),
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(error) => {
+                tracing::debug!(%error, "no second thread; the whole batch is worked on one");
+                done.extend(work(take_second_half()));
+            }
         }
         done
     })
@@ -528,6 +552,15 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let used = threads.lock().map(|threads| threads.len()).unwrap_or(0);
         assert_eq!(used, if cores < 2 { 1 } else { 2 });
+
+        // A thread that cannot start (a stack larger than the address space):
+        // the whole batch is worked here, nothing lost.
+        let large: Vec<usize> = (0..PARALLEL_FROM * 3 + 1).collect();
+        let refused = std::thread::Builder::new().stack_size(1 << 50);
+        assert_eq!(
+            in_two_halves_on(refused, large, |half| half),
+            (0..PARALLEL_FROM * 3 + 1).collect::<Vec<_>>()
+        );
 
         let small: Vec<usize> = (0..PARALLEL_FROM - 1).collect();
         assert_eq!(in_two_halves(small.clone(), |half| half), small);
