@@ -162,18 +162,16 @@ impl FieldGroups {
             }
             let (root, depth) = root_of(event, first);
             let last = first.segments().len() - 1;
-            first.with_object_below(root, depth, last, |parent| {
-                for index in group.clone() {
-                    let key = &self.paths[index].segments()[last];
-                    let written = value(index);
-                    match parent.get_mut(key) {
-                        Some(slot) => *slot = written,
-                        None => {
-                            parent.insert(key.clone(), written);
-                        }
+            first
+                .with_object_below(root, depth, last, (), |parent, ()| {
+                    for index in group.clone() {
+                        self.paths[index]
+                            .set_last(parent, value(index), Write::Replace)
+                            .map_err(|(error, _)| (error, ()))?;
                     }
-                }
-            })?;
+                    Ok(())
+                })
+                .map_err(|(error, ())| error)?;
         }
         Ok(())
     }
