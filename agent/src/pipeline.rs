@@ -1,8 +1,8 @@
 //! One pipeline per enabled fileset: it takes each batch its input publishes,
-//! runs the processors, serialises the events and hands them to the shared
-//! output, and only once the output accepted them stores the batch's cursor
-//! and acknowledges. A large batch is processed and serialised on two
-//! threads.
+//! runs the processors, serialises the events and writes them into the queue
+//! (or, without one, the output), and only once they are durable there
+//! stores the batch's cursor and acknowledges. A large batch is processed
+//! and serialised on two threads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,8 +15,8 @@ use threatbeat_core::{
 use threatbeat_processors::Chain;
 
 use crate::lifecycle::{format_time, CurrentState};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use threatbeat_outputs::queue::QueueHandle;
+use tokio::sync::mpsc;
 
 /// The smallest batch whose processing and serialising are shared with a
 /// second thread.
@@ -42,51 +42,33 @@ const INDICATOR_FIELDS: [&str; 10] = [
     "threat.indicator.file.name",
 ];
 
-struct OutputRequest {
-    events: Vec<EncodedEvent>,
-    answer: oneshot::Sender<Result<(), OutputError>>,
-}
-
-/// The pipelines' handle on the one shared output, which runs in its own task.
+/// Where a pipeline's events go: straight into the queue, which every
+/// pipeline shares and its consumer drains into the output; or, where no
+/// queue is configured, into the output itself, one batch at a time.
 #[derive(Clone)]
-pub struct OutputHandle {
-    sender: mpsc::Sender<OutputRequest>,
+pub enum Sink {
+    /// The queue (`queue.disk` or `queue.mem`).
+    Queue(QueueHandle),
+    /// The output, without a queue.
+    Direct(Arc<tokio::sync::Mutex<Box<dyn Output>>>),
 }
 
-impl OutputHandle {
-    /// Starts the task owning `output`. The task closes the output once every
-    /// handle is dropped; await the returned handle to know it is closed.
-    pub fn spawn(mut output: Box<dyn Output>) -> (OutputHandle, JoinHandle<()>) {
-        let (sender, mut receiver) = mpsc::channel::<OutputRequest>(4);
-        let task = tokio::spawn(async move {
-            while let Some(request) = receiver.recv().await {
-                let result = output.publish(request.events).await;
-                let _ = request.answer.send(result);
-            }
-            if let Err(error) = output.close().await {
-                tracing::error!(%error, "closing the output failed");
-            }
-        });
-        (OutputHandle { sender }, task)
-    }
-
-    /// Writes `events`; returns once the output accepted or refused them.
-    ///
-    /// Each pipeline serialises its own events (a large batch on two
-    /// threads) before they reach the one output task, which then only
-    /// moves bytes: the queue stores them, the outputs send them as they are.
+impl Sink {
+    /// Serialises `events` (a large batch on two threads) and writes them;
+    /// returns once the queue made them durable, or the output accepted
+    /// them, or either refused them.
     pub async fn publish(&self, events: Vec<Event>) -> Result<(), OutputError> {
         let events = in_two_halves(events, |half| half.into_iter().map(Event::encode).collect())
             .into_iter()
             .collect::<Result<Vec<EncodedEvent>, _>>()
             .map_err(|error| OutputError::Write(format!("cannot serialise an event: {error}")))?;
-        let (answer, receive) = oneshot::channel();
-        let closed = || OutputError::Write("the output task has stopped".to_owned());
-        self.sender
-            .send(OutputRequest { events, answer })
-            .await
-            .map_err(|_| closed())?;
-        receive.await.map_err(|_| closed())?
+        match self {
+            Sink::Queue(queue) => queue
+                .push(events)
+                .await
+                .map_err(|error| OutputError::Write(error.to_string())),
+            Sink::Direct(output) => output.lock().await.publish(events).await,
+        }
     }
 }
 
@@ -199,7 +181,7 @@ pub struct Pipeline {
     chains: Vec<Chain>,
     index: Option<String>,
     cursors: CursorStore,
-    output: OutputHandle,
+    output: Sink,
     stats: Arc<PipelineStats>,
     current_state: Option<CurrentState>,
 }
@@ -212,7 +194,7 @@ impl Pipeline {
         chains: Vec<Chain>,
         index: Option<String>,
         cursors: CursorStore,
-        output: OutputHandle,
+        output: Sink,
     ) -> Self {
         Self {
             id,

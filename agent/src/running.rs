@@ -1,5 +1,5 @@
 //! The running pipelines, started and stopped one by one: at startup, by hot
-//! reload, and all together at shutdown. The shared output outlives them all.
+//! reload, and all together at shutdown. The queue and the output outlive them all.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::CurrentState;
-use crate::pipeline::{OutputHandle, Pipeline, PipelineStats};
+use crate::pipeline::{Pipeline, PipelineStats, Sink};
 use crate::supervisor::{InputFactory, PipelinePlan, PipelineSummary};
 
 /// How many batches may wait between an input and its pipeline.
@@ -95,7 +95,7 @@ struct RunningPipeline {
 
 /// The pipelines that run, keyed by id.
 pub struct PipelineSet {
-    output: OutputHandle,
+    output: Sink,
     cursors: CursorStore,
     shutdown: CancellationToken,
     once: bool,
@@ -108,7 +108,7 @@ pub struct PipelineSet {
 impl PipelineSet {
     /// An empty set writing through `output`; pipelines stop when `shutdown` is cancelled.
     pub fn new(
-        output: OutputHandle,
+        output: Sink,
         cursors: CursorStore,
         shutdown: CancellationToken,
         once: bool,
@@ -264,13 +264,8 @@ impl PipelineSet {
         // Pipelines stay in the status until the end: one whose input failed
         // keeps `/healthz` at 503 while the others run.
         let PipelineSet {
-            output,
-            running,
-            mut stopped,
-            ..
+            running, mut stopped, ..
         } = self;
-        // No pipeline starts any more: only the running ones keep the output open.
-        drop(output);
         let mut timed_out = false;
         for (id, pipeline) in running {
             let (summary, finished) = finish(id.clone(), pipeline, deadline).await;

@@ -1,6 +1,7 @@
 //! Builds every pipeline from the loaded configuration (so every config
-//! error surfaces before anything starts), then runs them against the one
-//! shared output until shutdown, or for one pass with `--once`.
+//! error surfaces before anything starts), then runs them, each writing
+//! into the one queue in front of the output, until shutdown, or for one
+//! pass with `--once`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use threatbeat_core::{
-    BuildContext, ConfigError, CursorError, CursorStore, Input, Origin, Output, PluginConfig,
+    BuildContext, ConfigError, CursorError, CursorStore, Input, Origin, Output, OutputError, PluginConfig,
 };
 use threatbeat_processors::Chain;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,7 @@ use threatbeat_outputs::queue::{QueueError, QueueSettings, QueuedOutput};
 use crate::config::LoadedConfig;
 use crate::lifecycle::{store_path, CurrentStateSettings};
 use crate::modules::{assign_pipeline_ids, resolve_entries, Definitions, ResolvedFileset};
-use crate::pipeline::OutputHandle;
+use crate::pipeline::Sink;
 use crate::reload::Reloader;
 use crate::running::{PipelineSet, Source, Status};
 
@@ -326,21 +327,22 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<RunSummary, QueueErr
 
 /// [`run`], plus hot reload and a status for the HTTP endpoint.
 pub async fn run_with(plan: Plan, options: RunOptions, services: Services) -> Result<RunSummary, QueueError> {
-    let output: Box<dyn Output> = match plan.queue {
-        Some(settings) => Box::new(QueuedOutput::start(settings, plan.output)?),
-        None => plan.output,
+    // Each pipeline writes into the queue itself; the queue's consumer owns
+    // the output. Without a queue the pipelines share the output.
+    let (sink, outlet) = match plan.queue {
+        Some(settings) => {
+            let queued = QueuedOutput::start(settings, plan.output)?;
+            (Sink::Queue(queued.handle()), Outlet::Queued(queued))
+        }
+        None => {
+            let output = Arc::new(tokio::sync::Mutex::new(plan.output));
+            (Sink::Direct(Arc::clone(&output)), Outlet::Direct(output))
+        }
     };
-    let (output, output_task) = OutputHandle::spawn(output);
     let status = services
         .status
         .unwrap_or_else(|| Arc::new(Status::new(plan.output_description.clone())));
-    let mut pipelines = PipelineSet::new(
-        output,
-        plan.cursors,
-        options.shutdown.clone(),
-        options.once,
-        status,
-    );
+    let mut pipelines = PipelineSet::new(sink, plan.cursors, options.shutdown.clone(), options.once, status);
     for pipeline in plan.pipelines {
         pipelines.start(pipeline);
     }
@@ -363,9 +365,14 @@ pub async fn run_with(plan: Plan, options: RunOptions, services: Services) -> Re
         }
     });
     let (summaries, mut timed_out) = pipelines.finish_all(&deadline).await;
-    // Every pipeline dropped its output handle: the output task closes the output.
+    // The queue delivers what it holds (within its shutdown_timeout), then
+    // the output closes.
     tokio::select! {
-        _ = output_task => {}
+        closed = outlet.close() => {
+            if let Err(error) = closed {
+                tracing::error!(%error, "closing the output failed");
+            }
+        }
         () = deadline.cancelled() => timed_out = true,
     }
     deadline_timer.abort();
@@ -374,6 +381,23 @@ pub async fn run_with(plan: Plan, options: RunOptions, services: Services) -> Re
         output_description: plan.output_description,
         timed_out,
     })
+}
+
+/// What the pipelines write through, closed once they all ended.
+enum Outlet {
+    /// The queue and its consumer, which owns the output.
+    Queued(QueuedOutput),
+    /// The output, shared by the pipelines.
+    Direct(Arc<tokio::sync::Mutex<Box<dyn Output>>>),
+}
+
+impl Outlet {
+    async fn close(self) -> Result<(), OutputError> {
+        match self {
+            Outlet::Queued(mut queued) => queued.close().await,
+            Outlet::Direct(output) => output.lock().await.close().await,
+        }
+    }
 }
 
 /// `${path.*}` references in output settings, filled with the resolved paths.
