@@ -2,7 +2,6 @@
 //! Beats): `GET /metrics` (Prometheus text), `GET /` (a JSON summary like
 //! Beats' stats) and `GET /healthz` (200, or 503 with the reasons).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -65,10 +64,10 @@ pub fn router(status: Arc<Status>) -> Router {
         .with_state(status)
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(status): State<Arc<Status>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        crate::metrics::render(),
+        crate::metrics::render(&status),
     )
         .into_response()
 }
@@ -79,18 +78,18 @@ async fn summary(State(status): State<Arc<Status>>) -> Json<Value> {
     let pipelines: serde_json::Map<String, Value> = status
         .pipelines()
         .into_iter()
-        .map(|(id, stats)| {
-            let last = stats.last_publish_unix.load(Ordering::Relaxed);
+        .map(|(id, telemetry)| {
+            let counts = telemetry.counts();
             let value = json!({
-                "running": stats.input_running.load(Ordering::Relaxed),
+                "running": telemetry.input_running(),
                 "events": {
-                    "published": stats.published.load(Ordering::Relaxed),
-                    "dropped": stats.dropped.load(Ordering::Relaxed),
+                    "published": counts.published,
+                    "dropped": counts.dropped,
                 },
-                "batches": {"failed": stats.failed_batches.load(Ordering::Relaxed)},
-                "cursor_commits": stats.cursors_stored.load(Ordering::Relaxed),
-                "last_publish": if last == 0 { Value::Null } else { json!(last) },
-                "last_failure": stats.last_failure(),
+                "batches": {"failed": counts.failed_batches},
+                "cursor_commits": counts.cursor_commits,
+                "last_publish": telemetry.last_publish(),
+                "last_failure": telemetry.last_failure(),
             });
             (id, value)
         })
@@ -126,7 +125,7 @@ async fn health(State(status): State<Arc<Status>>) -> Response {
 pub fn health_problems(status: &Status) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(limit) = status.max_queue_age {
-        let age = threatbeat_outputs::metrics::queue_oldest_event_age();
+        let age = status.oldest_queued_event_age();
         if age > limit {
             problems.push(format!(
                 "output: the oldest queued event has waited {}s, longer than http.max_queue_age ({}s); \
@@ -136,11 +135,11 @@ pub fn health_problems(status: &Status) -> Vec<String> {
             ));
         }
     }
-    for (id, stats) in status.pipelines() {
-        if !stats.input_running.load(Ordering::Relaxed) {
+    for (id, telemetry) in status.pipelines() {
+        if !telemetry.input_running() {
             problems.push(format!("pipeline {id}: its input stopped"));
         }
-        if let Some(failure) = stats.last_failure() {
+        if let Some(failure) = telemetry.last_failure() {
             problems.push(format!(
                 "pipeline {id}: the last batch was not written: {failure}"
             ));

@@ -20,4 +20,5 @@ pub mod progress;
 pub mod reload;
 pub mod running;
 pub mod supervisor;
+pub mod telemetry;
 pub mod test_modules;

@@ -4,17 +4,17 @@
 //! stores the batch's cursor and acknowledges. A large batch is processed
 //! and serialised on two threads.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use threatbeat_core::{
-    Batch, CursorStore, EncodedEvent, Event, FieldPath, Output, OutputError, PublishError, PublishRequest,
+    Batch, CursorStore, EncodedEvent, Event, Output, OutputError, PublishError, PublishRequest,
 };
 use threatbeat_processors::Chain;
 
 use crate::lifecycle::{format_time, CurrentState};
+use crate::telemetry::{FailureCause, PipelineEvent, PipelineTelemetry};
 use threatbeat_outputs::queue::QueueHandle;
 use tokio::sync::mpsc;
 
@@ -24,23 +24,6 @@ const PARALLEL_FROM: usize = 128;
 
 /// How many ended indicators one delete step queues.
 const SWEEP_STEP: usize = 1000;
-
-/// How many indicator values a pipeline keeps to show in the `--once` summary.
-const SAMPLE_SIZE: usize = 5;
-
-/// Indicator fields shown in the summary, in order of preference.
-const INDICATOR_FIELDS: [&str; 10] = [
-    "threat.indicator.ip",
-    "threat.indicator.url.domain",
-    "threat.indicator.domain",
-    "threat.indicator.url.full",
-    "threat.indicator.url.original",
-    "threat.indicator.email.address",
-    "threat.indicator.file.hash.sha256",
-    "threat.indicator.file.hash.sha1",
-    "threat.indicator.file.hash.md5",
-    "threat.indicator.file.name",
-];
 
 /// Where a pipeline's events go: straight into the queue, which every
 /// pipeline shares and its consumer drains into the output; or, where no
@@ -72,106 +55,19 @@ impl Sink {
     }
 }
 
-/// Counters of one pipeline, readable while it runs.
-#[derive(Debug, Default)]
-pub struct PipelineStats {
-    /// Events the output accepted.
-    pub published: AtomicU64,
-    /// Events dropped by processors.
-    pub dropped: AtomicU64,
-    /// Batches the output refused (their cursor did not move).
-    pub failed_batches: AtomicU64,
-    /// Cursors stored.
-    pub cursors_stored: AtomicU64,
-    /// Current-state documents written (indicators valid when their batch arrived).
-    pub current_state_written: AtomicU64,
-    /// Whether the input is running (set by the supervisor).
-    pub input_running: AtomicBool,
-    /// Unix seconds of the last batch the output accepted; 0 before the first.
-    pub last_publish_unix: AtomicU64,
-    /// Why the last batch failed; `None` once a batch succeeds again.
-    last_failure: Mutex<Option<String>>,
-    samples: Mutex<Vec<(usize, String)>>,
+/// Why a batch was not written.
+struct BatchFailure {
+    cause: FailureCause,
+    reason: String,
 }
 
-impl PipelineStats {
-    /// Why the most recent batch failed, when it did.
-    pub fn last_failure(&self) -> Option<String> {
-        self.last_failure
-            .lock()
-            .map(|failure| failure.clone())
-            .unwrap_or(None)
-    }
-
-    fn set_last_failure(&self, failure: Option<String>) {
-        if let Ok(mut last) = self.last_failure.lock() {
-            *last = failure;
+impl BatchFailure {
+    fn new(cause: FailureCause, reason: impl ToString) -> Self {
+        Self {
+            cause,
+            reason: reason.to_string(),
         }
     }
-
-    /// A few indicator values that went out, for the summary.
-    pub fn samples(&self) -> Vec<String> {
-        self.samples
-            .lock()
-            .map(|samples| samples.iter().map(|(_, value)| value.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    // Keeps the most telling values (network indicators before hashes), at most
-    // two per field so the summary shows a mix of kinds.
-    fn record_samples(&self, events: &[Event]) {
-        let paths = indicator_paths();
-        let Ok(mut samples) = self.samples.lock() else {
-            return;
-        };
-        for event in events {
-            let found = paths.iter().enumerate().find_map(|(rank, path)| {
-                let value = match event.get(path)? {
-                    Value::String(text) => text.clone(),
-                    Value::Array(items) => items.first().and_then(Value::as_str)?.to_owned(),
-                    _ => return None,
-                };
-                Some((rank, value))
-            });
-            let Some((rank, value)) = found else {
-                continue;
-            };
-            let same_kind = samples.iter().filter(|(kind, _)| *kind == rank).count();
-            if same_kind >= 2 || samples.iter().any(|(_, seen)| *seen == value) {
-                continue;
-            }
-            if samples.len() < SAMPLE_SIZE {
-                samples.push((rank, value));
-            } else if let Some(worst) = samples
-                .iter()
-                .map(|(kind, _)| *kind)
-                .max()
-                .filter(|worst| *worst > rank)
-            {
-                if let Some(position) = samples.iter().rposition(|(kind, _)| *kind == worst) {
-                    samples[position] = (rank, value);
-                }
-            }
-        }
-        samples.sort_by_key(|(kind, _)| *kind);
-    }
-}
-
-fn indicator_paths() -> &'static [FieldPath] {
-    static PATHS: OnceLock<Vec<FieldPath>> = OnceLock::new();
-    PATHS.get_or_init(|| {
-        INDICATOR_FIELDS
-            .iter()
-            .filter_map(|field| FieldPath::parse(field).ok())
-            .collect()
-    })
-}
-
-/// What one batch did, for the summary log line.
-struct Written {
-    received: usize,
-    published: usize,
-    cursor_stored: bool,
 }
 
 /// The per-fileset stage between an input and the output.
@@ -182,7 +78,7 @@ pub struct Pipeline {
     index: Option<String>,
     cursors: CursorStore,
     output: Sink,
-    stats: Arc<PipelineStats>,
+    telemetry: Arc<PipelineTelemetry>,
     current_state: Option<CurrentState>,
 }
 
@@ -197,12 +93,12 @@ impl Pipeline {
         output: Sink,
     ) -> Self {
         Self {
+            telemetry: Arc::new(PipelineTelemetry::new(id.clone())),
             id,
             chains,
             index,
             cursors,
             output,
-            stats: Arc::default(),
             current_state: None,
         }
     }
@@ -215,9 +111,9 @@ impl Pipeline {
         self
     }
 
-    /// The pipeline's counters.
-    pub fn stats(&self) -> Arc<PipelineStats> {
-        Arc::clone(&self.stats)
+    /// Where the pipeline reports what happens, and its counters are read.
+    pub fn telemetry(&self) -> Arc<PipelineTelemetry> {
+        Arc::clone(&self.telemetry)
     }
 
     /// Handles batches until every publisher is dropped (the input returned).
@@ -286,61 +182,39 @@ impl Pipeline {
 
     async fn handle(&self, batch: Batch) -> Result<(), PublishError> {
         let started = Instant::now();
-        let result = self.write(batch).await;
-        let metrics = crate::metrics::agent();
-        match &result {
-            Ok(written) => {
-                self.stats.set_last_failure(None);
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                self.stats
-                    .last_publish_unix
-                    .store(now.as_secs(), Ordering::Relaxed);
-                metrics
-                    .last_publish
-                    .with_label_values(&[self.id.as_str()])
-                    .set(now.as_secs_f64());
-                let (module, fileset) = self.id.split_once('/').unwrap_or((self.id.as_str(), ""));
-                tracing::info!(
-                    pipeline = %self.id,
-                    module,
-                    fileset,
-                    events = written.received,
-                    published = written.published,
-                    dropped = written.received - written.published,
-                    cursor = written.cursor_stored,
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "batch published"
-                );
+        let received = batch.events.len();
+        let cursor_stored = batch.cursor.is_some();
+        match self.write(batch).await {
+            Ok(published) => {
+                self.telemetry.record(PipelineEvent::BatchWritten {
+                    received,
+                    published,
+                    cursor_stored,
+                    duration: started.elapsed(),
+                });
+                Ok(())
             }
-            Err(error) => {
-                self.stats.set_last_failure(Some(error.to_string()));
-                metrics
-                    .batches_failed
-                    .with_label_values(&[self.id.as_str()])
-                    .inc();
+            Err(BatchFailure { cause, reason }) => {
+                self.telemetry.record(PipelineEvent::BatchFailed {
+                    cause,
+                    reason: reason.clone(),
+                });
+                Err(PublishError::Failed(reason))
             }
         }
-        result.map(|_| ())
     }
 
-    async fn write(&self, batch: Batch) -> Result<Written, PublishError> {
-        let metrics = crate::metrics::agent();
-        let label = [self.id.as_str()];
-        let received = batch.events.len();
+    /// Processes and writes a batch, then stores its cursor; returns how
+    /// many events were written.
+    async fn write(&self, batch: Batch) -> Result<usize, BatchFailure> {
         let read_at = Value::String(format_time(chrono::Utc::now()));
         let events = self.process_all(batch.events, &read_at);
-        let dropped = (received - events.len()) as u64;
-        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-        metrics.events_dropped.with_label_values(&label).inc_by(dropped);
         let published = events.len();
         let mut listed = Vec::new();
         if !events.is_empty() {
-            let count = events.len() as u64;
-            self.stats.record_samples(&events);
-            let store_failed = |error: crate::lifecycle::StoreError| {
-                tracing::error!(pipeline = %self.id, %error, "the current state could not be read or recorded; the batch's cursor is not stored");
-                PublishError::Failed(error.to_string())
-            };
+            self.telemetry.record_samples(&events);
+            let store_failed =
+                |error: crate::lifecycle::StoreError| BatchFailure::new(FailureCause::CurrentState, error);
             let (events, prepared) = match &self.current_state {
                 Some(state) => {
                     let mut prepared = state.prepare(events, unix_now()).map_err(store_failed)?;
@@ -348,57 +222,41 @@ impl Pipeline {
                 }
                 None => (events, None),
             };
-            if let Err(error) = self.output.publish(events).await {
-                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(pipeline = %self.id, %error, "the output refused a batch; its cursor is not stored");
-                return Err(PublishError::Failed(error.to_string()));
-            }
+            self.output
+                .publish(events)
+                .await
+                .map_err(|error| BatchFailure::new(FailureCause::OutputRefused, error))?;
             if let (Some(state), Some(prepared)) = (&self.current_state, prepared) {
                 state
                     .commit(&prepared.records, &prepared.deleted)
                     .map_err(store_failed)?;
-                self.stats
-                    .current_state_written
-                    .fetch_add(prepared.written as u64, Ordering::Relaxed);
                 listed = prepared.listed;
             }
-            self.stats.published.fetch_add(count, Ordering::Relaxed);
-            metrics.events_published.with_label_values(&label).inc_by(count);
         }
         if let Some(state) = &self.current_state {
             state.note_listing(batch.starts_poll, listed);
             if batch.ends_poll {
-                self.end_listing(state).await?;
+                self.end_listing(state)
+                    .await
+                    .map_err(|error| BatchFailure::new(FailureCause::EndListing, error))?;
             }
         }
         if let Some(cursor) = &batch.cursor {
-            if let Err(error) = self.cursors.store(&self.id, cursor) {
-                tracing::error!(pipeline = %self.id, %error, "the events were written but the cursor could not be stored");
-                return Err(PublishError::Failed(format!(
-                    "storing the cursor failed: {error}"
-                )));
-            }
-            self.stats.cursors_stored.fetch_add(1, Ordering::Relaxed);
-            metrics.cursor_commits.with_label_values(&label).inc();
+            self.cursors.store(&self.id, cursor).map_err(|error| {
+                BatchFailure::new(
+                    FailureCause::Cursor,
+                    format!("storing the cursor failed: {error}"),
+                )
+            })?;
         }
-        Ok(Written {
-            received,
-            published,
-            cursor_stored: batch.cursor.is_some(),
-        })
+        Ok(published)
     }
 
     /// Deletes the documents of the indicators that a complete poll of a
     /// whole-list feed no longer held, before the poll's cursor moves. A
     /// failure fails the batch: the next poll lists everything again.
-    async fn end_listing(&self, state: &CurrentState) -> Result<(), PublishError> {
-        let failed = |error: String| {
-            tracing::warn!(pipeline = %self.id, %error, "indicators no longer listed were not deleted; the next poll tries again");
-            PublishError::Failed(error)
-        };
-        let ended = state
-            .end_listing(&self.id)
-            .map_err(|error| failed(error.to_string()))?;
+    async fn end_listing(&self, state: &CurrentState) -> Result<(), String> {
+        let ended = state.end_listing(&self.id).map_err(|error| error.to_string())?;
         let total = ended.len();
         let mut ended = ended.into_iter().peekable();
         while ended.peek().is_some() {
@@ -406,10 +264,10 @@ impl Pipeline {
             self.output
                 .publish(std::mem::take(&mut step.events))
                 .await
-                .map_err(|error| failed(error.to_string()))?;
+                .map_err(|error| error.to_string())?;
             state
                 .swept(&step, unix_now())
-                .map_err(|error| failed(error.to_string()))?;
+                .map_err(|error| error.to_string())?;
         }
         if total > 0 {
             tracing::info!(pipeline = %self.id, ended = total, "current state: indicators no longer listed deleted");
@@ -440,11 +298,10 @@ impl Pipeline {
             Ok(kept) => kept?,
             Err(payload) => {
                 let panic = crate::running::panic_message(&*payload);
-                tracing::error!(pipeline = %self.id, id = id.as_deref().unwrap_or("(none)"), panic, "a processor panicked on this event; the event is dropped, the others go on");
-                crate::metrics::agent()
-                    .panics
-                    .with_label_values(&[self.id.as_str()])
-                    .inc();
+                self.telemetry.record(PipelineEvent::ProcessorPanicked {
+                    event_id: id.as_deref(),
+                    panic,
+                });
                 return None;
             }
         };

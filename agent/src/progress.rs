@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -344,12 +343,13 @@ fn sample(status: &Status) -> BTreeMap<String, Counters> {
     status
         .pipelines()
         .into_iter()
-        .map(|(id, stats)| {
+        .map(|(id, telemetry)| {
+            let counts = telemetry.counts();
             let counters = Counters {
                 pages: pages.remove(&id).unwrap_or(0),
                 records: records.remove(&id).unwrap_or(0),
-                published: stats.published.load(Ordering::Relaxed),
-                dropped: stats.dropped.load(Ordering::Relaxed),
+                published: counts.published,
+                dropped: counts.dropped,
             };
             (id, counters)
         })

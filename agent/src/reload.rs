@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,10 +185,7 @@ impl Reloader {
             return false;
         };
         let pipelines = status.pipelines();
-        !pipelines.is_empty()
-            && pipelines
-                .values()
-                .all(|stats| !stats.input_running.load(Ordering::Relaxed))
+        !pipelines.is_empty() && pipelines.values().all(|telemetry| !telemetry.input_running())
     }
 
     /// The folder holding the module files.

@@ -3,18 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use threatbeat_core::{Backoff, CursorError, CursorStore, Input, InputContext, InputError, Publisher};
+use threatbeat_outputs::queue::QueueHandle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::CurrentState;
-use crate::pipeline::{Pipeline, PipelineStats, Sink};
+use crate::pipeline::{Pipeline, Sink};
 use crate::supervisor::{InputFactory, PipelinePlan, PipelineSummary};
+use crate::telemetry::{PipelineCounts, PipelineEvent, PipelineTelemetry};
 
 /// How many batches may wait between an input and its pipeline.
 const PUBLISH_QUEUE: usize = 4;
@@ -37,10 +38,14 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// What the HTTP endpoint reads: every running pipeline's counters.
+/// What the HTTP endpoint reads: every pipeline's telemetry, and the queue.
 #[derive(Debug)]
 pub struct Status {
-    pipelines: RwLock<BTreeMap<String, Arc<PipelineStats>>>,
+    pipelines: RwLock<BTreeMap<String, Arc<PipelineTelemetry>>>,
+    /// The counts of pipelines stopped by a reload, by id (added to those of
+    /// a pipeline started again under the same id, so counters only grow).
+    stopped: Mutex<BTreeMap<String, StoppedPipeline>>,
+    queue: OnceLock<QueueHandle>,
     /// When the agent started.
     pub started: SystemTime,
     /// Where events go.
@@ -49,11 +54,22 @@ pub struct Status {
     pub max_queue_age: Option<Duration>,
 }
 
+/// What is kept of a pipeline a reload stopped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoppedPipeline {
+    /// Its counts.
+    pub counts: PipelineCounts,
+    /// Unix seconds of its last written batch, if any.
+    pub last_publish: Option<u64>,
+}
+
 impl Status {
     /// An empty status for an agent writing to `output_description`.
     pub fn new(output_description: String) -> Self {
         Self {
             pipelines: RwLock::default(),
+            stopped: Mutex::default(),
+            queue: OnceLock::new(),
             started: SystemTime::now(),
             output_description,
             max_queue_age: None,
@@ -66,20 +82,51 @@ impl Status {
         self
     }
 
-    /// The running pipelines' counters, by id.
-    pub fn pipelines(&self) -> BTreeMap<String, Arc<PipelineStats>> {
+    /// The running pipelines' telemetry, by id.
+    pub fn pipelines(&self) -> BTreeMap<String, Arc<PipelineTelemetry>> {
         self.pipelines.read().map(|map| map.clone()).unwrap_or_default()
     }
 
-    fn insert(&self, id: &str, stats: Arc<PipelineStats>) {
+    /// What is kept of the pipelines a reload stopped, by id.
+    pub fn stopped(&self) -> BTreeMap<String, StoppedPipeline> {
+        self.stopped.lock().map(|map| map.clone()).unwrap_or_default()
+    }
+
+    /// How long the queue's oldest unacknowledged event has waited (zero
+    /// without a queue, or with an empty one).
+    pub fn oldest_queued_event_age(&self) -> Duration {
+        self.queue
+            .get()
+            .map_or(Duration::ZERO, QueueHandle::oldest_event_age)
+    }
+
+    /// The queue the pipelines write into, for its age.
+    pub(crate) fn watch_queue(&self, queue: QueueHandle) {
+        let _ = self.queue.set(queue);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn insert_for_tests(&self, id: &str, telemetry: Arc<PipelineTelemetry>) {
+        self.insert(id, telemetry);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn remove_for_tests(&self, id: &str) {
+        self.remove(id);
+    }
+
+    fn insert(&self, id: &str, telemetry: Arc<PipelineTelemetry>) {
         if let Ok(mut map) = self.pipelines.write() {
-            map.insert(id.to_owned(), stats);
+            map.insert(id.to_owned(), telemetry);
         }
     }
 
     fn remove(&self, id: &str) {
-        if let Ok(mut map) = self.pipelines.write() {
-            map.remove(id);
+        let removed = self.pipelines.write().ok().and_then(|mut map| map.remove(id));
+        if let (Some(telemetry), Ok(mut stopped)) = (removed, self.stopped.lock()) {
+            let kept = stopped.entry(id.to_owned()).or_default();
+            kept.counts = kept.counts.plus(telemetry.counts());
+            kept.last_publish = telemetry.last_publish().or(kept.last_publish);
         }
     }
 }
@@ -88,7 +135,7 @@ struct RunningPipeline {
     source: Source,
     fingerprint: String,
     stop: CancellationToken,
-    stats: Arc<PipelineStats>,
+    telemetry: Arc<PipelineTelemetry>,
     input_task: JoinHandle<Result<(), InputError>>,
     pipeline_task: JoinHandle<()>,
 }
@@ -192,7 +239,7 @@ impl PipelineSet {
                 ),
             }
         }
-        let stats = pipeline.stats();
+        let telemetry = pipeline.telemetry();
         let pipeline_task = tokio::spawn(pipeline.run(requests));
         let stop = self.shutdown.child_token();
         let context = InputContext {
@@ -202,29 +249,23 @@ impl PipelineSet {
             shutdown: stop.clone(),
             run_once: self.once,
         };
-        stats.input_running.store(true, Ordering::Relaxed);
-        crate::metrics::agent().init_pipeline(&id);
-        let up = crate::metrics::agent()
-            .pipeline_up
-            .with_label_values(&[id.as_str()]);
-        up.set(1);
+        telemetry.record(PipelineEvent::InputRunning { restarted: false });
         let input_task = tokio::spawn(supervise_input(SupervisedInput {
             input: plan.input,
             rebuild: plan.rebuild,
             context,
             cursors: self.cursors.clone(),
-            stats: Arc::clone(&stats),
-            up,
+            telemetry: Arc::clone(&telemetry),
         }));
         tracing::info!(pipeline = %id, source = %plan.source, "pipeline started");
-        self.status.insert(&id, Arc::clone(&stats));
+        self.status.insert(&id, Arc::clone(&telemetry));
         self.running.insert(
             id,
             RunningPipeline {
                 source: plan.source,
                 fingerprint: plan.fingerprint,
                 stop,
-                stats,
+                telemetry,
                 input_task,
                 pipeline_task,
             },
@@ -249,10 +290,6 @@ impl PipelineSet {
         let (summary, _) = finish(id.to_owned(), pipeline, &deadline).await;
         timer.abort();
         self.status.remove(id);
-        crate::metrics::agent()
-            .pipeline_up
-            .with_label_values(&[id])
-            .set(0);
         tracing::info!(pipeline = %id, published = summary.published, "pipeline stopped");
         self.stopped.push(summary);
     }
@@ -282,8 +319,7 @@ struct SupervisedInput {
     rebuild: Option<InputFactory>,
     context: InputContext,
     cursors: CursorStore,
-    stats: Arc<PipelineStats>,
-    up: prometheus::IntGauge,
+    telemetry: Arc<PipelineTelemetry>,
 }
 
 /// The longest wait before restarting an input that panicked.
@@ -301,36 +337,38 @@ async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> 
         rebuild,
         mut context,
         cursors,
-        stats,
-        up,
+        telemetry,
     } = supervised;
     let mut restarts: u32 = 0;
     let mut restart_backoff = Backoff::new(Duration::from_secs(1), MAX_RESTART_DELAY);
     loop {
         let outcome = tokio::spawn(input.run(context.clone())).await;
-        stats.input_running.store(false, Ordering::Relaxed);
-        up.set(0);
+        telemetry.record(PipelineEvent::InputStopped);
         let panic = match outcome {
             Ok(result) => return result,
             Err(error) if error.is_panic() => panic_message(&*error.into_panic()).to_owned(),
             Err(error) => return Err(InputError::Fatal(format!("the input task ended: {error}"))),
         };
-        crate::metrics::agent()
-            .panics
-            .with_label_values(&[context.id.as_str()])
-            .inc();
         let stopped = |reason: String| {
             Err(InputError::Fatal(format!(
                 "the input panicked ({panic}); {reason}"
             )))
         };
         let Some(rebuild) = rebuild.as_ref().filter(|_| !context.run_once) else {
-            tracing::error!(pipeline = %context.id, %panic, "the input panicked; it is not restarted");
+            telemetry.record(PipelineEvent::InputPanicked {
+                panic: &panic,
+                restart_in: None,
+                restarts,
+            });
             return stopped("not restarted".to_owned());
         };
         let delay = restart_backoff.next_wait();
         restarts += 1;
-        tracing::error!(pipeline = %context.id, %panic, restart_in = ?delay, restarts, "the input panicked; it is restarted from its stored cursor");
+        telemetry.record(PipelineEvent::InputPanicked {
+            panic: &panic,
+            restart_in: Some(delay),
+            restarts,
+        });
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = context.shutdown.cancelled() => return stopped("the agent stopped before its restart".to_owned()),
@@ -346,9 +384,7 @@ async fn supervise_input(supervised: SupervisedInput) -> Result<(), InputError> 
                 None
             }
         };
-        stats.input_running.store(true, Ordering::Relaxed);
-        up.set(1);
-        tracing::info!(pipeline = %context.id, "the input runs again");
+        telemetry.record(PipelineEvent::InputRunning { restarted: true });
     }
 }
 
@@ -383,14 +419,15 @@ async fn finish(
         // current-state store's file lock) is released before a restart opens it.
         let _ = pipeline_task.await;
     }
-    let stats = &pipeline.stats;
+    let telemetry = &pipeline.telemetry;
+    let counts = telemetry.counts();
     let summary = PipelineSummary {
         id,
-        published: stats.published.load(Ordering::Relaxed),
-        dropped: stats.dropped.load(Ordering::Relaxed),
-        failed_batches: stats.failed_batches.load(Ordering::Relaxed),
-        last_batch_failed: stats.last_failure().is_some(),
-        samples: stats.samples(),
+        published: counts.published,
+        dropped: counts.dropped,
+        failed_batches: counts.failed_batches,
+        last_batch_failed: telemetry.last_failure().is_some(),
+        samples: telemetry.samples(),
         input_error,
     };
     (summary, finished)

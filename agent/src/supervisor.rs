@@ -327,11 +327,15 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<RunSummary, QueueErr
 
 /// [`run`], plus hot reload and a status for the HTTP endpoint.
 pub async fn run_with(plan: Plan, options: RunOptions, services: Services) -> Result<RunSummary, QueueError> {
+    let status = services
+        .status
+        .unwrap_or_else(|| Arc::new(Status::new(plan.output_description.clone())));
     // Each pipeline writes into the queue itself; the queue's consumer owns
     // the output. Without a queue the pipelines share the output.
     let (sink, outlet) = match plan.queue {
         Some(settings) => {
             let queued = QueuedOutput::start(settings, plan.output)?;
+            status.watch_queue(queued.handle());
             (Sink::Queue(queued.handle()), Outlet::Queued(queued))
         }
         None => {
@@ -339,9 +343,6 @@ pub async fn run_with(plan: Plan, options: RunOptions, services: Services) -> Re
             (Sink::Direct(Arc::clone(&output)), Outlet::Direct(output))
         }
     };
-    let status = services
-        .status
-        .unwrap_or_else(|| Arc::new(Status::new(plan.output_description.clone())));
     let mut pipelines = PipelineSet::new(sink, plan.cursors, options.shutdown.clone(), options.once, status);
     for pipeline in plan.pipelines {
         pipelines.start(pipeline);

@@ -159,7 +159,7 @@ async fn health_follows_inputs_and_the_output() {
     // The first batch is written: healthy, and the summary shows it.
     let stats = loop {
         if let Some(stats) = status.pipelines().get("test/steady").cloned() {
-            if stats.cursors_stored.load(Ordering::SeqCst) == 1 {
+            if stats.counts().cursor_commits == 1 {
                 break stats;
             }
         }
@@ -180,7 +180,7 @@ async fn health_follows_inputs_and_the_output() {
     down.store(false, Ordering::SeqCst);
     next.store(true, Ordering::SeqCst);
     eventually("recovery", &status, |problems| problems.is_empty()).await;
-    assert_eq!(stats.failed_batches.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.counts().failed_batches, 1);
 
     // The router answers with the same view.
     let app = router(Arc::clone(&status));
@@ -296,33 +296,28 @@ async fn a_panicking_input_is_restarted_and_health_follows() {
     };
     let status = Arc::new(Status::new("test output".into()));
     let (shutdown, running) = start(plan, &status);
-    let up = || {
-        threatbeat::metrics::agent()
-            .pipeline_up
-            .with_label_values(&["test/panicky"])
-            .get()
+    // Read from /metrics as Prometheus sees it.
+    let metric = |name: &str| {
+        let series = format!("{name}{{pipeline=\"test/panicky\"}}");
+        threatbeat::metrics::sample(&threatbeat::metrics::render(&status), &series)
     };
+    let up = || metric("threatbeat_pipeline_up");
     let problems = eventually("the panic", &status, |problems| !problems.is_empty()).await;
     assert!(problems[0].contains("test/panicky"), "{problems:?}");
-    assert_eq!(up(), 0);
+    assert_eq!(up(), Some(0.0));
     // Restarted after a second: healthy, up, and its first batch written.
     eventually("the restart", &status, |problems| problems.is_empty()).await;
-    assert_eq!(up(), 1);
+    assert_eq!(up(), Some(1.0));
     let stats = status.pipelines().get("test/panicky").cloned().unwrap();
     for _ in 0..200 {
-        if stats.cursors_stored.load(Ordering::SeqCst) >= 1 {
+        if stats.counts().cursor_commits >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(stats.cursors_stored.load(Ordering::SeqCst), 1);
-    assert_eq!(
-        threatbeat::metrics::agent()
-            .panics
-            .with_label_values(&["test/panicky"])
-            .get(),
-        1
-    );
+    assert_eq!(stats.counts().cursor_commits, 1);
+    assert_eq!(metric("threatbeat_pipeline_panics_total"), Some(1.0));
+    assert_eq!(stats.counts().panics, 1);
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }

@@ -86,25 +86,6 @@ pub struct QueueMetrics {
     pub acked: IntCounterVec,
 }
 
-/// The age of the oldest event any queue holds un-acknowledged (zero when
-/// empty): how long the output has failed to take events, which `/healthz`
-/// compares with `http.max_queue_age`. Reads the existing series only.
-pub fn queue_oldest_event_age() -> std::time::Duration {
-    use prometheus::core::Collector;
-    let seconds = queue()
-        .oldest_event_age
-        .collect()
-        .iter()
-        .flat_map(|family| {
-            family
-                .get_metric()
-                .iter()
-                .map(|metric| metric.get_gauge().get_value())
-        })
-        .fold(0.0_f64, f64::max);
-    std::time::Duration::from_secs_f64(seconds.max(0.0))
-}
-
 /// The events every queue holds un-acknowledged: the backlog an output
 /// logs when it recovers. Reads the existing series only.
 pub fn queue_pending_events() -> u64 {

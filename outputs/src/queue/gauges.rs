@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
 
@@ -22,6 +22,8 @@ pub(super) struct QueueGauges {
     /// events are all acknowledged are removed on refresh.
     arrivals: Mutex<VecDeque<(u64, Instant)>>,
     pushed_total: AtomicU64,
+    /// The age last computed, in seconds, for readers that must not wait.
+    oldest_age_seconds: AtomicU64,
 }
 
 impl QueueGauges {
@@ -45,6 +47,7 @@ impl QueueGauges {
             acked: metrics.acked.with_label_values(&label),
             arrivals: Mutex::new(arrivals),
             pushed_total: AtomicU64::new(pending_at_open),
+            oldest_age_seconds: AtomicU64::new(0),
         }
     }
 
@@ -79,7 +82,14 @@ impl QueueGauges {
             _ => 0,
         };
         self.oldest_age.set(age);
+        self.oldest_age_seconds
+            .store(age.max(0) as u64, Ordering::Relaxed);
         age
+    }
+
+    /// The age [`Self::refresh`] last computed.
+    pub(super) fn oldest_event_age(&self) -> Duration {
+        Duration::from_secs(self.oldest_age_seconds.load(Ordering::Relaxed))
     }
 }
 
@@ -104,12 +114,15 @@ mod tests {
         gauges.record_push(4);
         assert_eq!(arrivals(&gauges), vec![2, 5, 9]);
         // 9 pushed, 6 pending: 3 consumed, so the second push (events 3..5) is the oldest.
-        assert!(gauges.refresh(6, 0) >= 0);
+        let age = gauges.refresh(6, 0);
+        assert!(age >= 0);
+        assert_eq!(gauges.oldest_event_age().as_secs(), age as u64);
         assert_eq!(arrivals(&gauges), vec![5, 9]);
         // 4 pending: the first two pushes are fully acknowledged.
         gauges.refresh(4, 0);
         assert_eq!(arrivals(&gauges), vec![9]);
         assert_eq!(gauges.refresh(0, 0), 0);
+        assert_eq!(gauges.oldest_event_age(), Duration::ZERO);
         assert!(arrivals(&gauges).is_empty());
     }
 }

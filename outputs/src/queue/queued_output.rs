@@ -98,7 +98,20 @@ pub struct QueueHandle {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for QueueHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueHandle").finish_non_exhaustive()
+    }
+}
+
 impl QueueHandle {
+    /// How long the oldest event not yet acknowledged has waited (zero when
+    /// the queue is empty), as of the last push, acknowledgement or
+    /// periodic refresh (at most a second ago); never waits for the disk.
+    pub fn oldest_event_age(&self) -> Duration {
+        self.shared.gauges.oldest_event_age()
+    }
+
     /// Makes serialised events durable in the queue, waiting while it is full.
     pub async fn push(&self, events: Vec<EncodedEvent>) -> Result<(), QueueError> {
         let mut remaining: VecDeque<EncodedEvent> = events.into();
