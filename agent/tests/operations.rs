@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ops_support::Home;
 use serde_json::Value;
+use threatbeat::metrics::sample;
 use threatbeat_test_support::elasticsearch::{Credential, ElasticsearchSimulator};
 use threatbeat_test_support::misp::{generate_events, MispSimulator};
 
@@ -38,11 +39,6 @@ fn get(address: &str, path: &str) -> (u16, String) {
 }
 
 /// The value of the sample `name{labels}` in a Prometheus text page.
-fn sample(page: &str, series: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
 /// Documents in every index (the fileset picks the index or data stream).
 fn indexed(es: &ElasticsearchSimulator) -> usize {
     es.indices().iter().map(|index| es.document_count(index)).sum()

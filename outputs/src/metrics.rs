@@ -1,74 +1,163 @@
 //! Prometheus metrics of the Elasticsearch output and the queue, registered in
 //! `prometheus::default_registry()` (the agent's `/metrics` serves that registry).
-//! They are updated where the `stats()` counters are, so both always agree.
+//! What their `stats()` also report is counted once, by the output and the
+//! queue, and read into the registry when it is gathered ([`LiveCounters`]).
 //! Every metric is listed in `docs/operations.md`.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts};
 
-/// Metrics of the Elasticsearch output. Per-result handles are resolved once.
+use crate::elasticsearch::OutputStats;
+
+/// One object's counts, per series: its label values and its count.
+pub(crate) type ReadCounts<T> = fn(&T) -> Vec<(Vec<&'static str>, u64)>;
+
+/// Counters kept once, by the objects that count them (an output's or a
+/// queue's stats), and exported by reading them when the registry is
+/// gathered: each series is the sum over the live objects. An object that
+/// is dropped takes its counts with it (the output and the queue live as
+/// long as the agent).
+pub(crate) struct LiveCounters<T: Send + Sync + 'static> {
+    shared: Arc<LiveShared<T>>,
+}
+
+struct LiveShared<T> {
+    opts: Opts,
+    labels: &'static [&'static str],
+    template: IntCounterVec,
+    objects: Mutex<Vec<Weak<T>>>,
+    read: ReadCounts<T>,
+}
+
+impl<T: Send + Sync + 'static> LiveCounters<T> {
+    /// Registers the counter family `name` (`labels` named) in the default
+    /// registry, read from the objects [`Self::watch`] is given with `read`.
+    pub(crate) fn register(
+        name: &str,
+        help: &str,
+        labels: &'static [&'static str],
+        read: ReadCounts<T>,
+    ) -> Self {
+        let opts = Opts::new(name, help);
+        let template = IntCounterVec::new(opts.clone(), labels).expect("a valid metric definition");
+        let shared = Arc::new(LiveShared {
+            opts,
+            labels,
+            template,
+            objects: Mutex::new(Vec::new()),
+            read,
+        });
+        let counters = Self { shared };
+        register(counters.clone());
+        counters
+    }
+
+    /// Counts `object`'s counters in the family from now on.
+    pub(crate) fn watch(&self, object: &Arc<T>) {
+        self.shared
+            .objects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Arc::downgrade(object));
+    }
+}
+
+impl<T: Send + Sync + 'static> Clone for LiveCounters<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Collector for LiveCounters<T> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.shared.template.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let shared = &self.shared;
+        let series =
+            IntCounterVec::new(shared.opts.clone(), shared.labels).expect("a valid metric definition");
+        let mut objects = shared
+            .objects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        objects.retain(|object| object.strong_count() > 0);
+        for object in objects.iter().filter_map(Weak::upgrade) {
+            for (labels, count) in (shared.read)(&object) {
+                series.with_label_values(&labels).inc_by(count);
+            }
+        }
+        series.collect()
+    }
+}
+
+/// Metrics of the Elasticsearch output.
 pub struct OutputMetrics {
     /// `threatbeat_output_bulk_requests_total{status}`: HTTP status, or `error`.
     pub bulk_requests: IntCounterVec,
-    /// `threatbeat_output_events_total{result="acked"}`.
-    pub events_acked: IntCounter,
-    /// `threatbeat_output_events_total{result="duplicate"}` (409 on create).
-    pub events_duplicate: IntCounter,
-    /// `threatbeat_output_events_total{result="already_deleted"}` (404 on delete).
-    pub events_already_deleted: IntCounter,
-    /// `threatbeat_output_events_total{result="update_missing"}` (404 on update).
-    pub events_update_missing: IntCounter,
-    /// `threatbeat_output_events_total{result="retried"}`.
-    pub events_retried: IntCounter,
-    /// `threatbeat_output_events_total{result="dead_lettered"}`.
-    pub events_dead_lettered: IntCounter,
-    /// `threatbeat_output_events_total{result="dropped"}`.
-    pub events_dropped: IntCounter,
     /// `threatbeat_output_bulk_duration_seconds`: one observation per bulk request.
     pub bulk_duration: Histogram,
-    /// `threatbeat_output_write_bytes_total`: request body bytes sent (after compression).
-    pub write_bytes: IntCounter,
+    /// `threatbeat_output_events_total{result}` and
+    /// `threatbeat_output_write_bytes_total`, read from the outputs' stats.
+    events: LiveCounters<OutputStats>,
+    write_bytes: LiveCounters<OutputStats>,
+}
+
+impl OutputMetrics {
+    /// Exports `stats` (an output's counters) in the output's series.
+    pub fn watch(&self, stats: &Arc<OutputStats>) {
+        self.events.watch(stats);
+        self.write_bytes.watch(stats);
+    }
 }
 
 /// The output's metrics, registered on first use.
 pub fn output() -> &'static OutputMetrics {
     static METRICS: OnceLock<OutputMetrics> = OnceLock::new();
-    METRICS.get_or_init(|| {
-        let events = counter_vec(
+    METRICS.get_or_init(|| OutputMetrics {
+        bulk_requests: counter_vec(
+            "threatbeat_output_bulk_requests_total",
+            "Bulk requests sent to Elasticsearch, by HTTP status (or error when no answer came).",
+            &["status"],
+        ),
+        bulk_duration: register(
+            Histogram::with_opts(HistogramOpts::new(
+                "threatbeat_output_bulk_duration_seconds",
+                "Duration of bulk requests, from sending to the whole answer read.",
+            ))
+            .expect("a valid metric definition"),
+        ),
+        events: LiveCounters::register(
             "threatbeat_output_events_total",
             "Event send attempts by result (acked, duplicate, already_deleted, update_missing, retried, dead_lettered, dropped).",
             &["result"],
-        );
-        let result = |name: &str| events.with_label_values(&[name]);
-        OutputMetrics {
-            bulk_requests: counter_vec(
-                "threatbeat_output_bulk_requests_total",
-                "Bulk requests sent to Elasticsearch, by HTTP status (or error when no answer came).",
-                &["status"],
-            ),
-            events_acked: result("acked"),
-            events_duplicate: result("duplicate"),
-            events_already_deleted: result("already_deleted"),
-            events_update_missing: result("update_missing"),
-            events_retried: result("retried"),
-            events_dead_lettered: result("dead_lettered"),
-            events_dropped: result("dropped"),
-            bulk_duration: register(
-                Histogram::with_opts(HistogramOpts::new(
-                    "threatbeat_output_bulk_duration_seconds",
-                    "Duration of bulk requests, from sending to the whole answer read.",
-                ))
-                .expect("a valid metric definition"),
-            ),
-            write_bytes: register(
-                IntCounter::new(
-                    "threatbeat_output_write_bytes_total",
-                    "Request body bytes sent to Elasticsearch (after compression).",
-                )
-                .expect("a valid metric definition"),
-            ),
-        }
+            |stats| {
+                let counts = stats.snapshot();
+                [
+                    ("acked", counts.acked),
+                    ("duplicate", counts.duplicates),
+                    ("already_deleted", counts.already_deleted),
+                    ("update_missing", counts.update_missing),
+                    ("retried", counts.retried),
+                    ("dead_lettered", counts.dead_lettered),
+                    ("dropped", counts.dropped),
+                ]
+                .into_iter()
+                .map(|(result, count)| (vec![result], count))
+                .collect()
+            },
+        ),
+        write_bytes: LiveCounters::register(
+            "threatbeat_output_write_bytes_total",
+            "Request body bytes sent to Elasticsearch (after compression).",
+            &[],
+            |stats| vec![(Vec::new(), stats.snapshot().bytes_written)],
+        ),
     })
 }
 
@@ -80,10 +169,6 @@ pub struct QueueMetrics {
     pub bytes: IntGaugeVec,
     /// `threatbeat_queue_oldest_event_age_seconds`: 0 when empty.
     pub oldest_event_age: IntGaugeVec,
-    /// `threatbeat_queue_events_added_total`.
-    pub added: IntCounterVec,
-    /// `threatbeat_queue_events_acked_total`.
-    pub acked: IntCounterVec,
 }
 
 /// The events every queue holds un-acknowledged: the backlog an output
@@ -124,16 +209,6 @@ pub fn queue() -> &'static QueueMetrics {
                 "Age of the oldest unacknowledged event (0 when the queue is empty).",
                 labels,
             ),
-            added: counter_vec(
-                "threatbeat_queue_events_added_total",
-                "Events made durable in the queue.",
-                labels,
-            ),
-            acked: counter_vec(
-                "threatbeat_queue_events_acked_total",
-                "Events freed from the queue after the output accepted them.",
-                labels,
-            ),
         }
     })
 }
@@ -153,4 +228,43 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
         tracing::warn!(%error, "a metric could not be registered");
     }
     metric
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    fn value(name: &str) -> Option<u64> {
+        prometheus::default_registry()
+            .gather()
+            .into_iter()
+            .find(|family| family.name() == name)
+            .and_then(|family| {
+                family
+                    .get_metric()
+                    .first()
+                    .map(|metric| metric.get_counter().get_value() as u64)
+            })
+    }
+
+    #[test]
+    fn live_counters_sum_the_objects_that_count_and_forget_dropped_ones() {
+        let counters = LiveCounters::register(
+            "threatbeat_unit_live_counters_total",
+            "A unit test's counter.",
+            &["kind"],
+            |count: &AtomicU64| vec![(vec!["one"], count.load(Ordering::Relaxed))],
+        );
+        let first = Arc::new(AtomicU64::new(2));
+        let second = Arc::new(AtomicU64::new(3));
+        counters.watch(&first);
+        counters.watch(&second);
+        assert_eq!(value("threatbeat_unit_live_counters_total"), Some(5));
+        first.fetch_add(10, Ordering::Relaxed);
+        assert_eq!(value("threatbeat_unit_live_counters_total"), Some(15));
+        drop(second);
+        assert_eq!(value("threatbeat_unit_live_counters_total"), Some(12));
+    }
 }

@@ -91,10 +91,12 @@ impl ElasticsearchOutput {
     /// An output for the resolved settings.
     pub fn new(settings: ResolvedSettings) -> Result<Self, super::client::TransportError> {
         let client = Client::new(&settings)?;
+        let stats = Arc::new(OutputStats::default());
+        metrics::output().watch(&stats);
         Ok(Self {
             client: Arc::new(client),
             settings: Arc::new(settings),
-            stats: Arc::new(OutputStats::default()),
+            stats,
             logged_reasons: Mutex::new(HashSet::new()),
             outage: Mutex::new(None),
         })

@@ -1,9 +1,8 @@
 //! Counters of the Elasticsearch output, shaped after libbeat's
-//! `libbeat.output.events.*` so a metrics endpoint can export them.
+//! `libbeat.output.events.*`; `/metrics` reads them
+//! (`threatbeat_output_events_total`, `threatbeat_output_write_bytes_total`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::metrics;
 
 /// Live counters; share with `Arc` and read with [`OutputStats::snapshot`].
 #[derive(Debug, Default)]
@@ -56,28 +55,20 @@ macro_rules! counter {
             self.$field.fetch_add(count, Ordering::Relaxed);
         }
     };
-    // Also adds to the Prometheus counter, so `/metrics` and `snapshot` agree.
-    ($add:ident, $field:ident, $metric:ident) => {
-        #[doc = concat!("Adds to `", stringify!($field), "` and to its Prometheus counter.")]
-        pub fn $add(&self, count: u64) {
-            self.$field.fetch_add(count, Ordering::Relaxed);
-            metrics::output().$metric.inc_by(count);
-        }
-    };
 }
 
 impl OutputStats {
-    counter!(add_acked, acked, events_acked);
-    counter!(add_duplicates, duplicates, events_duplicate);
-    counter!(add_already_deleted, already_deleted, events_already_deleted);
-    counter!(add_update_missing, update_missing, events_update_missing);
-    counter!(add_retried, retried, events_retried);
+    counter!(add_acked, acked);
+    counter!(add_duplicates, duplicates);
+    counter!(add_already_deleted, already_deleted);
+    counter!(add_update_missing, update_missing);
+    counter!(add_retried, retried);
     counter!(add_too_many, too_many);
-    counter!(add_dead_lettered, dead_lettered, events_dead_lettered);
-    counter!(add_dropped, dropped, events_dropped);
+    counter!(add_dead_lettered, dead_lettered);
+    counter!(add_dropped, dropped);
     counter!(add_bulk_requests, bulk_requests);
     counter!(add_failed_requests, failed_requests);
-    counter!(add_bytes_written, bytes_written, write_bytes);
+    counter!(add_bytes_written, bytes_written);
 
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -1,23 +1,23 @@
-//! The queue's Prometheus gauges and counters, with what the age gauge needs.
+//! The queue's Prometheus gauges, with what the age gauge needs.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntGauge;
 
 use super::settings::QueueKind;
 use crate::metrics;
 
-/// The queue's Prometheus handles (resolved once) and what the age gauge needs:
+/// The queue's Prometheus gauges (resolved once) and what the age gauge needs:
 /// when each push happened, keyed by the running count of pushed events.
 pub(super) struct QueueGauges {
     events: IntGauge,
     bytes: IntGauge,
     oldest_age: IntGauge,
-    added: IntCounter,
-    pub(super) acked: IntCounter,
+    /// `disk` or `mem`, the queue's label in every series.
+    pub(super) label: &'static str,
     /// `(pushed events through this push, when)`, oldest first; entries whose
     /// events are all acknowledged are removed on refresh.
     arrivals: Mutex<VecDeque<(u64, Instant)>>,
@@ -29,10 +29,11 @@ pub(super) struct QueueGauges {
 impl QueueGauges {
     /// The handles of `kind`; `pending_at_open` events were left by a previous run.
     pub(super) fn new(kind: &QueueKind, pending_at_open: u64) -> Self {
-        let label = [match kind {
+        let kind = match kind {
             QueueKind::Disk(_) => "disk",
             QueueKind::Mem(_) => "mem",
-        }];
+        };
+        let label = [kind];
         let metrics = metrics::queue();
         let mut arrivals = VecDeque::new();
         if pending_at_open > 0 {
@@ -43,8 +44,7 @@ impl QueueGauges {
             events: metrics.events.with_label_values(&label),
             bytes: metrics.bytes.with_label_values(&label),
             oldest_age: metrics.oldest_event_age.with_label_values(&label),
-            added: metrics.added.with_label_values(&label),
-            acked: metrics.acked.with_label_values(&label),
+            label: kind,
             arrivals: Mutex::new(arrivals),
             pushed_total: AtomicU64::new(pending_at_open),
             oldest_age_seconds: AtomicU64::new(0),
@@ -59,7 +59,6 @@ impl QueueGauges {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let through = self.pushed_total.fetch_add(count, Ordering::Relaxed) + count;
         arrivals.push_back((through, Instant::now()));
-        self.added.inc_by(count);
     }
 
     /// Sets depth and age from the store's pending counts; returns the age set.

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 use super::gauges::QueueGauges;
 use super::settings::{QueueKind, QueueSettings};
 use super::{CorruptRecord, DiskQueue, MemQueue, QueueError, QueueStore};
+use crate::metrics::LiveCounters;
 
 /// How often the depth and age gauges are refreshed while nothing is pushed or acked.
 const GAUGE_REFRESH: Duration = Duration::from_secs(1);
 
-/// Counters of the queue (libbeat's `pipeline.queue.*` in spirit).
+/// Counters of the queue (libbeat's `pipeline.queue.*` in spirit); `/metrics`
+/// reads `added` and `acked` ([`queue_counters`]).
 #[derive(Debug, Default)]
 pub struct QueueStats {
     added: AtomicU64,
@@ -78,6 +80,38 @@ impl Shared {
                 .extend(found);
         }
     }
+}
+
+/// `threatbeat_queue_events_added_total` and `threatbeat_queue_events_acked_total`,
+/// labelled by `queue`, read from the queues' own counters.
+fn queue_counters() -> &'static [LiveCounters<Shared>; 2] {
+    static COUNTERS: OnceLock<[LiveCounters<Shared>; 2]> = OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        [
+            LiveCounters::register(
+                "threatbeat_queue_events_added_total",
+                "Events made durable in the queue.",
+                &["queue"],
+                |shared| {
+                    vec![(
+                        vec![shared.gauges.label],
+                        shared.stats.added.load(Ordering::Relaxed),
+                    )]
+                },
+            ),
+            LiveCounters::register(
+                "threatbeat_queue_events_acked_total",
+                "Events freed from the queue after the output accepted them.",
+                &["queue"],
+                |shared| {
+                    vec![(
+                        vec![shared.gauges.label],
+                        shared.stats.acked.load(Ordering::Relaxed),
+                    )]
+                },
+            ),
+        ]
+    })
 }
 
 /// Runs a store operation off the async worker threads.
@@ -206,6 +240,9 @@ impl QueuedOutput {
             closed: CancellationToken::new(),
             gauges,
         });
+        for counters in queue_counters() {
+            counters.watch(&shared);
+        }
         shared.record_corruption();
         shared.refresh_gauges();
         let stop = CancellationToken::new();
@@ -407,7 +444,6 @@ async fn consume(
                 tracing::error!(%error, "cannot record delivered events in the queue; they may be sent again after a restart");
             }
             shared.stats.acked.fetch_add(count, Ordering::Relaxed);
-            shared.gauges.acked.inc_by(count);
             shared.refresh_gauges();
             shared.space_freed.notify_waiters();
         } else if count == 0 {
