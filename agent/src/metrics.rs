@@ -103,8 +103,8 @@ fn pipeline_families(status: &Status) -> Vec<MetricFamily> {
 
     let running = status.pipelines();
     let mut stopped = status.stopped();
-    let ids: std::collections::BTreeSet<&String> = running.keys().chain(stopped.keys()).collect();
-    for id in ids.into_iter().cloned().collect::<Vec<_>>() {
+    let ids: std::collections::BTreeSet<String> = running.keys().chain(stopped.keys()).cloned().collect();
+    for id in ids {
         let earlier = stopped.remove(&id).unwrap_or_default();
         let telemetry = running.get(&id);
         let counts = telemetry.map_or(earlier.counts, |telemetry| {
