@@ -106,8 +106,10 @@ fn load_checking(options: &LoadOptions, unset: Unset) -> Result<LoadedConfig, Co
     // lenient pass finds it, the second expands with its secrets.
     let no_keystore = BTreeMap::new();
     let paths = load_with(options, &no_keystore, Unset::Empty, None)?.paths;
-    let keystore = Keystore::load_values(&paths.data)
-        .map_err(|error| ConfigError::general(format!("cannot read the keystore: {error}")))?;
+    let keystore = Keystore::load_values(&paths.data).map_err(|error| {
+        ConfigError::general(format!("cannot read the keystore: {error}"))
+            .in_file(&Keystore::path_in(&paths.data).display().to_string())
+    })?;
     let mut config = load_with(options, &keystore, unset, Some(&Keystore::path_in(&paths.data)))?;
     config
         .secrets
@@ -210,6 +212,7 @@ fn load_with(
     };
     let merged: Value = figment.extract().map_err(fail)?;
     let settings: Settings = figment.extract().map_err(fail)?;
+    check_paths(&settings, &figment, &file_name)?;
     let paths = resolve_paths(&settings, &file, &options.cwd);
     Ok(LoadedConfig {
         file,
@@ -300,6 +303,32 @@ impl LoadedConfig {
             self.paths.config.join(substituted)
         }
     }
+}
+
+/// Refuses a `path.*` no file can have (a NUL byte), naming where it was set:
+/// otherwise the first file opened under it (the keystore) fails without a source.
+fn check_paths(settings: &Settings, figment: &Figment, main_file: &str) -> Result<(), ConfigError> {
+    let path = &settings.path;
+    let set = [
+        ("path.home", &path.home),
+        ("path.config", &path.config),
+        ("path.data", &path.data),
+        ("path.logs", &path.logs),
+    ];
+    for (key, value) in set {
+        if value
+            .as_deref()
+            .is_some_and(|value| value.as_os_str().as_encoded_bytes().contains(&0))
+        {
+            let source = figment
+                .find_metadata(key)
+                .map_or_else(|| main_file.to_owned(), |metadata| metadata.name.to_string());
+            return Err(Origin::named(source)
+                .child(key)
+                .error("contains a NUL byte, which no path can hold"));
+        }
+    }
+    Ok(())
 }
 
 fn resolve_paths(settings: &Settings, file: &Path, cwd: &Path) -> Paths {
@@ -488,5 +517,34 @@ mod output_secret_tests {
         let error =
             load_without_output(&options("output.console: {}\nlogging.level: ${LEVEL}\n")).unwrap_err();
         assert_eq!(error.key, "logging.level");
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn a_path_with_a_nul_byte_is_refused_naming_where_it_was_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("threatbeat.yml");
+        let options = |overrides: Vec<String>| LoadOptions {
+            config_file: None,
+            overrides,
+            env: BTreeMap::new(),
+            cwd: dir.path().to_path_buf(),
+        };
+        // Set by a flag: the flag is named (proptest found this one: the
+        // keystore under it failed with no source).
+        fs::write(&main, "output.console: {}\n").unwrap();
+        let error = load(&options(vec!["path.data=\0".into()])).unwrap_err();
+        assert_eq!(error.key, "path.data", "{error}");
+        assert!(error.file.contains("-E"), "{error}");
+        assert!(error.reason.contains("NUL"), "{error}");
+        // Set in the file: the file is named.
+        fs::write(&main, "output.console: {}\npath.logs: \"a\\0b\"\n").unwrap();
+        let error = load(&options(Vec::new())).unwrap_err();
+        assert_eq!(error.key, "path.logs", "{error}");
+        assert!(error.file.ends_with("threatbeat.yml"), "{error}");
     }
 }
