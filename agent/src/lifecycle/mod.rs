@@ -195,9 +195,6 @@ pub struct Prepared {
     pub records: Vec<(String, Entry)>,
     /// Indicators whose delete is in `events`: forgotten once queued.
     pub deleted: Vec<String>,
-    /// Indicators written anew (new, changed, or due for a refresh); an
-    /// unchanged one read again is not written.
-    pub written: usize,
     /// Every valid indicator the batch held, written or not.
     pub listed: Vec<Key>,
 }
@@ -243,7 +240,6 @@ impl CurrentState {
         let mut records = Vec::new();
         let mut deleted = Vec::new();
         let mut state_events = Vec::new();
-        let mut written = 0;
         let mut listed = Vec::new();
         for mut event in history {
             let mut unchanged = false;
@@ -279,7 +275,6 @@ impl CurrentState {
                                     digest,
                                 },
                             ));
-                            written += 1;
                         }
                     }
                 } else if known.is_some() {
@@ -301,7 +296,6 @@ impl CurrentState {
             events,
             records,
             deleted,
-            written,
             listed,
         })
     }

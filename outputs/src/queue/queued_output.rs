@@ -22,7 +22,7 @@ use crate::metrics::LiveCounters;
 const GAUGE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Counters of the queue (libbeat's `pipeline.queue.*` in spirit); `/metrics`
-/// reads `added` and `acked` ([`queue_counters`]).
+/// reads `added` and `acked` (`queue_counters`).
 #[derive(Debug, Default)]
 pub struct QueueStats {
     added: AtomicU64,
@@ -92,26 +92,21 @@ fn queue_counters() -> &'static [LiveCounters<Shared>; 2] {
                 "threatbeat_queue_events_added_total",
                 "Events made durable in the queue.",
                 &["queue"],
-                |shared| {
-                    vec![(
-                        vec![shared.gauges.label],
-                        shared.stats.added.load(Ordering::Relaxed),
-                    )]
-                },
+                |shared| labelled(shared, &shared.stats.added),
             ),
             LiveCounters::register(
                 "threatbeat_queue_events_acked_total",
                 "Events freed from the queue after the output accepted them.",
                 &["queue"],
-                |shared| {
-                    vec![(
-                        vec![shared.gauges.label],
-                        shared.stats.acked.load(Ordering::Relaxed),
-                    )]
-                },
+                |shared| labelled(shared, &shared.stats.acked),
             ),
         ]
     })
+}
+
+/// One queue's `count`, labelled with its kind.
+fn labelled(shared: &Shared, count: &AtomicU64) -> Vec<(Vec<&'static str>, u64)> {
+    vec![(vec![shared.gauges.label], count.load(Ordering::Relaxed))]
 }
 
 /// Runs a store operation off the async worker threads.
