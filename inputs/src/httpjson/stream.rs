@@ -236,10 +236,20 @@ impl HttpJsonInput {
             tokio::task::spawn_blocking(move || decode_slices(&plan, source, start, &slices))
         };
         let url = request.url.as_str();
-        let mut held: Option<Vec<Value>> = None;
         let mut first = None;
         let mut last = None;
         let mut count = 0;
+        let mut note = |records: &[Value]| {
+            if first.is_none() {
+                first = records.first().cloned();
+            }
+            if let Some(record) = records.last() {
+                last = Some(record.clone());
+            }
+            count += records.len();
+        };
+        // A full slice goes out as soon as it arrives; the page's rest, which
+        // the decoder returns at the end, is published with the cursor.
         loop {
             let slice = tokio::select! {
                 slice = receiver.recv() => slice,
@@ -249,20 +259,13 @@ impl HttpJsonInput {
                 break;
             };
             self.dead_letter.record(url, rejected);
-            if records.is_empty() {
-                continue;
-            }
-            if first.is_none() {
-                first = records.first().cloned();
-            }
-            last = records.last().cloned();
-            count += records.len();
-            if let Some(events) = held.replace(records) {
-                self.publish_slice(context, events, page, starts_poll).await?;
+            if !records.is_empty() {
+                note(&records);
+                self.publish_slice(context, records, page, starts_poll).await?;
             }
         }
-        let skeleton = match decoding.await {
-            Ok(Ok(skeleton)) => skeleton,
+        let (skeleton, rest) = match decoding.await {
+            Ok(Ok(decoded)) => decoded,
             Ok(Err(_)) if over_limit.load(Ordering::Relaxed) => return Err(too_large()),
             Ok(Err(failure)) => return Err(decode_failure(failure, status, page, count)),
             Err(panic) => {
@@ -278,9 +281,11 @@ impl HttpJsonInput {
                 reason: format!("{status} with a MISP error: {message}"),
             }));
         }
+        self.dead_letter.record(url, rest.rejected);
+        note(&rest.records);
         Ok(StreamedPage {
             skeleton,
-            records: held.unwrap_or_default(),
+            records: rest.records,
             first,
             last,
             count,
@@ -421,9 +426,15 @@ fn decode_failure(
 }
 
 /// The body's first [`WHOLE_BODY_BYTES`] (or all of it, `true`, when it is
-/// shorter), its buffer grown by doubling but never past that size.
+/// shorter). Its buffer is sized once from the declared length (a hint,
+/// capped at that size), so a page is not copied from buffer to buffer as it
+/// grows; without a length it grows by doubling, never past that size.
 async fn read_start(response: &mut reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut prefix = Vec::new();
+    let declared = response
+        .content_length()
+        .unwrap_or(0)
+        .min(WHOLE_BODY_BYTES as u64);
+    let mut prefix = Vec::with_capacity(declared as usize);
     while prefix.len() < WHOLE_BODY_BYTES {
         let Some(chunk) = response.chunk().await? else {
             return Ok((prefix, true));
@@ -438,7 +449,8 @@ async fn read_start(response: &mut reqwest::Response) -> Result<(Vec<u8>, bool),
     Ok((prefix, false))
 }
 
-/// Decodes a body on a blocking thread, sending slices as they fill.
+/// Decodes a body on a blocking thread, sending slices as they fill; the
+/// skeleton and the last, partial slice (possibly empty) come back at the end.
 /// An error comes back with the bytes received and the body's start, for
 /// the message.
 fn decode_slices(
@@ -446,7 +458,7 @@ fn decode_slices(
     source: BodySource,
     start: usize,
     slices: &mpsc::Sender<Slice>,
-) -> Result<Value, (StreamError, usize, Vec<u8>)> {
+) -> Result<(Value, Slice), (StreamError, usize, Vec<u8>)> {
     let mut slice = Slice {
         records: Vec::new(),
         rejected: Vec::new(),
@@ -515,12 +527,7 @@ fn decode_slices(
         }
     };
     let skeleton = result?;
-    if !slice.records.is_empty() || !slice.rejected.is_empty() {
-        slices
-            .blocking_send(slice)
-            .map_err(|_| (StreamError::Stopped, 0, Vec::new()))?;
-    }
-    Ok(skeleton)
+    Ok((skeleton, slice))
 }
 
 #[cfg(test)]

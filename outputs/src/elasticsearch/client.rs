@@ -165,7 +165,7 @@ impl Client {
         &self,
         method: Method,
         path_and_query: &str,
-        body: Option<(Vec<u8>, &'static str)>,
+        body: Option<(&[u8], &'static str)>,
         compress: bool,
     ) -> Result<Reply, TransportError> {
         let index = self.pick_host();
@@ -185,9 +185,9 @@ impl Client {
             request = request.header(CONTENT_TYPE, content_type);
             let bytes = if compress && self.compression_level > 0 {
                 request = request.header(CONTENT_ENCODING, "gzip");
-                gzip(&bytes, self.compression_level)
+                gzip(bytes, self.compression_level)
             } else {
-                bytes
+                bytes.to_vec()
             };
             sent_bytes = bytes.len() as u64;
             request = request.body(bytes);
@@ -225,7 +225,8 @@ impl Client {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// The guard of `mutex`, poisoned or not: what it guards stays consistent across a panic.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

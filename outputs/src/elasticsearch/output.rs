@@ -23,7 +23,7 @@ use threatbeat_core::{Backoff, EncodedEvent, Output, OutputError};
 
 use super::bulk::{self, BulkItem, BULK_PATH};
 use super::classify::{classify_item, classify_response, ItemOutcome, ResponseOutcome};
-use super::client::Client;
+use super::client::{lock, Client};
 use super::config::{NonIndexablePolicy, ResolvedSettings};
 use super::stats::OutputStats;
 use crate::metrics;
@@ -59,7 +59,15 @@ pub struct ElasticsearchOutput {
     /// was last logged: an outage is logged when it starts, every
     /// [`OUTAGE_REMINDER`] while it lasts and when it ends, not per retry.
     outage: Mutex<Option<Outage>>,
+    /// Bulk bodies' buffers, kept between requests: a body is a few
+    /// megabytes, and one allocated afresh for each request was faulted in
+    /// page by page each time (docs/performance.md, "Allocation churn").
+    spare_bodies: Mutex<Vec<Vec<u8>>>,
 }
+
+/// A bulk body's buffer larger than this is freed after its request
+/// instead of kept (an unusually large chunk of documents).
+const MAX_KEPT_BODY: usize = 16 << 20;
 
 /// How often a lasting outage is logged again.
 const OUTAGE_REMINDER: std::time::Duration = std::time::Duration::from_secs(300);
@@ -99,6 +107,7 @@ impl ElasticsearchOutput {
             stats,
             logged_reasons: Mutex::new(HashSet::new()),
             outage: Mutex::new(None),
+            spare_bodies: Mutex::new(Vec::new()),
         })
     }
 
@@ -209,7 +218,8 @@ impl ElasticsearchOutput {
     /// Sends one chunk; on 413 splits it in two and sends the halves.
     fn send(&self, items: Vec<BulkItem>) -> BoxFuture<'_, ChunkResult> {
         Box::pin(async move {
-            let mut body = Vec::with_capacity(items.iter().map(BulkItem::len).sum());
+            let mut body = lock(&self.spare_bodies).pop().unwrap_or_default();
+            body.reserve(items.iter().map(BulkItem::len).sum());
             for item in &items {
                 item.write_to(&mut body);
             }
@@ -217,8 +227,12 @@ impl ElasticsearchOutput {
             let started = Instant::now();
             let reply = self
                 .client
-                .request(Method::POST, BULK_PATH, Some((body, "application/json")), true)
+                .request(Method::POST, BULK_PATH, Some((&body, "application/json")), true)
                 .await;
+            if body.capacity() <= MAX_KEPT_BODY {
+                body.clear();
+                lock(&self.spare_bodies).push(body);
+            }
             let output_metrics = metrics::output();
             output_metrics
                 .bulk_duration

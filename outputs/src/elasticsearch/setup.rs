@@ -239,7 +239,8 @@ async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> Result<Reply, SetupError> {
-    let body = body.map(|value| (value.to_string().into_bytes(), "application/json"));
+    let body = body.map(Value::to_string);
+    let body = body.as_deref().map(|text| (text.as_bytes(), "application/json"));
     let reply = client.request(method, path, body, false).await?;
     if reply.status == 401 {
         return Err(SetupError::Credentials {

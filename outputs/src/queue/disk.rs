@@ -7,6 +7,7 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use lz4_flex::block::CompressTable;
 use threatbeat_core::EncodedEvent;
 
@@ -85,6 +86,37 @@ struct Writer {
     file: File,
 }
 
+/// A record read from a segment: its sequence number and its payload, a
+/// slice of the one buffer the record was read into.
+#[derive(Debug)]
+struct ReadFrame {
+    seq: u64,
+    payload: Bytes,
+}
+
+/// The buffers a push encodes and gathers records in, kept from one push to
+/// the next: a fresh megabyte per batch was allocated, grown and freed
+/// again each time (docs/performance.md, "Allocation churn").
+#[derive(Debug, Default)]
+struct PushBuffers {
+    frames: Vec<u8>,
+    payload: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+impl PushBuffers {
+    /// Empties the buffers for the next push; one grown past what a push
+    /// normally holds (a huge record) is given back instead of kept.
+    fn reset(&mut self) {
+        for buffer in [&mut self.frames, &mut self.payload, &mut self.compressed] {
+            buffer.clear();
+            if buffer.capacity() > 2 * WRITE_BUFFER_BYTES {
+                *buffer = Vec::new();
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Reader {
     segment_id: u64,
@@ -110,6 +142,7 @@ pub struct DiskQueue {
     corruption: Vec<CorruptRecord>,
     last_sync: Instant,
     unsynced: bool,
+    push_buffers: PushBuffers,
     _lock: DirectoryLock,
 }
 
@@ -191,6 +224,7 @@ impl DiskQueue {
             corruption,
             last_sync: Instant::now(),
             unsynced: false,
+            push_buffers: PushBuffers::default(),
             _lock: lock,
         };
         if queue.pending_events() > 0 {
@@ -319,7 +353,7 @@ impl DiskQueue {
 
     /// Reads the next frame, skipping corrupt stretches (recorded and logged),
     /// with the format version of the segment it came from and its offset there.
-    fn read_frame(&mut self) -> Result<Option<(frame::Frame, u32, u64)>, QueueError> {
+    fn read_frame(&mut self) -> Result<Option<(ReadFrame, u32, u64)>, QueueError> {
         loop {
             let Some(position) = self
                 .segments
@@ -357,8 +391,9 @@ impl DiskQueue {
             }
             file.seek_to(offset).map_err(io_error(&path))?;
             let available = size - offset;
-            let mut head = vec![0u8; FRAME_OVERHEAD.min(available) as usize];
-            file.read_exact(&mut head).map_err(io_error(&path))?;
+            let mut head = [0u8; FRAME_OVERHEAD as usize];
+            let head = &mut head[..FRAME_OVERHEAD.min(available) as usize];
+            file.read_exact(head).map_err(io_error(&path))?;
             let declared = if head.len() >= 8 && head[..4] == frame::FRAME_MAGIC {
                 Some(u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64)
             } else {
@@ -367,14 +402,24 @@ impl DiskQueue {
             let whole = declared
                 .filter(|length| *length <= frame::MAX_PAYLOAD as u64 && FRAME_OVERHEAD + length <= available)
                 .map(|length| FRAME_OVERHEAD + length);
-            let mut bytes = head;
+            // One allocation per record, its payload later sliced out of it.
+            let mut bytes = Vec::with_capacity(whole.unwrap_or(head.len() as u64) as usize);
+            bytes.extend_from_slice(head);
             if let Some(total) = whole {
-                let mut rest = vec![0u8; (total - bytes.len() as u64) as usize];
-                file.read_exact(&mut rest).map_err(io_error(&path))?;
-                bytes.extend(rest);
+                bytes.resize(total as usize, 0);
+                file.read_exact(&mut bytes[head.len()..])
+                    .map_err(io_error(&path))?;
                 if let FrameRead::Frame(found, length) = frame::decode_frame(&bytes) {
                     self.reader.offset = offset + length;
-                    return Ok(Some((found, format, offset)));
+                    let payload = Bytes::from(bytes).slice(found.payload);
+                    return Ok(Some((
+                        ReadFrame {
+                            seq: found.seq,
+                            payload,
+                        },
+                        format,
+                        offset,
+                    )));
                 }
             }
             // Corrupt: read the rest of the segment and look for the next valid frame.
@@ -407,6 +452,77 @@ impl DiskQueue {
         });
     }
 
+    /// [`QueueStore::push`] with the buffers it encodes into.
+    fn push_with(
+        &mut self,
+        events: &mut VecDeque<EncodedEvent>,
+        buffers: &mut PushBuffers,
+    ) -> Result<usize, QueueError> {
+        let mut pushed = 0;
+        let mut table = (self.settings.compression == Compression::Lz4).then(CompressTable::default);
+        let mut pending_bytes = self.pending_bytes();
+        while let Some(event) = events.front() {
+            buffers.payload.clear();
+            frame::encode_payload(event, &mut buffers.payload)
+                .map_err(|error| QueueError::Encode(error.to_string()))?;
+            let fits = buffers.payload.len() <= frame::MAX_PAYLOAD as usize;
+            let stored = match &mut table {
+                Some(table) if fits => {
+                    frame::compress_payload(&buffers.payload, table, &mut buffers.compressed)
+                        .map_err(QueueError::Encode)?;
+                    &buffers.compressed
+                }
+                _ => &buffers.payload,
+            };
+            // LZ4 may make a record a few bytes longer; the stored length is
+            // the one the reader checks.
+            if !fits || stored.len() > frame::MAX_PAYLOAD as usize {
+                // The reader would call such a record corrupt; refusing it
+                // here keeps it from jamming the queue, and the events around
+                // it go on. No cluster indexes a document this large either.
+                tracing::error!(
+                    bytes = buffers.payload.len(),
+                    limit = frame::MAX_PAYLOAD,
+                    id = event.id().unwrap_or("(none)"),
+                    index = event.index().unwrap_or("(none)"),
+                    "an event larger than the queue's record limit was refused and dropped"
+                );
+                events.pop_front();
+                continue;
+            }
+            let frame_size = FRAME_OVERHEAD + stored.len() as u64;
+            let queue_holds_events = self.pending_events() > 0 || pushed > 0;
+            if queue_holds_events && pending_bytes + frame_size > self.settings.max_size {
+                break;
+            }
+            let segment_full = match (&self.writer, self.segments.back()) {
+                (Some(_), Some(segment)) => {
+                    segment.size + buffers.frames.len() as u64 >= self.settings.segment_size
+                }
+                _ => true,
+            };
+            if segment_full {
+                self.write_buffer(&mut buffers.frames)?;
+                self.start_segment()?;
+            }
+            frame::encode_frame(self.next_seq, stored, &mut buffers.frames);
+            if self.settings.fsync == FsyncPolicy::Always {
+                self.write_buffer(&mut buffers.frames)?;
+                self.sync(true)?;
+            } else if buffers.frames.len() >= WRITE_BUFFER_BYTES {
+                // A large batch is written in slices, so memory does not grow with the batch.
+                self.write_buffer(&mut buffers.frames)?;
+            }
+            self.next_seq += 1;
+            pending_bytes += frame_size;
+            pushed += 1;
+            events.pop_front();
+        }
+        self.write_buffer(&mut buffers.frames)?;
+        self.sync(false)?;
+        Ok(pushed)
+    }
+
     fn write_ack_state(&self) -> Result<(), QueueError> {
         let path = self.settings.path.join(ACK_FILE);
         let temporary = self.settings.path.join("ack.state.tmp");
@@ -428,69 +544,11 @@ const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 impl QueueStore for DiskQueue {
     fn push(&mut self, events: &mut VecDeque<EncodedEvent>) -> Result<usize, QueueError> {
-        let mut pushed = 0;
-        let mut buffer = Vec::new();
-        let mut payload = Vec::new();
-        let mut compressed = Vec::new();
-        let mut table = (self.settings.compression == Compression::Lz4).then(CompressTable::default);
-        let mut pending_bytes = self.pending_bytes();
-        while let Some(event) = events.front() {
-            payload.clear();
-            frame::encode_payload(event, &mut payload)
-                .map_err(|error| QueueError::Encode(error.to_string()))?;
-            let fits = payload.len() <= frame::MAX_PAYLOAD as usize;
-            let stored = match &mut table {
-                Some(table) if fits => {
-                    frame::compress_payload(&payload, table, &mut compressed).map_err(QueueError::Encode)?;
-                    &compressed
-                }
-                _ => &payload,
-            };
-            // LZ4 may make a record a few bytes longer; the stored length is
-            // the one the reader checks.
-            if !fits || stored.len() > frame::MAX_PAYLOAD as usize {
-                // The reader would call such a record corrupt; refusing it
-                // here keeps it from jamming the queue, and the events around
-                // it go on. No cluster indexes a document this large either.
-                tracing::error!(
-                    bytes = payload.len(),
-                    limit = frame::MAX_PAYLOAD,
-                    id = event.id().unwrap_or("(none)"),
-                    index = event.index().unwrap_or("(none)"),
-                    "an event larger than the queue's record limit was refused and dropped"
-                );
-                events.pop_front();
-                continue;
-            }
-            let frame_size = FRAME_OVERHEAD + stored.len() as u64;
-            let queue_holds_events = self.pending_events() > 0 || pushed > 0;
-            if queue_holds_events && pending_bytes + frame_size > self.settings.max_size {
-                break;
-            }
-            let segment_full = match (&self.writer, self.segments.back()) {
-                (Some(_), Some(segment)) => segment.size + buffer.len() as u64 >= self.settings.segment_size,
-                _ => true,
-            };
-            if segment_full {
-                self.write_buffer(&mut buffer)?;
-                self.start_segment()?;
-            }
-            frame::encode_frame(self.next_seq, stored, &mut buffer);
-            if self.settings.fsync == FsyncPolicy::Always {
-                self.write_buffer(&mut buffer)?;
-                self.sync(true)?;
-            } else if buffer.len() >= WRITE_BUFFER_BYTES {
-                // A large batch is written in slices, so memory does not grow with the batch.
-                self.write_buffer(&mut buffer)?;
-            }
-            self.next_seq += 1;
-            pending_bytes += frame_size;
-            pushed += 1;
-            events.pop_front();
-        }
-        self.write_buffer(&mut buffer)?;
-        self.sync(false)?;
-        Ok(pushed)
+        let mut buffers = std::mem::take(&mut self.push_buffers);
+        let pushed = self.push_with(events, &mut buffers);
+        buffers.reset();
+        self.push_buffers = buffers;
+        pushed
     }
 
     fn read(&mut self, max_events: usize) -> Result<ReadBatch, QueueError> {
@@ -588,5 +646,25 @@ impl Drop for DiskQueue {
 fn sync_directory(directory: &Path) {
     if let Ok(handle) = File::open(directory) {
         let _ = handle.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_buffers_are_kept_empty_and_an_oversized_one_is_freed() {
+        let mut buffers = PushBuffers::default();
+        buffers.frames.extend_from_slice(&[1; 1024]);
+        buffers.payload = vec![2; 2 * WRITE_BUFFER_BYTES + 1];
+        buffers.reset();
+        assert!(buffers.frames.is_empty() && buffers.frames.capacity() >= 1024);
+        assert_eq!(
+            buffers.payload.capacity(),
+            0,
+            "a huge record's buffer is not kept"
+        );
+        assert!(buffers.compressed.is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! segment header. See the module documentation of `queue` for the layout.
 
 use std::io::{self, Read};
+use std::ops::Range;
 
 use bytes::Bytes;
 use lz4_flex::block::{self, CompressTable};
@@ -56,13 +57,14 @@ pub fn segment_header(version: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
     header
 }
 
-/// One decoded frame.
+/// One valid frame, found at the start of some bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// Sequence number.
     pub seq: u64,
-    /// Payload (a JSON event).
-    pub payload: Vec<u8>,
+    /// Where its payload lies in the bytes it was found at: a reader slices
+    /// the payload out of the bytes it read instead of copying it.
+    pub payload: Range<usize>,
 }
 
 /// What was found at a frame position.
@@ -117,7 +119,7 @@ pub fn decode_frame(bytes: &[u8]) -> FrameRead {
     FrameRead::Frame(
         Frame {
             seq,
-            payload: payload.to_vec(),
+            payload: 16..16 + length as usize,
         },
         total as u64,
     )
@@ -196,22 +198,21 @@ pub fn decompress_payload(stored: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Reads a payload written in segment format `version`. The document is a
 /// slice of the payload, not a copy; only the small metadata is parsed.
-pub fn decode_payload(version: u32, payload: Vec<u8>) -> Result<EncodedEvent, String> {
+pub fn decode_payload(version: u32, payload: Bytes) -> Result<EncodedEvent, String> {
     match version {
         SEGMENT_VERSION_EVENT_JSON => {
             let event: Event =
                 serde_json::from_slice(&payload).map_err(|error| format!("not an event: {error}"))?;
             return event.encode().map_err(|error| error.to_string());
         }
-        SEGMENT_VERSION_LZ4 => return decode_plain_payload(decompress_payload(&payload)?),
+        SEGMENT_VERSION_LZ4 => return decode_plain_payload(Bytes::from(decompress_payload(&payload)?)),
         _ => {}
     }
     decode_plain_payload(payload)
 }
 
 /// Reads a format-2 payload.
-fn decode_plain_payload(payload: Vec<u8>) -> Result<EncodedEvent, String> {
-    let payload = Bytes::from(payload);
+fn decode_plain_payload(payload: Bytes) -> Result<EncodedEvent, String> {
     let split = payload
         .iter()
         .position(|byte| *byte == b'\n')
@@ -262,10 +263,7 @@ mod tests {
         let FrameRead::Frame(frame, length) = decode_frame(&bytes) else {
             panic!()
         };
-        assert_eq!(
-            (frame.seq, frame.payload.as_slice()),
-            (7, b"{\"a\":1}".as_slice())
-        );
+        assert_eq!((frame.seq, &bytes[frame.payload]), (7, b"{\"a\":1}".as_slice()));
         assert_eq!(length, FRAME_OVERHEAD + 7);
 
         let mut garbled = bytes.clone();
@@ -297,20 +295,22 @@ mod tests {
 {"a":{"b":1},"s":"x\ny"}"#
         );
         assert_eq!(
-            decode_payload(SEGMENT_VERSION_PLAIN, current),
+            decode_payload(SEGMENT_VERSION_PLAIN, current.into()),
             Ok(encoded.clone())
         );
         let first_format = serde_json::to_vec(&event).unwrap();
         assert_eq!(
-            decode_payload(SEGMENT_VERSION_EVENT_JSON, first_format),
+            decode_payload(SEGMENT_VERSION_EVENT_JSON, first_format.into()),
             Ok(encoded)
         );
-        assert!(decode_payload(SEGMENT_VERSION_PLAIN, b"{}".to_vec())
+        assert!(decode_payload(SEGMENT_VERSION_PLAIN, Bytes::from_static(b"{}"))
             .unwrap_err()
             .contains("separator"));
-        assert!(decode_payload(SEGMENT_VERSION_PLAIN, b"[\n{}".to_vec())
-            .unwrap_err()
-            .contains("metadata"));
+        assert!(
+            decode_payload(SEGMENT_VERSION_PLAIN, Bytes::from_static(b"[\n{}"))
+                .unwrap_err()
+                .contains("metadata")
+        );
     }
 
     #[test]
@@ -336,7 +336,7 @@ mod tests {
             let encoded = event.encode().unwrap();
             let mut payload = Vec::new();
             encode_payload(&encoded, &mut payload).unwrap();
-            let read = decode_payload(SEGMENT_VERSION_PLAIN, payload).unwrap();
+            let read = decode_payload(SEGMENT_VERSION_PLAIN, payload.into()).unwrap();
             assert_eq!(read, encoded);
             assert_eq!(
                 (read.op_type(), read.doc_as_upsert()),
@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(stored[..4], (plain.len() as u32).to_le_bytes());
         assert_ne!(stored[4..], plain[..], "the block is not the plain payload");
         assert_eq!(decompress_payload(&stored).unwrap(), plain);
-        assert_eq!(decode_payload(SEGMENT_VERSION_LZ4, stored), Ok(encoded));
+        assert_eq!(decode_payload(SEGMENT_VERSION_LZ4, stored.into()), Ok(encoded));
         // The empty payload too (a block of one token).
         assert_eq!(decompress_payload(&compressed(b"")).unwrap(), b"");
     }
@@ -393,7 +393,11 @@ mod tests {
         assert!(reason(&with_prefix(plain.len() as u32 + 1)).contains("prefix says"));
         // A block cut short.
         assert!(reason(&good[..good.len() - 3]).contains("undecodable"));
-        assert!(decode_payload(SEGMENT_VERSION_LZ4, good[..good.len() - 3].to_vec()).is_err());
+        assert!(decode_payload(
+            SEGMENT_VERSION_LZ4,
+            Bytes::copy_from_slice(&good[..good.len() - 3])
+        )
+        .is_err());
     }
 
     #[test]
@@ -466,7 +470,7 @@ mod properties {
                     prop_assert!(frame.payload.len() <= MAX_PAYLOAD as usize);
                     prop_assert_eq!(length, FRAME_OVERHEAD + frame.payload.len() as u64);
                     let mut again = Vec::new();
-                    encode_frame(frame.seq, &frame.payload, &mut again);
+                    encode_frame(frame.seq, &bytes[frame.payload], &mut again);
                     prop_assert_eq!(again.as_slice(), &bytes[..length as usize]);
                 }
                 FrameRead::End => prop_assert!(bytes.is_empty()),
@@ -489,7 +493,7 @@ mod properties {
                 let FrameRead::Frame(frame, length) = decode_frame(&bytes[offset..]) else {
                     return Err(TestCaseError::fail(format!("no frame at {offset}")));
                 };
-                prop_assert_eq!((frame.seq, &frame.payload), (*seq, payload));
+                prop_assert_eq!((frame.seq, &bytes[offset..][frame.payload]), (*seq, payload.as_slice()));
                 offset += length as usize;
             }
             prop_assert_eq!(decode_frame(&bytes[offset..]), FrameRead::End);
@@ -547,7 +551,7 @@ mod properties {
             ],
         ) {
             let length = payload.len();
-            if let Ok(event) = decode_payload(version, payload.clone()) {
+            if let Ok(event) = decode_payload(version, Bytes::from(payload.clone())) {
                 if version == SEGMENT_VERSION_PLAIN {
                     // The document is the payload after the first newline, not a copy of more.
                     let split = payload.iter().position(|byte| *byte == b'\n').expect("a separator");
@@ -578,7 +582,7 @@ mod properties {
             let FrameRead::Frame(frame, _) = decode_frame(&bytes) else {
                 return Err(TestCaseError::fail("the frame does not read back"));
             };
-            prop_assert_eq!(decode_payload(version, frame.payload), Ok(encoded));
+            prop_assert_eq!(decode_payload(version, Bytes::from(bytes).slice(frame.payload)), Ok(encoded));
         }
 
         #[test]
@@ -619,7 +623,7 @@ mod properties {
                     prop_assert_eq!(read.len(), declared as usize);
                     prop_assert!(read.len() <= (damaged.len() - 4) * 255);
                 }
-                let _ = decode_payload(SEGMENT_VERSION_LZ4, damaged.to_vec());
+                let _ = decode_payload(SEGMENT_VERSION_LZ4, Bytes::copy_from_slice(damaged));
             }
             // Cut inside the block: the block is incomplete, never read as whole.
             if torn.len() < stored.len() {
