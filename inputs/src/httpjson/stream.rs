@@ -464,6 +464,7 @@ fn decode_slices(
         rejected: Vec::new(),
     };
     let mut bytes = 0;
+    let runtime = tokio::runtime::Handle::current();
     let mut emit = |emitted: Emitted| {
         match emitted {
             Emitted::Record { record, size } => {
@@ -482,6 +483,14 @@ fn decode_slices(
                 },
             );
             slices.blocking_send(full).map_err(|_| crate::split::Stopped)?;
+            // The next slice is cut once the poll took this one: one slice is
+            // worked on while the next is cut, and none waits decoded in
+            // between (a slice of MISP attributes is a few megabytes of trees).
+            drop(
+                runtime
+                    .block_on(slices.reserve())
+                    .map_err(|_| crate::split::Stopped)?,
+            );
         }
         Ok(())
     };
