@@ -158,15 +158,19 @@ impl Client {
         }
     }
 
+    /// The gzip level bulk bodies are compressed at (`compression_level`),
+    /// `None` when they are sent as they are.
+    pub fn gzip_level(&self) -> Option<u32> {
+        (self.compression_level > 0).then_some(self.compression_level)
+    }
+
     /// Sends one request to the next healthy host. `path_and_query` is
-    /// relative (`_bulk?filter_path=...`). JSON bodies are gzipped when
-    /// `compression_level` > 0 and `compress` is set.
+    /// relative (`_bulk?filter_path=...`).
     pub async fn request(
         &self,
         method: Method,
         path_and_query: &str,
-        body: Option<(&[u8], &'static str)>,
-        compress: bool,
+        body: Option<(RequestBody<'_>, &'static str)>,
     ) -> Result<Reply, TransportError> {
         let index = self.pick_host();
         let base = lock(&self.hosts[index]).url.clone();
@@ -181,13 +185,14 @@ impl Client {
             .request(method, url.clone())
             .headers(self.headers.clone());
         let mut sent_bytes = 0;
-        if let Some((bytes, content_type)) = body {
+        if let Some((body, content_type)) = body {
             request = request.header(CONTENT_TYPE, content_type);
-            let bytes = if compress && self.compression_level > 0 {
-                request = request.header(CONTENT_ENCODING, "gzip");
-                gzip(bytes, self.compression_level)
-            } else {
-                bytes.to_vec()
+            let bytes = match body {
+                RequestBody::Plain(bytes) => bytes.to_vec(),
+                RequestBody::Gzip(bytes) => {
+                    request = request.header(CONTENT_ENCODING, "gzip");
+                    bytes
+                }
             };
             sent_bytes = bytes.len() as u64;
             request = request.body(bytes);
@@ -260,15 +265,47 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
+/// A request's body.
+#[derive(Debug)]
+pub enum RequestBody<'a> {
+    /// Sent as it is.
+    Plain(&'a [u8]),
+    /// Already gzipped (see [`Gzip`]); sent with `Content-Encoding: gzip`.
+    Gzip(Vec<u8>),
+}
+
+/// A body gzipped while it is written, so that the whole uncompressed body
+/// is never held (a bulk body is a few megabytes, its gzip a tenth of that).
+pub struct Gzip(flate2::write::GzEncoder<Vec<u8>>);
+
+impl Gzip {
+    /// An empty body compressed at `level`, its output buffer sized for a
+    /// body of about `expected` bytes.
+    pub fn new(level: u32, expected: usize) -> Self {
+        Self(flate2::write::GzEncoder::new(
+            Vec::with_capacity(expected / 4),
+            flate2::Compression::new(level),
+        ))
+    }
+
+    /// Adds `bytes` to the body.
+    pub fn write(&mut self, bytes: &[u8]) {
+        // Writing to a Vec cannot fail.
+        let _ = self.0.write_all(bytes);
+    }
+
+    /// The gzipped body.
+    pub fn finish(self) -> Vec<u8> {
+        self.0.finish().unwrap_or_default()
+    }
+}
+
 /// gzips `bytes` at `level`.
-pub fn gzip(bytes: &[u8], level: u32) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 4),
-        flate2::Compression::new(level),
-    );
-    // Writing to a Vec cannot fail.
-    let _ = encoder.write_all(bytes);
-    encoder.finish().unwrap_or_default()
+#[cfg(test)]
+fn gzip(bytes: &[u8], level: u32) -> Vec<u8> {
+    let mut body = Gzip::new(level, bytes.len());
+    body.write(bytes);
+    body.finish()
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use threatbeat_core::{Backoff, EncodedEvent, Output, OutputError};
 
 use super::bulk::{self, BulkItem, BULK_PATH};
 use super::classify::{classify_item, classify_response, ItemOutcome, ResponseOutcome};
-use super::client::{lock, Client};
+use super::client::{lock, Client, Gzip, RequestBody};
 use super::config::{NonIndexablePolicy, ResolvedSettings};
 use super::stats::OutputStats;
 use crate::metrics;
@@ -59,15 +59,21 @@ pub struct ElasticsearchOutput {
     /// was last logged: an outage is logged when it starts, every
     /// [`OUTAGE_REMINDER`] while it lasts and when it ends, not per retry.
     outage: Mutex<Option<Outage>>,
-    /// Bulk bodies' buffers, kept between requests: a body is a few
-    /// megabytes, and one allocated afresh for each request was faulted in
-    /// page by page each time (docs/performance.md, "Allocation churn").
+    /// Bulk bodies' buffers (the stretch being gzipped, or the whole body
+    /// sent uncompressed), kept between requests: one allocated afresh for
+    /// each request was faulted in page by page each time
+    /// (docs/performance.md, "Allocation churn").
     spare_bodies: Mutex<Vec<Vec<u8>>>,
 }
 
 /// A bulk body's buffer larger than this is freed after its request
 /// instead of kept (an unusually large chunk of documents).
 const MAX_KEPT_BODY: usize = 16 << 20;
+
+/// Bytes of a bulk body gathered before they are gzipped: few enough to
+/// hold, many enough that the compressor is called a few times per request,
+/// not twice per document.
+const GZIP_STRETCH: usize = 256 << 10;
 
 /// How often a lasting outage is logged again.
 const OUTAGE_REMINDER: std::time::Duration = std::time::Duration::from_secs(300);
@@ -218,20 +224,40 @@ impl ElasticsearchOutput {
     /// Sends one chunk; on 413 splits it in two and sends the halves.
     fn send(&self, items: Vec<BulkItem>) -> BoxFuture<'_, ChunkResult> {
         Box::pin(async move {
-            let mut body = lock(&self.spare_bodies).pop().unwrap_or_default();
-            body.reserve(items.iter().map(BulkItem::len).sum());
-            for item in &items {
-                item.write_to(&mut body);
-            }
+            let size = items.iter().map(BulkItem::len).sum();
+            let mut buffer = lock(&self.spare_bodies).pop().unwrap_or_default();
+            let body = match self.client.gzip_level() {
+                // Gzipped a stretch at a time: the whole uncompressed body
+                // is never held, only the stretch and the compressed body.
+                Some(level) => {
+                    let mut body = Gzip::new(level, size);
+                    for item in &items {
+                        item.write_to(&mut buffer);
+                        if buffer.len() >= GZIP_STRETCH {
+                            body.write(&buffer);
+                            buffer.clear();
+                        }
+                    }
+                    body.write(&buffer);
+                    RequestBody::Gzip(body.finish())
+                }
+                None => {
+                    buffer.reserve(size);
+                    for item in &items {
+                        item.write_to(&mut buffer);
+                    }
+                    RequestBody::Plain(&buffer)
+                }
+            };
             self.stats.add_bulk_requests(1);
             let started = Instant::now();
             let reply = self
                 .client
-                .request(Method::POST, BULK_PATH, Some((&body, "application/json")), true)
+                .request(Method::POST, BULK_PATH, Some((body, "application/json")))
                 .await;
-            if body.capacity() <= MAX_KEPT_BODY {
-                body.clear();
-                lock(&self.spare_bodies).push(body);
+            if buffer.capacity() <= MAX_KEPT_BODY {
+                buffer.clear();
+                lock(&self.spare_bodies).push(buffer);
             }
             let output_metrics = metrics::output();
             output_metrics

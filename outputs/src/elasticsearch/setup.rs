@@ -10,7 +10,7 @@ use threatbeat_core::{
 };
 
 use super::bulk::request_error_reason;
-use super::client::{Client, Reply, TransportError};
+use super::client::{Client, Reply, RequestBody, TransportError};
 use super::config::{ElasticsearchConfig, ResolvedSettings};
 use super::template;
 
@@ -240,8 +240,10 @@ async fn call(
     body: Option<&Value>,
 ) -> Result<Reply, SetupError> {
     let body = body.map(Value::to_string);
-    let body = body.as_deref().map(|text| (text.as_bytes(), "application/json"));
-    let reply = client.request(method, path, body, false).await?;
+    let body = body
+        .as_deref()
+        .map(|text| (RequestBody::Plain(text.as_bytes()), "application/json"));
+    let reply = client.request(method, path, body).await?;
     if reply.status == 401 {
         return Err(SetupError::Credentials {
             host: reply.host.to_string(),
