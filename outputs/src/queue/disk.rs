@@ -97,11 +97,23 @@ struct ReadFrame {
 /// The buffers a push encodes and gathers records in, kept from one push to
 /// the next: a fresh megabyte per batch was allocated, grown and freed
 /// again each time (docs/performance.md, "Allocation churn").
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct PushBuffers {
     frames: Vec<u8>,
     payload: Vec<u8>,
     compressed: Vec<u8>,
+    /// LZ4's hash table (16 KiB), made at the first compressed record.
+    table: Option<CompressTable>,
+}
+
+impl std::fmt::Debug for PushBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushBuffers")
+            .field("frames", &self.frames.capacity())
+            .field("payload", &self.payload.capacity())
+            .field("compressed", &self.compressed.capacity())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PushBuffers {
@@ -459,20 +471,20 @@ impl DiskQueue {
         buffers: &mut PushBuffers,
     ) -> Result<usize, QueueError> {
         let mut pushed = 0;
-        let mut table = (self.settings.compression == Compression::Lz4).then(CompressTable::default);
+        let compress = self.settings.compression == Compression::Lz4;
         let mut pending_bytes = self.pending_bytes();
         while let Some(event) = events.front() {
             buffers.payload.clear();
             frame::encode_payload(event, &mut buffers.payload)
                 .map_err(|error| QueueError::Encode(error.to_string()))?;
             let fits = buffers.payload.len() <= frame::MAX_PAYLOAD as usize;
-            let stored = match &mut table {
-                Some(table) if fits => {
-                    frame::compress_payload(&buffers.payload, table, &mut buffers.compressed)
-                        .map_err(QueueError::Encode)?;
-                    &buffers.compressed
-                }
-                _ => &buffers.payload,
+            let stored = if compress && fits {
+                let table = buffers.table.get_or_insert_with(CompressTable::default);
+                frame::compress_payload(&buffers.payload, table, &mut buffers.compressed)
+                    .map_err(QueueError::Encode)?;
+                &buffers.compressed
+            } else {
+                &buffers.payload
             };
             // LZ4 may make a record a few bytes longer; the stored length is
             // the one the reader checks.
