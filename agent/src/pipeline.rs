@@ -13,7 +13,7 @@ use threatbeat_core::{
 };
 use threatbeat_processors::Chain;
 
-use crate::lifecycle::{format_time, CurrentState};
+use crate::lifecycle::{format_time, CurrentState, Pending};
 use crate::telemetry::{FailureCause, PipelineEvent, PipelineTelemetry};
 use threatbeat_outputs::queue::QueueHandle;
 use tokio::sync::mpsc;
@@ -41,10 +41,17 @@ impl Sink {
     /// returns once the queue made them durable, or the output accepted
     /// them, or either refused them.
     pub async fn publish(&self, events: Vec<Event>) -> Result<(), OutputError> {
-        let events = in_two_halves(events, |half| half.into_iter().map(Event::encode).collect())
-            .into_iter()
-            .collect::<Result<Vec<EncodedEvent>, _>>()
-            .map_err(|error| OutputError::Write(format!("cannot serialise an event: {error}")))?;
+        let events = in_two_halves(events, |half| {
+            half.into_iter().map(Event::encode).collect::<Vec<_>>()
+        })
+        .into_iter()
+        .collect::<Result<Vec<EncodedEvent>, _>>()
+        .map_err(|error| OutputError::Write(format!("cannot serialise an event: {error}")))?;
+        self.write(events).await
+    }
+
+    /// Writes serialised events, as [`Sink::publish`].
+    pub async fn write(&self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
         match self {
             Sink::Queue(queue) => queue
                 .push(events)
@@ -52,6 +59,28 @@ impl Sink {
                 .map_err(|error| OutputError::Write(error.to_string())),
             Sink::Direct(output) => output.lock().await.publish(events).await,
         }
+    }
+}
+
+/// A batch (or a part of one) processed, prepared and serialised.
+#[derive(Default)]
+struct Worked {
+    /// How many events the processors kept.
+    kept: usize,
+    /// The history documents, serialised: written first.
+    history: Vec<EncodedEvent>,
+    /// The current-state documents and deletes, serialised: written after.
+    state: Vec<EncodedEvent>,
+    /// What the current state records once they are queued.
+    pending: Pending,
+}
+
+impl Joined for Worked {
+    fn join(&mut self, later: Self) {
+        self.kept += later.kept;
+        self.history.extend(later.history);
+        self.state.extend(later.state);
+        self.pending.join(later.pending);
     }
 }
 
@@ -208,29 +237,22 @@ impl Pipeline {
     /// many events were written.
     async fn write(&self, batch: Batch) -> Result<usize, BatchFailure> {
         let read_at = Value::String(format_time(chrono::Utc::now()));
-        let events = self.process_all(batch.events, &read_at);
-        let published = events.len();
+        let now = unix_now();
+        let worked = in_two_halves(batch.events, |part| self.work(part, &read_at, now))?;
+        let published = worked.kept;
         let mut listed = Vec::new();
-        if !events.is_empty() {
-            self.telemetry.record_samples(&events);
-            let store_failed =
-                |error: crate::lifecycle::StoreError| BatchFailure::new(FailureCause::CurrentState, error);
-            let (events, prepared) = match &self.current_state {
-                Some(state) => {
-                    let mut prepared = state.prepare(events, unix_now()).map_err(store_failed)?;
-                    (std::mem::take(&mut prepared.events), Some(prepared))
-                }
-                None => (events, None),
-            };
+        if published > 0 {
+            let mut events = worked.history;
+            events.extend(worked.state);
             self.output
-                .publish(events)
+                .write(events)
                 .await
                 .map_err(|error| BatchFailure::new(FailureCause::OutputRefused, error))?;
-            if let (Some(state), Some(prepared)) = (&self.current_state, prepared) {
+            if let Some(state) = &self.current_state {
                 state
-                    .commit(&prepared.records, &prepared.deleted)
-                    .map_err(store_failed)?;
-                listed = prepared.listed;
+                    .commit(&worked.pending)
+                    .map_err(|error| BatchFailure::new(FailureCause::CurrentState, error))?;
+                listed = worked.pending.listed;
             }
         }
         if let Some(state) = &self.current_state {
@@ -250,6 +272,47 @@ impl Pipeline {
             })?;
         }
         Ok(published)
+    }
+
+    /// Runs the processors on the events of a batch (or of a part of one:
+    /// a large batch is worked in two halves at once), prepares the current
+    /// state, and serialises what is to be written, each event right after
+    /// its processing, while its tree is fresh in the cache.
+    fn work(&self, events: Vec<Event>, read_at: &Value, now: i64) -> Result<Worked, BatchFailure> {
+        let events: Vec<Event> = events
+            .into_iter()
+            .filter_map(|event| self.process(event, read_at))
+            .collect();
+        if events.is_empty() {
+            return Ok(Worked::default());
+        }
+        self.telemetry.record_samples(&events);
+        let kept = events.len();
+        let (history, state, pending) = match &self.current_state {
+            Some(current_state) => {
+                let prepared = current_state
+                    .prepare(events, now)
+                    .map_err(|error| BatchFailure::new(FailureCause::CurrentState, error))?;
+                (prepared.history, prepared.state, prepared.pending)
+            }
+            None => (events, Vec::new(), Pending::default()),
+        };
+        let history = history
+            .into_iter()
+            .map(Event::encode)
+            .collect::<Result<Vec<EncodedEvent>, _>>()
+            .map_err(|error| {
+                BatchFailure::new(
+                    FailureCause::OutputRefused,
+                    format!("cannot serialise an event: {error}"),
+                )
+            })?;
+        Ok(Worked {
+            kept,
+            history,
+            state,
+            pending,
+        })
     }
 
     /// Deletes the documents of the indicators that a complete poll of a
@@ -273,16 +336,6 @@ impl Pipeline {
             tracing::info!(pipeline = %self.id, ended = total, "current state: indicators no longer listed deleted");
         }
         Ok(())
-    }
-
-    /// Runs the processors on every event of a batch, in order, a large
-    /// batch on two threads.
-    fn process_all(&self, events: Vec<Event>, read_at: &Value) -> Vec<Event> {
-        in_two_halves(events, |half| {
-            half.into_iter()
-                .filter_map(|event| self.process(event, read_at))
-                .collect()
-        })
     }
 
     fn process(&self, event: Event, read_at: &Value) -> Option<Event> {
@@ -320,18 +373,46 @@ impl Pipeline {
     }
 }
 
+/// What working on part of a list gives, joined in order with what the
+/// next part gave.
+trait Joined {
+    /// Appends `later`, the result of the part after this one.
+    fn join(&mut self, later: Self);
+}
+
+impl<U> Joined for Vec<U> {
+    fn join(&mut self, later: Self) {
+        self.extend(later);
+    }
+}
+
+impl<T: Joined, E> Joined for Result<T, E> {
+    /// The first error stands; both parts' results otherwise.
+    fn join(&mut self, later: Self) {
+        match later {
+            Err(error) if self.is_ok() => *self = Err(error),
+            Err(_) => {}
+            Ok(later) => {
+                if let Ok(first) = self {
+                    first.join(later);
+                }
+            }
+        }
+    }
+}
+
 /// `work` applied to `items` in order; a large list is cut in two and its
 /// second half worked on a second thread, where the machine has one.
-fn in_two_halves<T: Send, U: Send>(items: Vec<T>, work: impl Fn(Vec<T>) -> Vec<U> + Sync) -> Vec<U> {
+fn in_two_halves<T: Send, R: Joined + Send>(items: Vec<T>, work: impl Fn(Vec<T>) -> R + Sync) -> R {
     in_two_halves_on(std::thread::Builder::new(), items, work)
 }
 
 /// [`in_two_halves`] with the second thread started by `helper`.
-fn in_two_halves_on<T: Send, U: Send>(
+fn in_two_halves_on<T: Send, R: Joined + Send>(
     helper: std::thread::Builder,
     mut items: Vec<T>,
-    work: impl Fn(Vec<T>) -> Vec<U> + Sync,
-) -> Vec<U> {
+    work: impl Fn(Vec<T>) -> R + Sync,
+) -> R {
     // Read once: on Linux it reads the cgroup's CPU quota from files.
     static CORES: OnceLock<usize> = OnceLock::new();
     let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
@@ -353,12 +434,12 @@ fn in_two_halves_on<T: Send, U: Send>(
         let mut done = work(items);
         match helper {
             Ok(helper) => match helper.join() {
-                Ok(rest) => done.extend(rest),
+                Ok(rest) => done.join(rest),
                 Err(panic) => std::panic::resume_unwind(panic),
             },
             Err(error) => {
                 tracing::debug!(%error, "no second thread; the whole batch is worked on one");
-                done.extend(work(take_second_half()));
+                done.join(work(take_second_half()));
             }
         }
         done

@@ -146,25 +146,21 @@ impl Event {
         let source = if self.op_type() == OpType::Delete {
             Bytes::from_static(b"{}")
         } else {
-            // Written into a buffer the thread keeps, then copied out at its
-            // exact size: one allocation per document instead of the four or
-            // five a growing vector takes for a typical 1-2 KB document.
-            thread_local! {
-                static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-            }
-            BUFFER.with_borrow_mut(|buffer| {
-                buffer.clear();
-                let written = serde_json::to_writer(&mut *buffer, &self.fields)
-                    .map(|()| Bytes::copy_from_slice(buffer));
-                if buffer.capacity() > MAX_KEPT_BUFFER {
-                    *buffer = Vec::new();
-                }
-                written
-            })?
+            serialise(&self.fields)?
         };
         Ok(EncodedEvent {
             metadata: self.metadata,
             source,
+        })
+    }
+
+    /// Encodes this event's metadata with `document` as its source instead
+    /// of its fields: a document derived from another one (a current-state
+    /// copy of a history document) is written without building its tree.
+    pub fn encode_as(self, document: &impl Serialize) -> Result<EncodedEvent, serde_json::Error> {
+        Ok(EncodedEvent {
+            source: serialise(document)?,
+            metadata: self.metadata,
         })
     }
 
@@ -308,6 +304,23 @@ pub struct EncodedEvent {
     pub metadata: Map<String, Value>,
     /// The document as one compact JSON object (no newline in it).
     pub source: Bytes,
+}
+
+/// `document` as compact JSON, written into a buffer the thread keeps and
+/// copied out at its exact size: one allocation per document instead of the
+/// four or five a growing vector takes for a typical 1-2 KB document.
+fn serialise(document: &impl Serialize) -> Result<Bytes, serde_json::Error> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        let written = serde_json::to_writer(&mut *buffer, document).map(|()| Bytes::copy_from_slice(buffer));
+        if buffer.capacity() > MAX_KEPT_BUFFER {
+            *buffer = Vec::new();
+        }
+        written
+    })
 }
 
 /// A stored document that is not a JSON object (a corrupt queue record).

@@ -34,14 +34,16 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use threatbeat_core::{deserialize_at, ConfigError, Event, FieldPath, OpType, Origin};
+use threatbeat_core::{deserialize_at, ConfigError, EncodedEvent, Event, FieldPath, OpType, Origin};
 
-pub use self::store::{Entry, IndicatorStore, Key, StoreError};
+pub use self::store::{Entry, IndicatorStore, Key, Reader, StoreError};
 
 /// The label that tells the rules a document is a history copy.
 const TRANSFORM_SOURCE_LABEL: &str = "labels.is_ioc_transform_source";
 /// How many due indicators one sweep step handles.
 const SWEEP_BATCH: usize = 1000;
+/// The largest digest buffer a thread keeps between documents.
+const MAX_KEPT_DIGEST_BUFFER: usize = 64 * 1024;
 
 /// `current_state:` in a fileset manifest, after templating.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -185,18 +187,57 @@ pub struct CurrentState {
     /// far, from its first batch; `None` until a poll's first batch is seen
     /// (after a restart, the poll under way may have begun before it).
     listing: Mutex<Option<HashSet<Key>>>,
+    /// `threat.indicator.modified`, where a current-state document keeps the feed's time.
+    modified: FieldPath,
+    /// [`TRANSFORM_SOURCE_LABEL`].
+    history_label: FieldPath,
+    /// The top-level fields a current-state document changes (`@timestamp`,
+    /// `threat`, those of the configured `fields`): only they are copied
+    /// from the history document, the rest is written from it as it is.
+    changed_roots: Vec<String>,
 }
 
-/// A batch ready to publish, and what to record once it is queued.
+/// A batch (or part of one) ready to publish, and what to record once it is queued.
 pub struct Prepared {
-    /// History, current-state and delete events, in the order to write them.
-    pub events: Vec<Event>,
-    /// What to record of the written indicators once queued.
+    /// The history events, labelled, in the batch's order (none with
+    /// `history: false`); written first.
+    pub history: Vec<Event>,
+    /// Current-state documents and deletes, in the batch's order, serialised;
+    /// written after the history.
+    pub state: Vec<EncodedEvent>,
+    /// What to record once they are queued.
+    pub pending: Pending,
+}
+
+/// What to record of a prepared batch once it is queued ([`CurrentState::commit`]).
+#[derive(Default)]
+pub struct Pending {
+    /// What to record of the written indicators.
     pub records: Vec<(String, Entry)>,
-    /// Indicators whose delete is in `events`: forgotten once queued.
+    /// Indicators whose delete was written: forgotten.
     pub deleted: Vec<String>,
     /// Every valid indicator the batch held, written or not.
     pub listed: Vec<Key>,
+}
+
+impl Pending {
+    /// Adds what a later part of the same batch holds.
+    pub fn join(&mut self, later: Pending) {
+        self.records.extend(later.records);
+        self.deleted.extend(later.deleted);
+        self.listed.extend(later.listed);
+    }
+}
+
+/// Why a batch could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A current-state document could not be serialised.
+    #[error("cannot serialise a current-state document: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// One step of expiry and refresh, ready to publish.
@@ -212,10 +253,21 @@ pub struct Sweep {
 impl CurrentState {
     /// Opens (or creates) the store at `store_path` (see [`store_path`]).
     pub fn open(settings: CurrentStateSettings, store_path: &Path) -> Result<Self, StoreError> {
+        let constant = |path: &str| FieldPath::parse(path).expect("a valid constant path");
+        let modified = constant("threat.indicator.modified");
+        let mut changed_roots = vec!["@timestamp".to_owned(), modified.first().to_owned()];
+        for (path, _) in &settings.fields {
+            if !changed_roots.iter().any(|root| root == path.first()) {
+                changed_roots.push(path.first().to_owned());
+            }
+        }
         Ok(Self {
-            settings,
             store: IndicatorStore::open(store_path)?,
+            settings,
             listing: Mutex::new(None),
+            modified,
+            history_label: constant(TRANSFORM_SOURCE_LABEL),
+            changed_roots,
         })
     }
 
@@ -229,26 +281,26 @@ impl CurrentState {
         &self.store
     }
 
-    /// Turns a batch of history events into what to publish: the history
-    /// (labelled, unless the history is switched off), one current-state
-    /// document per valid indicator that is new, changed or due for a
-    /// refresh, a delete per known indicator that arrived expired. Nothing is
-    /// recorded until [`CurrentState::commit`].
-    pub fn prepare(&self, history: Vec<Event>, now: i64) -> Result<Prepared, StoreError> {
+    /// Turns a batch of history events (or a part of one: parts of the same
+    /// batch may be prepared at once, on different threads) into what to
+    /// publish: the history (labelled, unless the history is switched off),
+    /// one current-state document per valid indicator that is new, changed
+    /// or due for a refresh, a delete per known indicator that arrived
+    /// expired. Nothing is recorded until [`CurrentState::commit`].
+    pub fn prepare(&self, batch: Vec<Event>, now: i64) -> Result<Prepared, PrepareError> {
         let now_text = format_unix(now);
-        let mut events = Vec::with_capacity(history.len() * 2);
-        let mut records = Vec::new();
-        let mut deleted = Vec::new();
-        let mut state_events = Vec::new();
-        let mut listed = Vec::new();
-        for mut event in history {
+        let known_entries = self.store.reader()?;
+        let mut history = Vec::with_capacity(batch.len());
+        let mut state = Vec::new();
+        let mut pending = Pending::default();
+        for mut event in batch {
             let mut unchanged = false;
             if let Some(id) = self.identity(&event) {
                 let expires_at = self.expires_at(&event, now);
-                let known = self.store.get(&id)?;
+                let known = known_entries.get(&id)?;
                 if expires_at > now {
                     if self.settings.full_list {
-                        listed.extend(store::key(&id));
+                        pending.listed.extend(store::key(&id));
                     }
                     let digest = digest(&event);
                     match known {
@@ -262,12 +314,12 @@ impl CurrentState {
                         {
                             unchanged = true;
                             if entry.expires_at != expires_at {
-                                records.push((id, Entry { expires_at, ..entry }));
+                                pending.records.push((id, Entry { expires_at, ..entry }));
                             }
                         }
                         _ => {
-                            state_events.push(self.state_document(&event, &id, &now_text));
-                            records.push((
+                            state.push(self.state_document(&event, &id, &now_text)?);
+                            pending.records.push((
                                 id,
                                 Entry {
                                     expires_at,
@@ -278,8 +330,8 @@ impl CurrentState {
                         }
                     }
                 } else if known.is_some() {
-                    state_events.push(self.delete(&id));
-                    deleted.push(id);
+                    state.push(self.delete(&id).encode()?);
+                    pending.deleted.push(id);
                 }
             }
             // A whole list pulled again repeats every value it still holds:
@@ -287,16 +339,15 @@ impl CurrentState {
             // at every pull.
             let repeated = self.settings.full_list && unchanged;
             if self.settings.history && !current_state_only(&event) && !repeated {
-                mark_as_history(&mut event);
-                events.push(event);
+                // A path through a scalar cannot be set; the document stands.
+                let _ = event.set(&self.history_label, Value::String("true".to_owned()));
+                history.push(event);
             }
         }
-        events.extend(state_events);
         Ok(Prepared {
-            events,
-            records,
-            deleted,
-            listed,
+            history,
+            state,
+            pending,
         })
     }
 
@@ -356,9 +407,9 @@ impl CurrentState {
     /// indicators and their expiry, and the deleted ones forgotten. The
     /// batch's cursor must move only after this succeeded, so that a crash
     /// (or a failure here) has the input deliver the records again.
-    pub fn commit(&self, records: &[(String, Entry)], deleted: &[String]) -> Result<(), StoreError> {
-        self.store.upsert(records)?;
-        self.store.remove(deleted)
+    pub fn commit(&self, pending: &Pending) -> Result<(), StoreError> {
+        self.store.upsert(&pending.records)?;
+        self.store.remove(&pending.deleted)
     }
 
     /// The next step of expiry and refresh at `now`, or `None` when nothing is due.
@@ -396,10 +447,14 @@ impl CurrentState {
         let mut hasher = Sha256::new();
         let mut found = false;
         for path in &self.settings.id_fields {
+            let written;
             let part = match event.get(path) {
-                Some(Value::String(text)) => text.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
+                Some(Value::String(text)) => text.as_str(),
+                Some(Value::Null) | None => "",
+                Some(other) => {
+                    written = other.to_string();
+                    written.as_str()
+                }
             };
             found |= !part.is_empty();
             hasher.update(part.as_bytes());
@@ -431,26 +486,41 @@ impl CurrentState {
         })
     }
 
-    fn state_document(&self, history: &Event, id: &str, now_text: &str) -> Event {
-        let mut fields = history.fields.clone();
-        // The feed's own time stays with the indicator; `@timestamp` says
-        // when this copy was written, which is what keeps it in the rules' window.
-        let modified = FieldPath::parse("threat.indicator.modified").ok();
-        if let (Some(modified), Some(source_time)) = (modified, fields.get("@timestamp").cloned()) {
-            if !modified.exists(&fields) {
-                let _ = modified.set(&mut fields, source_time);
+    /// The current-state document of `history`, serialised: the history's
+    /// fields with `@timestamp` the time it is written, the feed's time kept
+    /// in `threat.indicator.modified`, and the configured `fields`.
+    fn state_document(
+        &self,
+        history: &Event,
+        id: &str,
+        now_text: &str,
+    ) -> Result<EncodedEvent, serde_json::Error> {
+        let mut changed = Map::new();
+        for root in &self.changed_roots {
+            if let Some(value) = history.fields.get(root) {
+                changed.insert(root.clone(), value.clone());
             }
         }
-        fields.insert("@timestamp".to_owned(), Value::String(now_text.to_owned()));
+        // The feed's own time stays with the indicator; `@timestamp` says
+        // when this copy was written, which is what keeps it in the rules' window.
+        if let Some(source_time) = history.fields.get("@timestamp") {
+            if !self.modified.exists(&changed) {
+                let _ = self.modified.set(&mut changed, source_time.clone());
+            }
+        }
+        changed.insert("@timestamp".to_owned(), Value::String(now_text.to_owned()));
         for (path, value) in &self.settings.fields {
             // A path through a scalar cannot be set; the rest of the document stands.
-            let _ = path.set(&mut fields, value.clone());
+            let _ = path.set(&mut changed, value.clone());
         }
-        let mut event = Event::new(fields);
+        let mut event = Event::new(Map::new());
         event.set_id(id);
         event.set_index(self.settings.index.clone());
         event.set_op_type(OpType::Index);
-        event
+        event.encode_as(&Overlaid {
+            base: &history.fields,
+            changed: &changed,
+        })
     }
 
     fn delete(&self, id: &str) -> Event {
@@ -485,9 +555,57 @@ pub fn store_path(data_path: &Path, pipeline_id: &str) -> PathBuf {
 /// A digest of what the current-state document is made of: the history
 /// document's fields (before the history mark).
 fn digest(event: &Event) -> u64 {
-    // Serialising a JSON map cannot fail.
-    let bytes = serde_json::to_vec(&WithoutTimestamp(&event.fields)).unwrap_or_default();
-    xxhash_rust::xxh3::xxh3_64(&bytes)
+    // Serialised into a buffer the thread keeps: the text is only hashed.
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        // Serialising a JSON map into memory cannot fail.
+        let _ = serde_json::to_writer(&mut *buffer, &WithoutTimestamp(&event.fields));
+        let digest = xxhash_rust::xxh3::xxh3_64(buffer);
+        if buffer.capacity() > MAX_KEPT_DIGEST_BUFFER {
+            *buffer = Vec::new();
+        }
+        digest
+    })
+}
+
+/// A history document's fields with some top-level fields replaced or
+/// added (`changed`), serialised as the merged map would be (keys in
+/// order) without copying the rest.
+struct Overlaid<'a> {
+    base: &'a Map<String, Value>,
+    changed: &'a Map<String, Value>,
+}
+
+impl serde::Serialize for Overlaid<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        use std::cmp::Ordering;
+        let mut map = serializer.serialize_map(None)?;
+        let mut base = self.base.iter().peekable();
+        let mut changed = self.changed.iter().peekable();
+        loop {
+            let next = match (base.peek(), changed.peek()) {
+                (None, None) => break,
+                (Some(_), None) => base.next(),
+                (None, Some(_)) => changed.next(),
+                (Some((base_key, _)), Some((changed_key, _))) => match base_key.cmp(changed_key) {
+                    Ordering::Less => base.next(),
+                    Ordering::Greater => changed.next(),
+                    Ordering::Equal => {
+                        base.next();
+                        changed.next()
+                    }
+                },
+            };
+            if let Some((key, value)) = next {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// An event's fields but `@timestamp`, for [`digest`]: a feed without dates
@@ -518,13 +636,6 @@ fn current_state_only(event: &Event) -> bool {
         == Some(&Value::Bool(false))
 }
 
-/// Marks a history document so that the prebuilt rules skip it.
-fn mark_as_history(event: &mut Event) {
-    if let Ok(label) = FieldPath::parse(TRANSFORM_SOURCE_LABEL) {
-        let _ = event.set(&label, Value::String("true".to_owned()));
-    }
-}
-
 /// `2024-05-20T10:00:00.000Z`, as the `timestamp` processor writes times.
 pub fn format_time(time: chrono::DateTime<chrono::Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
@@ -533,4 +644,110 @@ pub fn format_time(time: chrono::DateTime<chrono::Utc>) -> String {
 /// [`format_time`] of Unix seconds.
 fn format_unix(unix: i64) -> String {
     format_time(chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: &str = "2026-12-05T00:00:00.000Z";
+
+    fn current_state(fields: Value) -> (tempfile::TempDir, CurrentState) {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = CurrentStateSettings::parse(
+            &json!({"index": "latest", "id_fields": ["id"], "check_interval": "1m", "fields": fields}),
+            &Origin::named("manifest.yml"),
+        )
+        .unwrap()
+        .unwrap();
+        let state = CurrentState::open(settings, &dir.path().join("store.redb")).unwrap();
+        (dir, state)
+    }
+
+    /// The current-state document as it was first built: the whole history
+    /// tree copied, then changed, then serialised.
+    fn copied_and_changed(state: &CurrentState, history: &Event) -> String {
+        let mut fields = history.fields.clone();
+        if let Some(source_time) = fields.get("@timestamp").cloned() {
+            if !state.modified.exists(&fields) {
+                let _ = state.modified.set(&mut fields, source_time);
+            }
+        }
+        fields.insert("@timestamp".to_owned(), json!(NOW));
+        for (path, value) in &state.settings.fields {
+            let _ = path.set(&mut fields, value.clone());
+        }
+        serde_json::to_string(&fields).unwrap()
+    }
+
+    fn assert_same_as_copied(state: &CurrentState, history: Value) {
+        let history = Event::from_value(history);
+        let encoded = state.state_document(&history, "the-id", NOW).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&encoded.source).unwrap(),
+            copied_and_changed(state, &history)
+        );
+        assert_eq!(
+            (encoded.id(), encoded.index(), encoded.op_type()),
+            (Some("the-id"), Some("latest"), OpType::Index)
+        );
+    }
+
+    #[test]
+    fn a_state_document_is_its_history_document_changed_only_where_it_must_be() {
+        let (_dir, state) = current_state(json!({
+            "labels.current": "yes", "event.kind": "enrichment", "zz.deep.path": 1, "a": {"b": 2}
+        }));
+        for history in [
+            json!({"@timestamp": "2024-01-01T00:00:00.000Z", "id": "1", "misp": {"x": 1},
+                   "threat": {"indicator": {"ip": "1.2.3.4"}}}),
+            // the feed's time already kept; a scalar where a field goes; a
+            // field replaced among others
+            json!({"id": "2", "threat": {"indicator": {"modified": "kept"}},
+                   "labels": "a scalar", "event": {"kind": "x", "type": ["indicator"]}}),
+            json!({"@timestamp": 5, "threat": "a scalar", "a": 1, "zz": {"deep": {"other": true}}}),
+            json!({"@timestamp": "t", "~after": 1, "0before": 2}),
+            json!({}),
+        ] {
+            assert_same_as_copied(&state, history);
+        }
+    }
+
+    fn document() -> impl Strategy<Value = Value> {
+        let key = prop::sample::select(vec![
+            "@timestamp",
+            "threat",
+            "indicator",
+            "modified",
+            "labels",
+            "a",
+            "b",
+            "z",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            "[a-z]{0,3}".prop_map(Value::from)
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop::collection::btree_map(key.clone().prop_map(str::to_owned), inner, 0..4)
+                .prop_map(|map| Value::Object(map.into_iter().collect()))
+        });
+        let root_key = prop::sample::select(vec!["@timestamp", "threat", "labels", "a", "misp", "~", "0"]);
+        prop::collection::btree_map(root_key.prop_map(str::to_owned), value, 0..6)
+            .prop_map(|map| Value::Object(map.into_iter().collect()))
+    }
+
+    proptest! {
+        #[test]
+        fn any_state_document_is_written_as_the_copied_and_changed_one(history in document()) {
+            static STATE: std::sync::LazyLock<(tempfile::TempDir, CurrentState)> = std::sync::LazyLock::new(|| {
+                current_state(json!({"labels.current": "yes", "a.b": [1], "threat.feed.name": "x"}))
+            });
+            assert_same_as_copied(&STATE.1, history);
+        }
+    }
 }

@@ -234,22 +234,20 @@ impl IndicatorStore {
 
     /// The entry of `id`.
     pub fn get(&self, id: &str) -> Result<Option<Entry>, StoreError> {
-        let Some(key) = key(id) else {
-            return Ok(None);
-        };
+        self.reader()?.get(id)
+    }
+
+    /// A reader for many look-ups (a batch's): one read transaction, the
+    /// table opened once.
+    pub fn reader(&self) -> Result<Reader<'_>, StoreError> {
         let transaction = self.database()?.begin_read().map_err(|error| self.error(error))?;
-        let table = transaction
+        let indicators = transaction
             .open_table(INDICATORS)
             .map_err(|error| self.error(error))?;
-        let value = table.get(key).map_err(|error| self.error(error))?;
-        Ok(value.map(|value| {
-            let (expires_at, written_at, digest) = value.value();
-            Entry {
-                expires_at,
-                written_at,
-                digest,
-            }
-        }))
+        Ok(Reader {
+            store: self,
+            indicators,
+        })
     }
 
     /// How many indicators the store holds.
@@ -340,6 +338,34 @@ impl Tables<'_> {
             self.by_written.remove((written_at, *key))?;
         }
         Ok(())
+    }
+}
+
+/// Look-ups in one read transaction (see [`IndicatorStore::reader`]): what
+/// they see is the store as it was when the reader was made.
+pub struct Reader<'a> {
+    store: &'a IndicatorStore,
+    indicators: redb::ReadOnlyTable<Key, (i64, i64, u64)>,
+}
+
+impl Reader<'_> {
+    /// The entry of `id`; `None` for an id that is not ours.
+    pub fn get(&self, id: &str) -> Result<Option<Entry>, StoreError> {
+        let Some(key) = key(id) else {
+            return Ok(None);
+        };
+        let value = self
+            .indicators
+            .get(key)
+            .map_err(|error| self.store.error(error))?;
+        Ok(value.map(|value| {
+            let (expires_at, written_at, digest) = value.value();
+            Entry {
+                expires_at,
+                written_at,
+                digest,
+            }
+        }))
     }
 }
 
