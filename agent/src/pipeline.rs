@@ -482,6 +482,19 @@ mod tests {
             (0..PARALLEL_FROM * 3 + 1).collect::<Vec<_>>()
         );
 
+        // A part that fails fails the whole; the first failure is the one told.
+        let failing = |half: Vec<usize>| match half.iter().find(|item| **item >= 1000) {
+            Some(item) => Err(*item),
+            None => Ok(half),
+        };
+        let mut items: Vec<usize> = (0..PARALLEL_FROM * 3).collect();
+        let last = items.len() - 1;
+        items[last] = 2000;
+        assert_eq!(in_two_halves(items.clone(), failing), Err(2000));
+        items[0] = 1000;
+        assert_eq!(in_two_halves(items, failing), Err(1000));
+        assert_eq!(in_two_halves(vec![1, 2], failing), Ok(vec![1, 2]));
+
         let small: Vec<usize> = (0..PARALLEL_FROM - 1).collect();
         assert_eq!(in_two_halves(small.clone(), |half| half), small);
         assert!(in_two_halves(Vec::<usize>::new(), |half| half).is_empty());
