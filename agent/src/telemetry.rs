@@ -286,23 +286,26 @@ impl PipelineTelemetry {
             return;
         };
         for event in events {
-            let found = paths.iter().enumerate().find_map(|(rank, path)| {
-                let value = match event.get(path)? {
-                    Value::String(text) => text.clone(),
-                    Value::Array(items) => items.first().and_then(Value::as_str)?.to_owned(),
-                    _ => return None,
-                };
-                Some((rank, value))
-            });
+            // An event's kind is the first indicator field it has; only the
+            // fields of kinds that could still be taken are looked up, none
+            // once the samples are settled (most of a run).
+            let reach = sample_reach(&samples, paths.len());
+            if reach == 0 {
+                break;
+            }
+            let found = paths[..reach]
+                .iter()
+                .enumerate()
+                .find_map(|(rank, path)| Some((rank, indicator_text(event.get(path)?)?)));
             let Some((rank, value)) = found else {
                 continue;
             };
             let same_kind = samples.iter().filter(|(kind, _)| *kind == rank).count();
-            if same_kind >= 2 || samples.iter().any(|(_, seen)| *seen == value) {
+            if same_kind >= 2 || samples.iter().any(|(_, seen)| seen == value) {
                 continue;
             }
             if samples.len() < SAMPLE_SIZE {
-                samples.push((rank, value));
+                samples.push((rank, value.to_owned()));
             } else if let Some(worst) = samples
                 .iter()
                 .map(|(kind, _)| *kind)
@@ -310,11 +313,37 @@ impl PipelineTelemetry {
                 .filter(|worst| *worst > rank)
             {
                 if let Some(position) = samples.iter().rposition(|(kind, _)| *kind == worst) {
-                    samples[position] = (rank, value);
+                    samples[position] = (rank, value.to_owned());
                 }
             }
         }
         samples.sort_by_key(|(kind, _)| *kind);
+    }
+}
+
+/// How many of the `kinds` indicator fields (in order of preference) could
+/// still give a sample: all while there is room, then those better than the
+/// worst kind kept; 0 once every such kind has its two.
+fn sample_reach(samples: &[(usize, String)], kinds: usize) -> usize {
+    let reach = if samples.len() < SAMPLE_SIZE {
+        kinds
+    } else {
+        samples.iter().map(|(kind, _)| *kind).max().unwrap_or(0)
+    };
+    let open = (0..reach).any(|rank| samples.iter().filter(|(kind, _)| *kind == rank).count() < 2);
+    if open {
+        reach
+    } else {
+        0
+    }
+}
+
+/// The indicator value shown for a field: a string, or a list's first string.
+fn indicator_text(value: &Value) -> Option<&str> {
+    match value {
+        Value::String(text) => Some(text),
+        Value::Array(items) => items.first().and_then(Value::as_str),
+        _ => None,
     }
 }
 
@@ -331,6 +360,72 @@ fn indicator_paths() -> &'static [FieldPath] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The samples as first kept: every indicator field of every event
+    /// looked up, each event's value copied before it was judged.
+    fn samples_looked_up_everywhere(batches: &[Vec<Event>]) -> Vec<String> {
+        let mut samples: Vec<(usize, String)> = Vec::new();
+        for batch in batches {
+            for event in batch {
+                let found = indicator_paths()
+                    .iter()
+                    .enumerate()
+                    .find_map(|(rank, path)| Some((rank, indicator_text(event.get(path)?)?.to_owned())));
+                let Some((rank, value)) = found else { continue };
+                let same_kind = samples.iter().filter(|(kind, _)| *kind == rank).count();
+                if same_kind >= 2 || samples.iter().any(|(_, seen)| *seen == value) {
+                    continue;
+                }
+                if samples.len() < SAMPLE_SIZE {
+                    samples.push((rank, value));
+                } else if let Some(worst) = samples
+                    .iter()
+                    .map(|(kind, _)| *kind)
+                    .max()
+                    .filter(|worst| *worst > rank)
+                {
+                    if let Some(position) = samples.iter().rposition(|(kind, _)| *kind == worst) {
+                        samples[position] = (rank, value);
+                    }
+                }
+            }
+            samples.sort_by_key(|(kind, _)| *kind);
+        }
+        samples.into_iter().map(|(_, value)| value).collect()
+    }
+
+    fn indicator_event() -> impl Strategy<Value = Event> {
+        let field = (0..INDICATOR_FIELDS.len() + 1, "[a-d]{1,2}", 0..3u8);
+        prop::collection::vec(field, 0..4).prop_map(|fields| {
+            let mut event = Event::from_value(serde_json::json!({}));
+            for (rank, text, shape) in fields {
+                let Some(path) = INDICATOR_FIELDS.get(rank) else {
+                    continue;
+                };
+                let value = match shape {
+                    0 => Value::String(text),
+                    1 => serde_json::json!([text]),
+                    _ => serde_json::json!(7),
+                };
+                let _ = event.set(&FieldPath::parse(path).unwrap(), value);
+            }
+            event
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn samples_are_the_ones_every_field_looked_up_would_give(
+            batches in prop::collection::vec(prop::collection::vec(indicator_event(), 0..12), 1..5)
+        ) {
+            let telemetry = PipelineTelemetry::new("unit/samples");
+            for batch in &batches {
+                telemetry.record_samples(batch);
+            }
+            prop_assert_eq!(telemetry.samples(), samples_looked_up_everywhere(&batches));
+        }
+    }
 
     #[test]
     fn one_record_counts_what_every_reader_sees() {
