@@ -98,21 +98,35 @@ fn encode_to(
     dead_letter: bool,
 ) -> Result<BulkItem, (EncodedEvent, String)> {
     let op = event.op_type();
-    let mut metadata = Map::new();
-    metadata.insert("_index".to_owned(), Value::String(index.clone()));
-    if let Some(id) = event.id() {
-        metadata.insert("_id".to_owned(), Value::String(id.to_owned()));
-    }
     // A delete runs no ingest pipeline (Elasticsearch ignores it there).
-    if let Some(pipeline) = pipeline.filter(|_| op != OpType::Delete) {
-        metadata.insert("pipeline".to_owned(), Value::String(pipeline));
+    let pipeline = pipeline.filter(|_| op != OpType::Delete);
+    let id = event.id();
+    let mut action = Vec::with_capacity(
+        40 + index.len() + id.map_or(0, str::len) + pipeline.as_ref().map_or(0, String::len),
+    );
+    // `{"create":{"_id":...,"_index":...,"pipeline":...}}`, keys in order,
+    // written straight into the line instead of through a map per event.
+    let written = (|| {
+        action.extend_from_slice(b"{\"");
+        action.extend_from_slice(op.as_str().as_bytes());
+        action.extend_from_slice(b"\":{");
+        if let Some(id) = id {
+            action.extend_from_slice(b"\"_id\":");
+            serde_json::to_writer(&mut action, id)?;
+            action.push(b',');
+        }
+        action.extend_from_slice(b"\"_index\":");
+        serde_json::to_writer(&mut action, &index)?;
+        if let Some(pipeline) = &pipeline {
+            action.extend_from_slice(b",\"pipeline\":");
+            serde_json::to_writer(&mut action, pipeline)?;
+        }
+        action.extend_from_slice(b"}}\n");
+        Ok::<(), serde_json::Error>(())
+    })();
+    if let Err(error) = written {
+        return Err((event, format!("cannot encode the bulk action: {error}")));
     }
-    let action_name = op.as_str();
-    let mut action = match serde_json::to_vec(&json!({ action_name: metadata })) {
-        Ok(action) => action,
-        Err(error) => return Err((event, format!("cannot encode the bulk action: {error}"))),
-    };
-    action.push(b'\n');
     Ok(BulkItem {
         event,
         op,
@@ -309,6 +323,36 @@ mod tests {
         );
         let (_, reason) = encode(Event::from_value(json!({})).encode().unwrap(), &settings).unwrap_err();
         assert!(reason.contains("event.module"));
+    }
+
+    #[test]
+    fn the_action_line_is_what_serialising_its_map_gives() {
+        let settings = settings(json!({"hosts": ["h"], "index": "ti", "pipeline": "p\"q"}));
+        for (id, op) in [
+            (None, OpType::Create),
+            (Some("a\"b\\c\u{1}é"), OpType::Index),
+            (Some("x"), OpType::Delete),
+            (Some("y"), OpType::Update),
+        ] {
+            let mut event = Event::from_value(json!({"a": 1}));
+            event.set_op_type(op);
+            let mut metadata = Map::new();
+            metadata.insert("_index".to_owned(), json!("ti"));
+            if let Some(id) = id {
+                event.set_id(id);
+                metadata.insert("_id".to_owned(), json!(id));
+            }
+            if op != OpType::Delete {
+                metadata.insert("pipeline".to_owned(), json!("p\"q"));
+            }
+            let mut expected = serde_json::to_vec(&json!({ op.as_str(): metadata })).unwrap();
+            expected.push(b'\n');
+            let item = encode(event.encode().unwrap(), &settings).unwrap();
+            assert_eq!(
+                String::from_utf8(item.action).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
     }
 
     fn body_lines(item: &BulkItem) -> Vec<Value> {
