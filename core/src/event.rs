@@ -21,6 +21,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::encoded_metadata::{op_type_named, EncodedMetadata};
 use crate::path::{FieldPath, SetError};
 
 /// The namespace under which processors address event metadata.
@@ -149,7 +150,7 @@ impl Event {
             serialise(&self.fields)?
         };
         Ok(EncodedEvent {
-            metadata: self.metadata,
+            metadata: EncodedMetadata::from_map(&self.metadata),
             source,
         })
     }
@@ -160,7 +161,7 @@ impl Event {
     pub fn encode_as(self, document: &impl Serialize) -> Result<EncodedEvent, serde_json::Error> {
         Ok(EncodedEvent {
             source: serialise(document)?,
-            metadata: self.metadata,
+            metadata: EncodedMetadata::from_map(&self.metadata),
         })
     }
 
@@ -273,20 +274,15 @@ impl Event {
     }
 }
 
-fn metadata_str<'a>(metadata: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+pub(crate) fn metadata_str<'a>(metadata: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     metadata.get(key).and_then(Value::as_str)
 }
 
-fn op_type_of(metadata: &Map<String, Value>) -> OpType {
-    match metadata_str(metadata, "op_type") {
-        Some("index") => OpType::Index,
-        Some("update") => OpType::Update,
-        Some("delete") => OpType::Delete,
-        _ => OpType::Create,
-    }
+pub(crate) fn op_type_of(metadata: &Map<String, Value>) -> OpType {
+    op_type_named(metadata_str(metadata, "op_type"))
 }
 
-fn doc_as_upsert_of(metadata: &Map<String, Value>) -> bool {
+pub(crate) fn doc_as_upsert_of(metadata: &Map<String, Value>) -> bool {
     match metadata.get("doc_as_upsert") {
         Some(Value::Bool(flag)) => *flag,
         Some(Value::String(text)) => text == "true",
@@ -295,13 +291,13 @@ fn doc_as_upsert_of(metadata: &Map<String, Value>) -> bool {
 }
 
 /// An event after the processors, with its document already serialised:
-/// what the queue stores and outputs receive. The metadata stays a map
-/// (outputs route by it); the document is compact JSON text, which the
-/// Elasticsearch output copies into the bulk body as it is.
+/// what the queue stores and outputs receive. The metadata is text too,
+/// with the fields outputs route by read once; the document is compact JSON
+/// text, which the Elasticsearch output copies into the bulk body as it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedEvent {
     /// `@metadata`, as in [`Event::metadata`].
-    pub metadata: Map<String, Value>,
+    pub metadata: EncodedMetadata,
     /// The document as one compact JSON object (no newline in it).
     pub source: Bytes,
 }
@@ -337,39 +333,36 @@ pub enum DecodeError {
 impl EncodedEvent {
     /// The document id (`@metadata._id`), if set.
     pub fn id(&self) -> Option<&str> {
-        metadata_str(&self.metadata, "_id")
+        self.metadata.id()
     }
 
     /// The target index or data stream (`@metadata.index`), if set.
     pub fn index(&self) -> Option<&str> {
-        metadata_str(&self.metadata, "index")
+        self.metadata.index()
     }
 
     /// The ingest pipeline (`@metadata.pipeline`), if set.
     pub fn pipeline(&self) -> Option<&str> {
-        metadata_str(&self.metadata, "pipeline")
+        self.metadata.pipeline()
     }
 
     /// The bulk action: `@metadata.op_type` when it names one, else `create`.
     pub fn op_type(&self) -> OpType {
-        op_type_of(&self.metadata)
+        self.metadata.op_type()
     }
 
     /// For an update: whether `@metadata.doc_as_upsert` is `true`.
     pub fn doc_as_upsert(&self) -> bool {
-        doc_as_upsert_of(&self.metadata)
+        self.metadata.doc_as_upsert()
     }
 
-    /// Writes the document with `metadata` as its `@metadata` member, as
-    /// compact JSON (no newline), without parsing the document: `@metadata`
-    /// is written first, then the document's members as they are. With no
-    /// metadata the document is written unchanged.
-    pub fn write_with_metadata(
-        &self,
-        metadata: &Map<String, Value>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), DecodeError> {
-        if metadata.is_empty() {
+    /// Writes the document with `metadata` (a JSON object's text, such as
+    /// [`EncodedMetadata::text`]) as its `@metadata` member, as compact JSON
+    /// (no newline), without parsing the document: `@metadata` is written
+    /// first, then the document's members as they are. With no metadata
+    /// (`{}`) the document is written unchanged.
+    pub fn write_with_metadata(&self, metadata: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        if metadata == b"{}" {
             out.extend_from_slice(&self.source);
             return Ok(());
         }
@@ -381,7 +374,7 @@ impl EncodedEvent {
         out.push(b'{');
         serde_json::to_writer(&mut *out, METADATA_NAMESPACE)?;
         out.push(b':');
-        serde_json::to_writer(&mut *out, metadata)?;
+        out.extend_from_slice(metadata);
         if !members.iter().all(u8::is_ascii_whitespace) {
             out.push(b',');
             out.extend_from_slice(members);
@@ -395,7 +388,7 @@ impl EncodedEvent {
     pub fn decode(&self) -> Result<Event, DecodeError> {
         Ok(Event {
             fields: serde_json::from_slice(&self.source)?,
-            metadata: self.metadata.clone(),
+            metadata: self.metadata.to_map()?,
         })
     }
 }
@@ -452,7 +445,7 @@ mod tests {
         assert_eq!(encoded.op_type(), OpType::Index);
         assert_eq!(encoded.decode().unwrap(), event);
         let garbled = EncodedEvent {
-            metadata: Map::new(),
+            metadata: EncodedMetadata::default(),
             source: Bytes::from_static(b"[1,"),
         };
         assert!(garbled.decode().is_err());
@@ -538,7 +531,7 @@ mod tests {
 
     #[test]
     fn an_encoded_document_is_written_with_its_metadata_unparsed() {
-        let written = |event: &EncodedEvent, metadata: &Map<String, Value>| {
+        let written = |event: &EncodedEvent, metadata: &[u8]| {
             let mut out = Vec::new();
             event.write_with_metadata(metadata, &mut out).map(|()| out)
         };
@@ -547,19 +540,19 @@ mod tests {
             event.set_id("x");
             let expected = event.to_json_with_metadata();
             let encoded = event.encode().unwrap();
-            let line = written(&encoded, &encoded.metadata).unwrap();
+            let line = written(&encoded, encoded.metadata.text()).unwrap();
             assert!(line.starts_with(br#"{"@metadata":{"_id":"x"}"#));
             assert_eq!(serde_json::from_slice::<Value>(&line).unwrap(), expected);
-            assert_eq!(written(&encoded, &Map::new()).unwrap(), encoded.source);
+            assert_eq!(written(&encoded, b"{}").unwrap(), encoded.source);
         }
-        let metadata = json!({"_id": "x"}).as_object().unwrap().clone();
+        let metadata = EncodedMetadata::from_map(json!({"_id": "x"}).as_object().unwrap());
         for source in [&b"[1]"[..], b"", b"{\"a\":1"] {
             let broken = EncodedEvent {
                 metadata: metadata.clone(),
                 source: Bytes::copy_from_slice(source),
             };
             assert!(matches!(
-                written(&broken, &metadata),
+                written(&broken, metadata.text()),
                 Err(DecodeError::NotAnObject)
             ));
         }

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod config;
 pub mod cursor;
 pub mod duration;
+pub mod encoded_metadata;
 pub mod event;
 pub mod field_ops;
 pub mod path;
@@ -22,6 +23,7 @@ pub use config::{
     NullKeys, Origin, PluginConfig,
 };
 pub use cursor::{state_name, CursorError, CursorStore};
+pub use encoded_metadata::EncodedMetadata;
 pub use event::{DecodeError, EncodedEvent, Event, OpType, METADATA_NAMESPACE};
 pub use field_ops::{FieldGroups, FieldMove};
 pub use path::{FieldPath, PathError, SetError};

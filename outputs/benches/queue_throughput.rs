@@ -59,7 +59,7 @@ impl Figures {
 /// The bytes the queue stores for `event` (metadata line, document line),
 /// without the queue's framing.
 fn payload(event: &EncodedEvent, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, &event.metadata).unwrap();
+    out.extend_from_slice(event.metadata.text());
     out.push(b'\n');
     out.extend_from_slice(&event.source);
     out.push(b'\n');
@@ -195,11 +195,11 @@ fn redb_store(directory: &Path, events: &[EncodedEvent], bytes: u64) -> Figures 
                 .unwrap()
                 .take(1600)
                 .map(|entry| {
-                    let stored = entry.unwrap().1.value().to_vec();
+                    let stored = bytes::Bytes::from(entry.unwrap().1.value().to_vec());
                     let split = stored.iter().position(|byte| *byte == b'\n').unwrap();
                     EncodedEvent {
-                        metadata: serde_json::from_slice(&stored[..split]).unwrap(),
-                        source: bytes::Bytes::from(stored).slice(split + 1..),
+                        metadata: threatbeat_core::EncodedMetadata::parse(stored.slice(..split)).unwrap(),
+                        source: stored.slice(split + 1..),
                     }
                 })
                 .collect()

@@ -46,7 +46,7 @@ impl<W: Write + Send> ConsoleOutput<W> {
     /// `@metadata`, indented when `pretty`.
     fn format(&self, event: &EncodedEvent, line: &mut Vec<u8>) -> Result<(), DecodeError> {
         line.clear();
-        event.write_with_metadata(&event.metadata, line)?;
+        event.write_with_metadata(event.metadata.text(), line)?;
         if self.pretty {
             let document: serde_json::Value = serde_json::from_slice(line)?;
             line.clear();
@@ -156,7 +156,9 @@ mod tests {
             event.encode().unwrap()
         };
         let broken = EncodedEvent {
-            metadata: json!({"_id": "broken"}).as_object().unwrap().clone(),
+            metadata: threatbeat_core::EncodedMetadata::from_map(
+                json!({"_id": "broken"}).as_object().unwrap(),
+            ),
             source: bytes::Bytes::from_static(b"[1]"),
         };
         for pretty in [false, true] {

@@ -188,24 +188,22 @@ impl FileOutput {
 /// The `@metadata` written with a document (whose fields are none for a
 /// delete): `_id`, `index` and, unless the action is `create`, `op_type` and
 /// `doc_as_upsert`.
-fn written_metadata(event: &EncodedEvent) -> Map<String, Value> {
+fn written_metadata(event: &EncodedEvent) -> Vec<u8> {
     let op = event.op_type();
-    let mut metadata: Map<String, Value> = ["_id", "index"]
-        .into_iter()
-        .filter_map(|key| {
-            event
-                .metadata
-                .get(key)
-                .map(|value| (key.to_owned(), value.clone()))
-        })
-        .collect();
+    let mut metadata = Map::new();
+    for (key, value) in [("_id", event.id()), ("index", event.index())] {
+        if let Some(value) = value {
+            metadata.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
+    }
     if op != OpType::Create {
         metadata.insert("op_type".to_owned(), Value::String(op.as_str().to_owned()));
     }
     if op == OpType::Update && event.doc_as_upsert() {
         metadata.insert("doc_as_upsert".to_owned(), Value::Bool(true));
     }
-    metadata
+    // A map of strings and booleans always serialises.
+    serde_json::to_vec(&metadata).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 /// `<directory>/<filename>.ndjson`, or `<filename>.<rotation>.ndjson` for rotated files.

@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn serialised_events_are_parsed_only_for_placeholders() {
         let garbled = EncodedEvent {
-            metadata: serde_json::Map::new(),
+            metadata: threatbeat_core::EncodedMetadata::default(),
             source: bytes::Bytes::from_static(b"{"),
         };
         assert_eq!(

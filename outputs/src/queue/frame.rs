@@ -6,8 +6,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use lz4_flex::block::{self, CompressTable};
-use serde_json::{Map, Value};
-use threatbeat_core::{EncodedEvent, Event};
+use threatbeat_core::{EncodedEvent, EncodedMetadata, Event};
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"TBQS";
@@ -144,7 +143,7 @@ pub fn resync(bytes: &[u8]) -> Option<usize> {
 
 /// Appends the payload of `event` in the current format.
 pub fn encode_payload(event: &EncodedEvent, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    serde_json::to_writer(&mut *out, &event.metadata)?;
+    out.extend_from_slice(event.metadata.text());
     out.push(b'\n');
     out.extend_from_slice(&event.source);
     Ok(())
@@ -217,8 +216,8 @@ fn decode_plain_payload(payload: Bytes) -> Result<EncodedEvent, String> {
         .iter()
         .position(|byte| *byte == b'\n')
         .ok_or_else(|| "no separator between metadata and document".to_owned())?;
-    let metadata: Map<String, Value> =
-        serde_json::from_slice(&payload[..split]).map_err(|error| format!("unreadable metadata: {error}"))?;
+    let metadata = EncodedMetadata::parse(payload.slice(..split))
+        .map_err(|error| format!("unreadable metadata: {error}"))?;
     Ok(EncodedEvent {
         metadata,
         source: payload.slice(split + 1..),
