@@ -1,6 +1,6 @@
 //! `@metadata` of an encoded event: the text the queue stores and the
-//! console and file outputs print, plus the few fields every output routes
-//! by, read once.
+//! console output prints, plus the few fields every output routes by, read
+//! once.
 //!
 //! A queued record's metadata is a slice of the record read from disk, not a
 //! map: an output's batch of 1 600 events held one small B-tree (about
@@ -30,7 +30,6 @@ pub struct EncodedMetadata {
     present: u8,
     op_type: OpType,
     doc_as_upsert: bool,
-    empty: bool,
 }
 
 /// The routing strings' places in [`EncodedMetadata::routes`].
@@ -55,20 +54,13 @@ impl EncodedMetadata {
         let string = |key: &str| metadata_str(metadata, key);
         Self::new(
             text,
-            metadata.is_empty(),
             [string("_id"), string("index"), string("pipeline")],
             op_type_of(metadata),
             doc_as_upsert_of(metadata),
         )
     }
 
-    fn new(
-        text: Bytes,
-        empty: bool,
-        strings: [Option<&str>; 3],
-        op_type: OpType,
-        doc_as_upsert: bool,
-    ) -> Self {
+    fn new(text: Bytes, strings: [Option<&str>; 3], op_type: OpType, doc_as_upsert: bool) -> Self {
         let mut routes = String::new();
         let mut ends = [0u32; 3];
         let mut present = 0u8;
@@ -89,7 +81,6 @@ impl EncodedMetadata {
             present,
             op_type,
             doc_as_upsert,
-            empty,
         }
     }
 
@@ -114,7 +105,6 @@ impl EncodedMetadata {
         Ok(Self::new(
             // The same bytes, shared: the routes are read from them first.
             text.clone(),
-            !read.any,
             [text_of(&read.id), text_of(&read.index), text_of(&read.pipeline)],
             op_type_named(text_of(&read.op_type)),
             upsert_flag(read.doc_as_upsert),
@@ -124,11 +114,6 @@ impl EncodedMetadata {
     /// The metadata as compact JSON text (`{}` when there is none).
     pub fn text(&self) -> &[u8] {
         &self.text
-    }
-
-    /// Whether there is no metadata at all.
-    pub fn is_empty(&self) -> bool {
-        self.empty
     }
 
     /// `_id`, when it is a string.
@@ -260,7 +245,6 @@ impl<'de> Visitor<'de> for RoutingVisitor {
 /// in a map, a repeated key's last value counts.
 #[derive(Default)]
 struct Fields<'a> {
-    any: bool,
     id: Option<Routing<'a>>,
     index: Option<Routing<'a>>,
     pipeline: Option<Routing<'a>>,
@@ -287,7 +271,6 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         let mut fields = Fields::default();
         // Keys read as `Routing` are borrowed from the text unless escaped.
         while let Some(key) = entries.next_key::<Routing<'de>>()? {
-            fields.any = true;
             let slot = match key.as_text() {
                 Some("_id") => &mut fields.id,
                 Some("index") => &mut fields.index,
@@ -348,7 +331,6 @@ mod tests {
             let parsed = EncodedMetadata::parse(Bytes::copy_from_slice(built.text())).unwrap();
             prop_assert_eq!(&parsed, &built);
             prop_assert_eq!(parsed.to_map().unwrap(), map.clone());
-            prop_assert_eq!(parsed.is_empty(), map.is_empty());
             for (routed, key) in [(parsed.id(), "_id"), (parsed.index(), "index"), (parsed.pipeline(), "pipeline")] {
                 prop_assert_eq!(routed, map.get(key).and_then(Value::as_str));
             }
@@ -376,7 +358,6 @@ mod tests {
             (unknown.op_type(), unknown.doc_as_upsert()),
             (OpType::Create, false)
         );
-        assert!(EncodedMetadata::default().is_empty());
         assert_eq!(EncodedMetadata::default().text(), b"{}");
         // A repeated key: the last value counts, as in a map.
         let repeated = EncodedMetadata::parse(Bytes::from_static(br#"{"_id":"a","_id":"b"}"#)).unwrap();
