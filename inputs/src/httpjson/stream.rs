@@ -35,7 +35,10 @@ use crate::split::{Emitted, Rejected, StreamError, StreamPlan};
 pub(super) const WHOLE_BODY_BYTES: usize = 4 << 20;
 /// Bytes of one element's spooled list items kept in memory before the rest
 /// goes to a temporary file (a MISP event of 200 000 attributes is ~100 MB).
-pub(super) const SPOOL_MEMORY_BYTES: usize = 4 << 20;
+/// 1 MiB instead of 4 lowered the peak RSS of a 500 MB page of 6 MB events
+/// from 65-66 to 61 MB at the same CPU (docs/performance.md); an event of a
+/// few hundred attributes stays in memory.
+pub(super) const SPOOL_MEMORY_BYTES: usize = 1 << 20;
 /// Records of a published slice, in bytes: a slice ends at
 /// [`PUBLISH_SLICE`] records or this size, whichever comes first.
 pub(super) const SLICE_BYTES: usize = 4 << 20;
