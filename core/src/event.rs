@@ -306,16 +306,27 @@ pub struct EncodedEvent {
 /// copied out at its exact size: one allocation per document instead of the
 /// four or five a growing vector takes for a typical 1-2 KB document.
 fn serialise(document: &impl Serialize) -> Result<Bytes, serde_json::Error> {
+    with_serialised(document, Bytes::copy_from_slice)
+}
+
+/// Serialises `document` as compact JSON into a buffer the thread keeps and
+/// hands the text to `use_text`: nothing is allocated per document (a
+/// larger one's buffer is freed after it). `use_text` must not serialise
+/// through this function again: the buffer is in use.
+pub fn with_serialised<R>(
+    document: &impl Serialize,
+    use_text: impl FnOnce(&[u8]) -> R,
+) -> Result<R, serde_json::Error> {
     thread_local! {
         static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     BUFFER.with_borrow_mut(|buffer| {
         buffer.clear();
-        let written = serde_json::to_writer(&mut *buffer, document).map(|()| Bytes::copy_from_slice(buffer));
+        let used = serde_json::to_writer(&mut *buffer, document).map(|()| use_text(buffer));
         if buffer.capacity() > MAX_KEPT_BUFFER {
             *buffer = Vec::new();
         }
-        written
+        used
     })
 }
 

@@ -24,7 +24,7 @@ pub use config::{
 };
 pub use cursor::{state_name, CursorError, CursorStore};
 pub use encoded_metadata::EncodedMetadata;
-pub use event::{DecodeError, EncodedEvent, Event, OpType, METADATA_NAMESPACE};
+pub use event::{with_serialised, DecodeError, EncodedEvent, Event, OpType, METADATA_NAMESPACE};
 pub use field_ops::{FieldGroups, FieldMove};
 pub use path::{FieldPath, PathError, SetError};
 pub use plugin::{

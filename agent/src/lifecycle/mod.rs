@@ -42,8 +42,6 @@ pub use self::store::{Entry, IndicatorStore, Key, Reader, StoreError};
 const TRANSFORM_SOURCE_LABEL: &str = "labels.is_ioc_transform_source";
 /// How many due indicators one sweep step handles.
 const SWEEP_BATCH: usize = 1000;
-/// The largest digest buffer a thread keeps between documents.
-const MAX_KEPT_DIGEST_BUFFER: usize = 64 * 1024;
 
 /// `current_state:` in a fileset manifest, after templating.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -555,20 +553,9 @@ pub fn store_path(data_path: &Path, pipeline_id: &str) -> PathBuf {
 /// A digest of what the current-state document is made of: the history
 /// document's fields (before the history mark).
 fn digest(event: &Event) -> u64 {
-    // Serialised into a buffer the thread keeps: the text is only hashed.
-    thread_local! {
-        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BUFFER.with_borrow_mut(|buffer| {
-        buffer.clear();
-        // Serialising a JSON map into memory cannot fail.
-        let _ = serde_json::to_writer(&mut *buffer, &WithoutTimestamp(&event.fields));
-        let digest = xxhash_rust::xxh3::xxh3_64(buffer);
-        if buffer.capacity() > MAX_KEPT_DIGEST_BUFFER {
-            *buffer = Vec::new();
-        }
-        digest
-    })
+    // Serialising a JSON map cannot fail; the text is only hashed.
+    threatbeat_core::with_serialised(&WithoutTimestamp(&event.fields), xxhash_rust::xxh3::xxh3_64)
+        .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_64(b""))
 }
 
 /// A history document's fields with some top-level fields replaced or
