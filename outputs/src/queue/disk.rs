@@ -475,8 +475,7 @@ impl DiskQueue {
         let mut pending_bytes = self.pending_bytes();
         while let Some(event) = events.front() {
             buffers.payload.clear();
-            frame::encode_payload(event, &mut buffers.payload)
-                .map_err(|error| QueueError::Encode(error.to_string()))?;
+            frame::encode_payload(event, &mut buffers.payload);
             let fits = buffers.payload.len() <= frame::MAX_PAYLOAD as usize;
             let stored = if compress && fits {
                 let table = buffers.table.get_or_insert_with(CompressTable::default);

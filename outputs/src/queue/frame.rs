@@ -142,11 +142,10 @@ pub fn resync(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Appends the payload of `event` in the current format.
-pub fn encode_payload(event: &EncodedEvent, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+pub fn encode_payload(event: &EncodedEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(event.metadata.text());
     out.push(b'\n');
     out.extend_from_slice(&event.source);
-    Ok(())
 }
 
 /// Replaces `out` with the format-3 form of the format-2 `payload`: its
@@ -287,7 +286,7 @@ mod tests {
         event.set_id("id-1");
         let encoded = event.clone().encode().unwrap();
         let mut current = Vec::new();
-        encode_payload(&encoded, &mut current).unwrap();
+        encode_payload(&encoded, &mut current);
         assert_eq!(
             current,
             br#"{"_id":"id-1"}
@@ -325,7 +324,7 @@ mod tests {
         delete.set_id("d");
         delete.set_op_type(OpType::Delete);
         let mut payload = Vec::new();
-        encode_payload(&delete.clone().encode().unwrap(), &mut payload).unwrap();
+        encode_payload(&delete.clone().encode().unwrap(), &mut payload);
         assert_eq!(
             payload,
             br#"{"_id":"d","op_type":"delete"}
@@ -334,7 +333,7 @@ mod tests {
         for event in [update, delete] {
             let encoded = event.encode().unwrap();
             let mut payload = Vec::new();
-            encode_payload(&encoded, &mut payload).unwrap();
+            encode_payload(&encoded, &mut payload);
             let read = decode_payload(SEGMENT_VERSION_PLAIN, payload.into()).unwrap();
             assert_eq!(read, encoded);
             assert_eq!(
@@ -358,7 +357,7 @@ mod tests {
         event.set_id("id-1");
         let encoded = event.encode().unwrap();
         let mut plain = Vec::new();
-        encode_payload(&encoded, &mut plain).unwrap();
+        encode_payload(&encoded, &mut plain);
         let stored = compressed(&plain);
         assert_eq!(stored[..4], (plain.len() as u32).to_le_bytes());
         assert_ne!(stored[4..], plain[..], "the block is not the plain payload");
@@ -570,7 +569,7 @@ mod properties {
             event.set_id(id);
             let encoded = event.encode().expect("an event encodes");
             let mut payload = Vec::new();
-            encode_payload(&encoded, &mut payload).expect("its payload encodes");
+            encode_payload(&encoded, &mut payload);
             if version == SEGMENT_VERSION_LZ4 {
                 let mut stored = Vec::new();
                 compress_payload(&payload, &mut CompressTable::default(), &mut stored).expect("it compresses");
