@@ -157,8 +157,8 @@ pub(crate) fn op_type_named(name: Option<&str>) -> OpType {
     }
 }
 
-/// As `doc_as_upsert_of` reads a map's `doc_as_upsert`: `true` or `"true"`.
-fn upsert_flag(value: Option<Routing<'_>>) -> bool {
+/// Whether a `doc_as_upsert` value asks for an upsert: `true` or `"true"`.
+pub(crate) fn upsert_flag(value: Option<Routing<'_>>) -> bool {
     match value {
         Some(Routing::Flag(flag)) => flag,
         Some(Routing::Text(text)) => text == "true",
@@ -172,13 +172,22 @@ fn text_of<'a>(route: &'a Option<Routing<'_>>) -> Option<&'a str> {
 }
 
 /// A routing field's value: only strings and booleans mean anything.
-enum Routing<'a> {
+pub(crate) enum Routing<'a> {
     Text(Cow<'a, str>),
     Flag(bool),
     Other,
 }
 
-impl Routing<'_> {
+impl<'a> Routing<'a> {
+    /// The routing meaning of a metadata map's value.
+    pub(crate) fn of(value: &'a Value) -> Self {
+        match value {
+            Value::String(text) => Routing::Text(Cow::Borrowed(text)),
+            Value::Bool(flag) => Routing::Flag(*flag),
+            _ => Routing::Other,
+        }
+    }
+
     fn as_text(&self) -> Option<&str> {
         match self {
             Routing::Text(text) => Some(text),

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::encoded_metadata::{op_type_named, EncodedMetadata};
+use crate::encoded_metadata::{op_type_named, upsert_flag, EncodedMetadata, Routing};
 use crate::path::{FieldPath, SetError};
 
 /// The namespace under which processors address event metadata.
@@ -283,11 +283,7 @@ pub(crate) fn op_type_of(metadata: &Map<String, Value>) -> OpType {
 }
 
 pub(crate) fn doc_as_upsert_of(metadata: &Map<String, Value>) -> bool {
-    match metadata.get("doc_as_upsert") {
-        Some(Value::Bool(flag)) => *flag,
-        Some(Value::String(text)) => text == "true",
-        _ => false,
-    }
+    upsert_flag(metadata.get("doc_as_upsert").map(Routing::of))
 }
 
 /// An event after the processors, with its document already serialised:
