@@ -506,40 +506,40 @@ impl CurrentState {
                 let _ = self.modified.set(&mut changed, source_time.clone());
             }
         }
-        changed.insert("@timestamp".to_owned(), Value::String(now_text.to_owned()));
-        for (path, value) in &self.settings.fields {
-            // A path through a scalar cannot be set; the rest of the document stands.
-            let _ = path.set(&mut changed, value.clone());
-        }
-        let mut event = Event::new(Map::new());
-        event.set_id(id);
-        event.set_index(self.settings.index.clone());
-        event.set_op_type(OpType::Index);
-        event.encode_as(&Overlaid {
-            base: &history.fields,
-            changed: &changed,
-        })
+        self.stamp(&mut changed, now_text);
+        self.addressed(Map::new(), id, OpType::Index)
+            .encode_as(&Overlaid {
+                base: &history.fields,
+                changed: &changed,
+            })
     }
 
     fn delete(&self, id: &str) -> Event {
-        let mut event = Event::new(Map::new());
-        event.set_id(id);
-        event.set_index(self.settings.index.clone());
-        event.set_op_type(OpType::Delete);
-        event
+        self.addressed(Map::new(), id, OpType::Delete)
     }
 
     fn refresh(&self, id: &str, now_text: &str) -> Event {
         let mut fields = Map::new();
+        self.stamp(&mut fields, now_text);
+        self.addressed(fields, id, OpType::Update)
+    }
+
+    /// Sets what every write of a current-state document carries: `@timestamp`
+    /// the time it is written, and the configured `fields`.
+    fn stamp(&self, fields: &mut Map<String, Value>, now_text: &str) {
         fields.insert("@timestamp".to_owned(), Value::String(now_text.to_owned()));
         for (path, value) in &self.settings.fields {
             // A path through a scalar cannot be set; the rest of the document stands.
-            let _ = path.set(&mut fields, value.clone());
+            let _ = path.set(fields, value.clone());
         }
+    }
+
+    /// An event of `fields` written by `op` to the indicator `id` of the current-state index.
+    fn addressed(&self, fields: Map<String, Value>, id: &str, op: OpType) -> Event {
         let mut event = Event::new(fields);
         event.set_id(id);
         event.set_index(self.settings.index.clone());
-        event.set_op_type(OpType::Update);
+        event.set_op_type(op);
         event
     }
 }
