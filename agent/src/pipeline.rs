@@ -338,7 +338,9 @@ impl Pipeline {
         Ok(())
     }
 
-    fn process(&self, event: Event, read_at: &Value) -> Option<Event> {
+    fn process(&self, mut event: Event, read_at: &Value) -> Option<Event> {
+        // Built here, on the thread that processes and frees it.
+        event.assemble();
         // A processor that panics on one event costs that event, not the
         // pipeline: it is logged and counted, the batch goes on.
         let id = event.id().map(str::to_owned);

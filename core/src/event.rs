@@ -17,6 +17,8 @@
 //! An encoded delete carries `{}` as its source, so the queue's record
 //! format and every reader stay unchanged; outputs never send it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -65,6 +67,11 @@ impl OpType {
 }
 
 /// One event flowing from an input through processors to an output.
+///
+/// An event made by [`Event::shared`] holds its document only once
+/// [`Event::assemble`] ran: the pipeline assembles each event before its
+/// processors, and [`Event::encode`] assembles too; until then `fields` is
+/// empty.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The document that will be indexed.
@@ -73,6 +80,47 @@ pub struct Event {
     /// processors put there for their own use.
     #[serde(rename = "@metadata", default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+    /// The parts of a document not yet assembled into `fields`.
+    #[serde(skip)]
+    unassembled: Option<Box<SharedRecord>>,
+}
+
+/// A record cut from an element it shares with the element's other records
+/// (each attribute of a MISP event, with the event's fields around it): the
+/// element's fields, decoded once and shared, and the record's own item.
+///
+/// The record's document is built where it is processed rather than where
+/// the page is decoded: the decoder then allocates one copy of the context
+/// per element instead of one per record, a slice waiting for the pipeline
+/// holds each context once, and the document's tree is allocated and freed
+/// by the same thread, which keeps the allocator on its fast path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedRecord {
+    /// The element's fields around the item, shared by its records.
+    pub context: Arc<Map<String, Value>>,
+    /// Where the item goes in the context.
+    pub path: FieldPath,
+    /// The record's own part.
+    pub item: Value,
+}
+
+impl SharedRecord {
+    /// The record's document: the context copied with the item at `path`
+    /// (replacing what the context holds there).
+    pub fn document(&self) -> Map<String, Value> {
+        let mut document = (*self.context).clone();
+        // A path whose parent in the context is not an object leaves the
+        // record as the context: the split only shares contexts whose lists
+        // it found, so their parents are objects.
+        let _ = self.path.set(&mut document, self.item.clone());
+        document
+    }
+
+    fn into_document(self) -> Map<String, Value> {
+        let mut document = Arc::unwrap_or_clone(self.context);
+        let _ = self.path.set(&mut document, self.item);
+        document
+    }
 }
 
 impl Event {
@@ -81,6 +129,46 @@ impl Event {
         Self {
             fields,
             metadata: Map::new(),
+            unassembled: None,
+        }
+    }
+
+    /// An event whose document is `record`'s, built by [`Event::assemble`].
+    pub fn shared(record: SharedRecord) -> Self {
+        Self {
+            fields: Map::new(),
+            metadata: Map::new(),
+            unassembled: Some(Box::new(record)),
+        }
+    }
+
+    /// Builds the document of an event made by [`Event::shared`]; does
+    /// nothing to any other event.
+    pub fn assemble(&mut self) {
+        if let Some(record) = self.unassembled.take() {
+            let mut document = record.into_document();
+            // Fields set before the assembly win, as if set after it.
+            document.append(&mut self.fields);
+            self.fields = document;
+        }
+    }
+
+    /// Whether the document is in `fields` (false for an event made by
+    /// [`Event::shared`] until [`Event::assemble`]).
+    pub fn is_assembled(&self) -> bool {
+        self.unassembled.is_none()
+    }
+
+    /// A copy of the document, assembled if it is not yet (for templates
+    /// that read a page's first and last records).
+    pub fn document(&self) -> Map<String, Value> {
+        match &self.unassembled {
+            Some(record) => {
+                let mut document = record.document();
+                document.extend(self.fields.clone());
+                document
+            }
+            None => self.fields.clone(),
         }
     }
 
@@ -143,7 +231,8 @@ impl Event {
     /// Serialises the document once, for the queue and the outputs: after
     /// the processors nothing changes an event, so it is never parsed again
     /// on its way to Elasticsearch. A delete keeps no fields: its source is `{}`.
-    pub fn encode(self) -> Result<EncodedEvent, serde_json::Error> {
+    pub fn encode(mut self) -> Result<EncodedEvent, serde_json::Error> {
+        self.assemble();
         let source = if self.op_type() == OpType::Delete {
             Bytes::from_static(b"{}")
         } else {
@@ -396,6 +485,7 @@ impl EncodedEvent {
         Ok(Event {
             fields: serde_json::from_slice(&self.source)?,
             metadata: self.metadata.to_map()?,
+            unassembled: None,
         })
     }
 }
@@ -407,6 +497,66 @@ mod tests {
 
     fn path(raw: &str) -> FieldPath {
         FieldPath::parse(raw).unwrap()
+    }
+
+    fn shared_records(context: Value, items: &[Value]) -> Vec<Event> {
+        let Value::Object(context) = context else {
+            panic!("a context is an object")
+        };
+        let context = Arc::new(context);
+        items
+            .iter()
+            .map(|item| {
+                Event::shared(SharedRecord {
+                    context: Arc::clone(&context),
+                    path: path("Event.Attribute"),
+                    item: item.clone(),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shared_records_are_their_context_with_their_item() {
+        let context = json!({"Event": {"id": "7", "Attribute": "replaced", "Tag": [{"name": "t"}]}});
+        let mut records = shared_records(context, &[json!({"uuid": "a"}), json!({"uuid": "b"})]);
+        assert!(records
+            .iter()
+            .all(|record| !record.is_assembled() && record.fields.is_empty()));
+        let expected =
+            |uuid: &str| json!({"Event": {"id": "7", "Attribute": {"uuid": uuid}, "Tag": [{"name": "t"}]}});
+        // A copy leaves the record as it was; the other record is untouched by either.
+        assert_eq!(Value::Object(records[0].document()), expected("a"));
+        assert!(!records[0].is_assembled());
+        records[0].assemble();
+        assert_eq!(Value::Object(records[0].fields.clone()), expected("a"));
+        // The last holder takes the context itself.
+        let mut last = records.pop().unwrap();
+        drop(records);
+        last.assemble();
+        assert_eq!(Value::Object(last.fields.clone()), expected("b"));
+        // Assembling twice changes nothing.
+        last.assemble();
+        assert_eq!(Value::Object(last.fields), expected("b"));
+    }
+
+    #[test]
+    fn fields_set_before_the_assembly_stay_and_encoding_assembles() {
+        let mut record = shared_records(json!({"Event": {"id": "7"}, "kept": 1}), &[json!({"uuid": "a"})])
+            .pop()
+            .unwrap();
+        record.fields.insert("kept".to_owned(), json!(2));
+        record.set_id("abc");
+        assert_eq!(
+            Value::Object(record.document()),
+            json!({"Event": {"id": "7", "Attribute": {"uuid": "a"}}, "kept": 2})
+        );
+        let encoded = record.clone().encode().unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&encoded.source).unwrap(),
+            json!({"Event": {"id": "7", "Attribute": {"uuid": "a"}}, "kept": 2})
+        );
+        assert_eq!(encoded.metadata.id(), Some("abc"));
     }
 
     #[test]

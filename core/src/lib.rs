@@ -24,7 +24,9 @@ pub use config::{
 };
 pub use cursor::{state_name, CursorError, CursorStore};
 pub use encoded_metadata::EncodedMetadata;
-pub use event::{with_serialised, DecodeError, EncodedEvent, Event, OpType, METADATA_NAMESPACE};
+pub use event::{
+    with_serialised, DecodeError, EncodedEvent, Event, OpType, SharedRecord, METADATA_NAMESPACE,
+};
 pub use field_ops::{FieldGroups, FieldMove};
 pub use path::{FieldPath, PathError, SetError};
 pub use plugin::{

@@ -55,7 +55,7 @@ static ALLOCATOR: Counting = Counting;
 
 /// The budget: two slices of records (one worked on while the next is cut),
 /// the parser's buffers, one element's spool kept in memory, the HTTP
-/// client. Far below the body's size; 9 MiB are held when written.
+/// client. Far below the body's size; 8 MiB are held when written.
 const BUDGET: usize = 16 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
-use threatbeat_core::Origin;
+use threatbeat_core::{Event, Origin};
 use threatbeat_inputs::csv::{decode_csv, CsvConfig, CsvError};
 use threatbeat_inputs::decode::{decode_json, decode_ndjson, DecodeError};
 use threatbeat_inputs::httpjson::template::{Context, TemplateBuilder};
@@ -332,10 +332,12 @@ proptest! {
         };
         let (mut whole, mut whole_rejected) = (Vec::new(), Vec::new());
         let whole_result = split.apply(&document, &mut whole, &mut whole_rejected);
+        let whole: Vec<Map<String, Value>> = whole.into_iter().map(|record| Event::from_value(record).fields).collect();
         let (mut streamed, mut streamed_rejected) = (Vec::new(), Vec::new());
         let mut emit = |emitted: Emitted| {
             match emitted {
-                Emitted::Record { record, .. } => streamed.push(record),
+                // Assembled as the pipeline assembles it.
+                Emitted::Record { record, .. } => streamed.push(record.document()),
                 Emitted::Rejected(rejected) => streamed_rejected.push(rejected.record),
             }
             Ok(())

@@ -22,7 +22,7 @@ use std::cmp::Ordering;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 use threatbeat_core::{
-    deserialize_at, nest_dotted_keys, ConfigError, FieldPath, InputContext, NullKeys, Origin,
+    deserialize_at, nest_dotted_keys, ConfigError, Event, FieldPath, InputContext, NullKeys, Origin,
 };
 use url::Url;
 
@@ -524,7 +524,7 @@ impl HttpJsonInput {
                     .publish_and_prefetch_with(
                         &first_step.fetcher,
                         context,
-                        events,
+                        events.into_iter().map(Event::from_value).collect(),
                         cursor,
                         next_cursor,
                         PagePlace::within(page),

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 use serde_json::{json, Map, Value};
-use threatbeat_core::{ConfigError, FieldPath, InputContext, Origin};
+use threatbeat_core::{ConfigError, Event, FieldPath, InputContext, Origin};
 
 use super::config::KeysetConfig;
 use super::poll::{fetch_error, PagePlace, PollError, PollSummary};
@@ -206,7 +206,7 @@ impl HttpJsonInput {
             prefetched = self
                 .publish_and_prefetch(
                     context,
-                    records,
+                    records.into_iter().map(Event::from_value).collect(),
                     cursor,
                     next,
                     PagePlace::within(request_number),

@@ -255,7 +255,7 @@ impl HttpJsonInput {
     pub(super) async fn publish(
         &self,
         context: &InputContext,
-        records: Vec<Value>,
+        records: Vec<Event>,
         cursor: Option<&Map<String, Value>>,
         page: PagePlace,
     ) -> Result<(), PollError> {
@@ -267,11 +267,7 @@ impl HttpJsonInput {
             ends_poll,
         } = page;
         loop {
-            let events: Vec<Event> = records
-                .by_ref()
-                .take(PUBLISH_SLICE)
-                .map(Event::from_value)
-                .collect();
+            let events: Vec<Event> = records.by_ref().take(PUBLISH_SLICE).collect();
             let last = records.peek().is_none();
             let count = events.len();
             let batch = Batch {
@@ -476,7 +472,7 @@ impl HttpJsonInput {
                     count: records.len(),
                     body,
                     headers,
-                    records,
+                    records: records.into_iter().map(Event::from_value).collect(),
                 })
             }
         }
@@ -527,7 +523,7 @@ impl HttpJsonInput {
     pub(super) async fn publish_and_prefetch(
         &self,
         context: &InputContext,
-        records: Vec<Value>,
+        records: Vec<Event>,
         cursor: &mut Map<String, Value>,
         next_cursor: Map<String, Value>,
         page: PagePlace,
@@ -544,7 +540,7 @@ impl HttpJsonInput {
         &self,
         fetcher: &Fetcher,
         context: &InputContext,
-        records: Vec<Value>,
+        records: Vec<Event>,
         cursor: &mut Map<String, Value>,
         next_cursor: Map<String, Value>,
         page: PagePlace,
@@ -561,7 +557,7 @@ impl HttpJsonInput {
     pub(super) async fn publish_then<Prefetched>(
         &self,
         context: &InputContext,
-        records: Vec<Value>,
+        records: Vec<Event>,
         cursor: &mut Map<String, Value>,
         next_cursor: Map<String, Value>,
         page: PagePlace,
@@ -620,7 +616,7 @@ struct PageRecords {
     body: Value,
     headers: Map<String, Value>,
     /// The records still to publish with the page's cursor.
-    records: Vec<Value>,
+    records: Vec<Event>,
     first: Option<Value>,
     last: Option<Value>,
     /// Records of the page, those published early included.

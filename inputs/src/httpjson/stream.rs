@@ -47,7 +47,7 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// One slice of records cut from a page.
 struct Slice {
-    records: Vec<Value>,
+    records: Vec<Event>,
     rejected: Vec<Rejected>,
 }
 
@@ -57,7 +57,7 @@ pub(super) struct StreamedPage {
     /// `last_response.body` shows to pagination and cursor templates.
     pub skeleton: Value,
     /// The page's last slice, published by the poll with the cursor.
-    pub records: Vec<Value>,
+    pub records: Vec<Event>,
     /// The page's first and last records (`first_event`, `last_event`).
     pub first: Option<Value>,
     /// See `first`.
@@ -242,12 +242,12 @@ impl HttpJsonInput {
         let mut first = None;
         let mut last = None;
         let mut count = 0;
-        let mut note = |records: &[Value]| {
+        let mut note = |records: &[Event]| {
             if first.is_none() {
-                first = records.first().cloned();
+                first = records.first().map(|record| Value::Object(record.document()));
             }
             if let Some(record) = records.last() {
-                last = Some(record.clone());
+                last = Some(Value::Object(record.document()));
             }
             count += records.len();
         };
@@ -299,13 +299,13 @@ impl HttpJsonInput {
     async fn publish_slice(
         &self,
         context: &InputContext,
-        records: Vec<Value>,
+        records: Vec<Event>,
         page: u32,
         starts_poll: &mut bool,
     ) -> Result<(), PageFailure> {
         let count = records.len();
         let batch = Batch {
-            events: records.into_iter().map(Event::from_value).collect(),
+            events: records,
             cursor: None,
             starts_poll: std::mem::take(starts_poll),
             ends_poll: false,

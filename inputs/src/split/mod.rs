@@ -315,6 +315,13 @@ impl Split {
         }
     }
 
+    /// Whether each record of this split is exactly its parent with one
+    /// element put back at the target: nothing discarded, nothing cut
+    /// further. Such records can share the parent instead of copying it.
+    pub(crate) fn puts_items_in_parent(&self) -> bool {
+        self.keep_parent && self.target.is_some() && self.discard.is_empty() && self.children.is_empty()
+    }
+
     /// The records of one `element` of this split's list, `context` being
     /// the document around the list (without it): what [`Self::apply`] makes
     /// of each element, for a list that was never held whole.

@@ -9,7 +9,10 @@
 //! (in memory up to a budget, then in an unlinked temporary file), because
 //! the context every record copies (the event's `Tag`, MISP writes it after
 //! the attributes) may come after them. When the element closes, the spooled
-//! items are decoded one at a time, each into its records.
+//! items are decoded one at a time, each into its records. A record that is
+//! only the element around one item (a MISP attribute in its event) shares
+//! the element's context instead of copying it ([`SharedRecord`]): its
+//! document is built by the pipeline that processes it.
 //!
 //! Anything off that path (a target that is missing, empty, of another type,
 //! or a split this walk does not cover) is decoded into the body's skeleton
@@ -17,12 +20,14 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
 
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use threatbeat_core::{Event, SharedRecord};
 
 use super::{Rejected, Split, SplitError, SplitKind};
 
@@ -31,8 +36,9 @@ use super::{Rejected, Split, SplitError, SplitKind};
 pub enum Emitted {
     /// One record, with the approximate bytes it holds.
     Record {
-        /// The record.
-        record: Value,
+        /// The record; its document is assembled by [`Event::assemble`]
+        /// when it shares its element's context.
+        record: Event,
         /// Its size in bytes, approximately (for byte-bounded batches).
         size: usize,
     },
@@ -249,6 +255,7 @@ impl State<'_> {
         }
         for record in self.out.drain(..) {
             let size = size.unwrap_or_else(|| approximate_size(&record));
+            let record = Event::from_value(record);
             (self.emit)(Emitted::Record { record, size }).map_err(|Stopped| StreamError::Stopped)?;
         }
         Ok(())
@@ -274,16 +281,25 @@ impl State<'_> {
             })
             .collect();
         let context_size = approximate_size(&context);
+        let shared = match &context {
+            Value::Object(map) if split.children.iter().any(Split::puts_items_in_parent) => {
+                Some(Arc::new(map.clone()))
+            }
+            _ => None,
+        };
         // Taken out while they are read: cutting needs `self` too.
         let mut spools = std::mem::take(&mut self.spools);
-        let result = self.cut_branches(&context, leftovers, context_size, &mut spools);
+        let result = self.cut_branches(&context, shared, leftovers, context_size, &mut spools);
         self.spools = spools;
         result
     }
 
+    /// `shared` is the context as the records that share it hold it, when
+    /// a branch makes such records.
     fn cut_branches(
         &mut self,
         context: &Value,
+        shared: Option<Arc<Map<String, Value>>>,
         leftovers: Vec<Option<Value>>,
         context_size: usize,
         spools: &mut [Spool],
@@ -293,16 +309,27 @@ impl State<'_> {
                 Some(spool) => {
                     let mut items = spool.replay().map_err(StreamError::Spool)?;
                     while let Some(raw) = items.next_item().map_err(StreamError::Spool)? {
-                        let size = Some(context_size + raw.len());
-                        match serde_json::from_slice::<Value>(raw) {
-                            Ok(item) => child.emit_element(context, item, &mut self.out, &mut self.rejected),
+                        let size = context_size + raw.len();
+                        match (serde_json::from_slice::<Value>(raw), &shared, &child.target) {
+                            (Ok(item), Some(context), Some(path)) if child.puts_items_in_parent() => {
+                                let record = Event::shared(SharedRecord {
+                                    context: Arc::clone(context),
+                                    path: path.clone(),
+                                    item,
+                                });
+                                (self.emit)(Emitted::Record { record, size })
+                                    .map_err(|Stopped| StreamError::Stopped)?;
+                            }
+                            (Ok(item), _, _) => {
+                                child.emit_element(context, item, &mut self.out, &mut self.rejected)
+                            }
                             // The parser accepted these bytes once; kept apart if it would not again.
-                            Err(error) => self.rejected.push(Rejected {
+                            (Err(error), _, _) => self.rejected.push(Rejected {
                                 record: Value::String(String::from_utf8_lossy(raw).into_owned()),
                                 error: error.to_string(),
                             }),
                         }
-                        self.flush(size)?;
+                        self.flush(Some(size))?;
                     }
                 }
                 None => {
@@ -709,9 +736,13 @@ mod tests {
     /// The records and rejections of `body` both ways: decoded whole and streamed.
     fn both_ways(split: &Split, body: &str, spool_memory: usize) -> (Vec<Value>, Vec<Value>, Value) {
         let document: Value = serde_json::from_str(body).unwrap();
-        let mut whole = Vec::new();
-        let mut rejected = Vec::new();
+        let (mut whole, mut rejected) = (Vec::new(), Vec::new());
         split.apply(&document, &mut whole, &mut rejected).unwrap();
+        // As the input makes them events: a record that is no object becomes `message`.
+        let mut whole: Vec<Value> = whole
+            .into_iter()
+            .map(|record| Value::Object(Event::from_value(record).fields))
+            .collect();
         whole.extend(
             rejected
                 .into_iter()
@@ -723,7 +754,8 @@ mod tests {
             let mut streamed = Vec::new();
             let mut emit = |emitted: Emitted| {
                 streamed.push(match emitted {
-                    Emitted::Record { record, .. } => record,
+                    // Assembled as the pipeline assembles it.
+                    Emitted::Record { record, .. } => Value::Object(record.document()),
                     Emitted::Rejected(rejected) => json!({"rejected": rejected.record}),
                 });
                 Ok(())
@@ -780,6 +812,36 @@ mod tests {
         assert!(
             streamed[0]["Event"].get("Object").is_none(),
             "the other branch's list"
+        );
+    }
+
+    #[test]
+    fn attributes_share_their_event_and_are_assembled_where_processed() {
+        let plan = StreamPlan::new(&misp(), 1024).unwrap();
+        let body = r#"{"response": [{"Event": {"id": "1", "Tag": [{"name": "t"}], "Galaxy": [{"big": 1}],
+            "Attribute": [{"uuid": "a1"}, {"uuid": "a2"}],
+            "Object": [{"name": "o", "Attribute": [{"uuid": "o1"}]}]}}]}"#;
+        let mut records = Vec::new();
+        plan.decode(&mut serde_json::Deserializer::from_str(body), &mut |emitted| {
+            if let Emitted::Record { record, .. } = emitted {
+                records.push(record);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(records.len(), 3);
+        // The plain attributes are their event around them: not built yet.
+        assert!(!records[0].is_assembled() && !records[1].is_assembled());
+        // An object's attribute is cut further: built by the split, as before.
+        assert!(records[2].is_assembled());
+        let mut first = records.remove(0);
+        let copy = first.document();
+        first.assemble();
+        assert!(first.is_assembled());
+        assert_eq!(first.fields, copy);
+        assert_eq!(
+            Value::Object(first.fields),
+            json!({"Event": {"id": "1", "Tag": [{"name": "t"}], "Attribute": {"uuid": "a1"}}})
         );
     }
 

@@ -210,7 +210,9 @@ impl TestPipeline {
                     continue;
                 }
                 accepted += 1;
-                let batch = request.batch;
+                let mut batch = request.batch;
+                // As the real pipeline does before its processors.
+                batch.events.iter_mut().for_each(Event::assemble);
                 if let Some(cursor) = &batch.cursor {
                     cursor_store.store(&pipeline_id, cursor).unwrap();
                 }
