@@ -86,7 +86,8 @@ pub struct Event {
 }
 
 /// A record cut from an element it shares with the element's other records
-/// (each attribute of a MISP event, with the event's fields around it): the
+/// (each attribute of a MISP event, with the event's fields around it; each
+/// attribute of an object, as its object holding that attribute): the
 /// element's fields, decoded once and shared, and the record's own item.
 ///
 /// The record's document is built where it is processed rather than where

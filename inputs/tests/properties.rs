@@ -614,8 +614,10 @@ fn event_split() -> impl Strategy<Value = SplitConfig> {
         .prop_map(|(target, kind, keep_parent, ignore_empty_value, nested)| {
             let mut config = plain_split(target, keep_parent, ignore_empty_value);
             config.kind = kind;
-            if nested && target == "body.x.b" {
-                config.split = Some(NestedSplit::One(Box::new(plain_split("body.x.b.a", true, true))));
+            // A list inside each element, as MISP objects hold their attributes.
+            if nested {
+                let inner = format!("{target}.a");
+                config.split = Some(NestedSplit::One(Box::new(plain_split(&inner, true, true))));
             }
             config
         });

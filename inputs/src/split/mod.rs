@@ -319,7 +319,29 @@ impl Split {
     /// element put back at the target: nothing discarded, nothing cut
     /// further. Such records can share the parent instead of copying it.
     pub(crate) fn puts_items_in_parent(&self) -> bool {
-        self.keep_parent && self.target.is_some() && self.discard.is_empty() && self.children.is_empty()
+        self.kind == SplitKind::Array
+            && self.keep_parent
+            && self.target.is_some()
+            && self.discard.is_empty()
+            && self.children.is_empty()
+    }
+
+    /// When each record of this split is its parent with its element put
+    /// back, and that element holding one element of its own list (a MISP
+    /// object with one of its attributes: one nested split that
+    /// [`Self::puts_items_in_parent`], under this split's target): the
+    /// list's path within the element.
+    pub(crate) fn shares_through_list(&self) -> Option<&[String]> {
+        let [nested] = self.children.as_slice() else {
+            return None;
+        };
+        let (own, inner) = (self.target.as_ref()?, nested.target.as_ref()?);
+        let fits = self.kind == SplitKind::Array
+            && self.keep_parent
+            && self.discard.is_empty()
+            && nested.puts_items_in_parent();
+        let list = inner.segments().strip_prefix(own.segments())?;
+        (fits && !list.is_empty()).then_some(list)
     }
 
     /// The records of one `element` of this split's list, `context` being

@@ -282,7 +282,12 @@ impl State<'_> {
             .collect();
         let context_size = approximate_size(&context);
         let shared = match &context {
-            Value::Object(map) if split.children.iter().any(Split::puts_items_in_parent) => {
+            Value::Object(map)
+                if split
+                    .children
+                    .iter()
+                    .any(|child| child.puts_items_in_parent() || child.shares_through_list().is_some()) =>
+            {
                 Some(Arc::new(map.clone()))
             }
             _ => None,
@@ -310,21 +315,18 @@ impl State<'_> {
                     let mut items = spool.replay().map_err(StreamError::Spool)?;
                     while let Some(raw) = items.next_item().map_err(StreamError::Spool)? {
                         let size = context_size + raw.len();
-                        match (serde_json::from_slice::<Value>(raw), &shared, &child.target) {
-                            (Ok(item), Some(context), Some(path)) if child.puts_items_in_parent() => {
-                                let record = Event::shared(SharedRecord {
-                                    context: Arc::clone(context),
-                                    path: path.clone(),
-                                    item,
-                                });
-                                (self.emit)(Emitted::Record { record, size })
-                                    .map_err(|Stopped| StreamError::Stopped)?;
-                            }
-                            (Ok(item), _, _) => {
-                                child.emit_element(context, item, &mut self.out, &mut self.rejected)
+                        match serde_json::from_slice::<Value>(raw) {
+                            Ok(item) => {
+                                let unshared = match &shared {
+                                    Some(shared) => self.emit_shared(child, shared, item, size)?,
+                                    None => Some(item),
+                                };
+                                if let Some(item) = unshared {
+                                    child.emit_element(context, item, &mut self.out, &mut self.rejected);
+                                }
                             }
                             // The parser accepted these bytes once; kept apart if it would not again.
-                            (Err(error), _, _) => self.rejected.push(Rejected {
+                            Err(error) => self.rejected.push(Rejected {
                                 record: Value::String(String::from_utf8_lossy(raw).into_owned()),
                                 error: error.to_string(),
                             }),
@@ -345,6 +347,87 @@ impl State<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl State<'_> {
+    /// Emits the records `child` cuts from `item` as records sharing
+    /// `context`: when each is the context with `item` put back
+    /// ([`Split::puts_items_in_parent`]: a plain MISP attribute), or with
+    /// `item` holding one element of its own list (an object with one of its
+    /// attributes, [`Split::shares_through_list`]). Gives `item` back when it
+    /// is neither (an object whose list is missing, empty or no list), for
+    /// the split to cut as before.
+    fn emit_shared(
+        &mut self,
+        child: &Split,
+        context: &Arc<Map<String, Value>>,
+        mut item: Value,
+        size: usize,
+    ) -> Result<Option<Value>, StreamError> {
+        let Some(path) = &child.target else {
+            return Ok(Some(item));
+        };
+        let shared = |item| {
+            Event::shared(SharedRecord {
+                context: Arc::clone(context),
+                path: path.clone(),
+                item,
+            })
+        };
+        if child.puts_items_in_parent() {
+            return self.emit_record(shared(item), size).map(|()| None);
+        }
+        let Some(list) = child.shares_through_list() else {
+            return Ok(Some(item));
+        };
+        let Some(elements) = take_list(&mut item, list) else {
+            return Ok(Some(item));
+        };
+        for element in elements {
+            let mut part = item.clone();
+            put_back(&mut part, list, element);
+            self.emit_record(shared(part), size)?;
+        }
+        Ok(None)
+    }
+
+    fn emit_record(&mut self, record: Event, size: usize) -> Result<(), StreamError> {
+        (self.emit)(Emitted::Record { record, size }).map_err(|Stopped| StreamError::Stopped)
+    }
+}
+
+/// Takes the list at `segments` out of `value` when it is a non-empty array.
+fn take_list(value: &mut Value, segments: &[String]) -> Option<Vec<Value>> {
+    let (last, parents) = segments.split_last()?;
+    let mut current = value;
+    for segment in parents {
+        current = current.as_object_mut()?.get_mut(segment)?;
+    }
+    let map = current.as_object_mut()?;
+    if !matches!(map.get(last), Some(Value::Array(items)) if !items.is_empty()) {
+        return None;
+    }
+    match map.remove(last) {
+        Some(Value::Array(items)) => Some(items),
+        _ => None,
+    }
+}
+
+/// Puts `element` where [`take_list`] took its list from.
+fn put_back(value: &mut Value, segments: &[String], element: Value) {
+    let Some((last, parents)) = segments.split_last() else {
+        return;
+    };
+    let mut current = value;
+    for segment in parents {
+        match current.as_object_mut().and_then(|map| map.get_mut(segment)) {
+            Some(next) => current = next,
+            None => return,
+        }
+    }
+    if let Some(map) = current.as_object_mut() {
+        map.insert(last.clone(), element);
     }
 }
 
@@ -830,10 +913,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(records.len(), 3);
-        // The plain attributes are their event around them: not built yet.
-        assert!(!records[0].is_assembled() && !records[1].is_assembled());
-        // An object's attribute is cut further: built by the split, as before.
-        assert!(records[2].is_assembled());
+        // Each record is its event around its attribute (or around its
+        // object holding one of its attributes): none is built yet.
+        assert!(records.iter().all(|record| !record.is_assembled()));
+        assert_eq!(
+            Value::Object(records[2].document()),
+            json!({"Event": {"id": "1", "Tag": [{"name": "t"}],
+                             "Object": {"name": "o", "Attribute": {"uuid": "o1"}}}})
+        );
         let mut first = records.remove(0);
         let copy = first.document();
         first.assemble();
@@ -843,6 +930,17 @@ mod tests {
             Value::Object(first.fields),
             json!({"Event": {"id": "1", "Tag": [{"name": "t"}], "Attribute": {"uuid": "a1"}}})
         );
+    }
+
+    #[test]
+    fn objects_whose_attributes_are_no_list_are_cut_as_before() {
+        let body = r#"{"response": [{"Event": {"id": "1", "Object": [
+            {"name": "empty", "Attribute": []}, {"name": "none"},
+            {"name": "scalar", "Attribute": "x"}, {"name": "o", "Attribute": [{"uuid": "o1"}]}]}}]}"#;
+        for memory in [0, 1 << 20] {
+            let (whole, streamed, _) = both_ways(&misp(), body, memory);
+            assert_eq!(sorted(streamed), sorted(whole), "spool memory {memory}");
+        }
     }
 
     #[test]
