@@ -109,16 +109,16 @@ impl SharedRecord {
     /// The record's document: the context copied with the item at `path`
     /// (replacing what the context holds there).
     pub fn document(&self) -> Map<String, Value> {
-        let mut document = (*self.context).clone();
+        self.clone().into_document()
+    }
+
+    /// [`Self::document`], taking the context itself when this is its last
+    /// holder.
+    fn into_document(self) -> Map<String, Value> {
+        let mut document = Arc::unwrap_or_clone(self.context);
         // A path whose parent in the context is not an object leaves the
         // record as the context: the split only shares contexts whose lists
         // it found, so their parents are objects.
-        let _ = self.path.set(&mut document, self.item.clone());
-        document
-    }
-
-    fn into_document(self) -> Map<String, Value> {
-        let mut document = Arc::unwrap_or_clone(self.context);
         let _ = self.path.set(&mut document, self.item);
         document
     }

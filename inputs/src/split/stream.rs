@@ -10,9 +10,10 @@
 //! the context every record copies (the event's `Tag`, MISP writes it after
 //! the attributes) may come after them. When the element closes, the spooled
 //! items are decoded one at a time, each into its records. A record that is
-//! only the element around one item (a MISP attribute in its event) shares
-//! the element's context instead of copying it ([`SharedRecord`]): its
-//! document is built by the pipeline that processes it.
+//! only the element around one item (a MISP attribute in its event, or an
+//! object holding one of its attributes) shares the element's context
+//! instead of copying it ([`SharedRecord`]): its document is built by the
+//! pipeline that processes it.
 //!
 //! Anything off that path (a target that is missing, empty, of another type,
 //! or a split this walk does not cover) is decoded into the body's skeleton
@@ -348,9 +349,7 @@ impl State<'_> {
         }
         Ok(())
     }
-}
 
-impl State<'_> {
     /// Emits the records `child` cuts from `item` as records sharing
     /// `context`: when each is the context with `item` put back
     /// ([`Split::puts_items_in_parent`]: a plain MISP attribute), or with
