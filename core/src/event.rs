@@ -106,14 +106,9 @@ pub struct SharedRecord {
 }
 
 impl SharedRecord {
-    /// The record's document: the context copied with the item at `path`
-    /// (replacing what the context holds there).
-    pub fn document(&self) -> Map<String, Value> {
-        self.clone().into_document()
-    }
-
-    /// [`Self::document`], taking the context itself when this is its last
-    /// holder.
+    /// The record's document: the context with the item at `path`
+    /// (replacing what the context holds there), the context itself taken
+    /// when this is its last holder, else copied.
     fn into_document(self) -> Map<String, Value> {
         let mut document = Arc::unwrap_or_clone(self.context);
         // A path whose parent in the context is not an object leaves the
@@ -163,14 +158,9 @@ impl Event {
     /// A copy of the document, assembled if it is not yet (for templates
     /// that read a page's first and last records).
     pub fn document(&self) -> Map<String, Value> {
-        match &self.unassembled {
-            Some(record) => {
-                let mut document = record.document();
-                document.extend(self.fields.clone());
-                document
-            }
-            None => self.fields.clone(),
-        }
+        let mut copy = self.clone();
+        copy.assemble();
+        copy.fields
     }
 
     /// An event from any JSON value: objects become the document, other

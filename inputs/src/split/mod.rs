@@ -319,11 +319,13 @@ impl Split {
     /// element put back at the target: nothing discarded, nothing cut
     /// further. Such records can share the parent instead of copying it.
     pub(crate) fn puts_items_in_parent(&self) -> bool {
-        self.kind == SplitKind::Array
-            && self.keep_parent
-            && self.target.is_some()
-            && self.discard.is_empty()
-            && self.children.is_empty()
+        self.keeps_parent_whole() && self.children.is_empty()
+    }
+
+    /// Whether each record of this array split is its parent, nothing
+    /// discarded, with its element put back at the target.
+    fn keeps_parent_whole(&self) -> bool {
+        self.kind == SplitKind::Array && self.keep_parent && self.target.is_some() && self.discard.is_empty()
     }
 
     /// When each record of this split is its parent with its element put
@@ -336,12 +338,8 @@ impl Split {
             return None;
         };
         let (own, inner) = (self.target.as_ref()?, nested.target.as_ref()?);
-        let fits = self.kind == SplitKind::Array
-            && self.keep_parent
-            && self.discard.is_empty()
-            && nested.puts_items_in_parent();
         let list = inner.segments().strip_prefix(own.segments())?;
-        (fits && !list.is_empty()).then_some(list)
+        (self.keeps_parent_whole() && nested.puts_items_in_parent() && !list.is_empty()).then_some(list)
     }
 
     /// The records of one `element` of this split's list, `context` being
