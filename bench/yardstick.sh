@@ -15,13 +15,20 @@
 #                to_ids attribute; the agent runs `run --once`
 #   one-event    one MISP event of 200 000 attributes, history only
 #   big-page     one page of 100 events of 13 000 attributes (about 500 MB), history only
+#   bare         history through a fileset without the ECS mapping: the MISP
+#                fileset's input, split, disk queue and output, its processors
+#                replaced by the document id alone (what the agent costs
+#                before any mapping; docs/performance.md, "The bound")
+#
+# AGENT_CONFIG_EXTRA, when set, is appended to the agent's configuration
+# (top-level YAML, e.g. 'queue.mem: {}'), to measure one setting's share.
 #
 # The release binary must be built first (cargo build --release). The pairs
 # are kept in target/yardstick/SCENARIO.results; figures go to
 # docs/performance.md.
 set -euo pipefail
 
-scenario="${1:?usage: bench/yardstick.sh history|current|one-event|big-page [RUNS]}"
+scenario="${1:?usage: bench/yardstick.sh history|current|one-event|big-page|bare [RUNS]}"
 runs="${2:-5}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 yardstick="${YARDSTICK:-$repo/../shared/bench}"
@@ -39,17 +46,37 @@ case "$scenario" in
     current) current_state=true ;;
     one-event) misp_args="--per-event 200000" ;;
     big-page) misp_args="--per-event 13000"; attributes=1300000; timeout=900 ;;
+    bare) ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+module=threatintel
+fileset=misp
+if [ "$scenario" = bare ]; then
+    # A user definition beside the configuration (modules.d/definitions/):
+    # the MISP fileset with its processors replaced by the id alone.
+    module=bench
+    fileset=bare
+    mkdir -p "$work/modules.d/definitions/bench/bare"
+    printf 'module: bench\nfileset: bare\nextends: threatintel/misp\n' \
+        > "$work/modules.d/definitions/bench/bare/manifest.yml"
+    cat > "$work/modules.d/definitions/bench/bare/processors.yml" <<'EOF'
+- fingerprint:
+    fields: [Event.uuid, Event.Attribute.uuid, Event.Attribute.timestamp]
+    method: sha1
+    encoding: base64
+    layout: elasticsearch
+    target_field: "@metadata._id"
+EOF
+fi
 cat > "$work/perf.yml" <<EOF
 path.data: $work/data
 logging.level: warning
 threatbeat.modules:
-  - module: threatintel
-    misp:
+  - module: $module
+    $fileset:
       var.url: \${MISP_URL}/events/restSearch
       var.api_token: \${MISP_KEY}
       var.first_interval: 5000h
@@ -57,6 +84,7 @@ threatbeat.modules:
       var.current_state: $current_state
 output.elasticsearch:
   hosts: ["\${ES_URL}"]
+${AGENT_CONFIG_EXTRA:-}
 EOF
 
 mkdir -p "$YARDSTICK_TARGET"
