@@ -15,7 +15,7 @@ use threatbeat_processors::Chain;
 
 use crate::lifecycle::{format_time, CurrentState, Pending};
 use crate::telemetry::{FailureCause, PipelineEvent, PipelineTelemetry};
-use threatbeat_outputs::queue::QueueHandle;
+use threatbeat_outputs::queue::{Durability, QueueHandle};
 use tokio::sync::mpsc;
 
 /// The smallest batch whose processing and serialising are shared with a
@@ -47,18 +47,33 @@ impl Sink {
         .into_iter()
         .collect::<Result<Vec<EncodedEvent>, _>>()
         .map_err(|error| OutputError::Write(format!("cannot serialise an event: {error}")))?;
-        self.write(events).await
+        self.write(events, Durability::Now).await
     }
 
-    /// Writes serialised events, as [`Sink::publish`].
-    pub async fn write(&self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
+    /// Writes serialised events, as [`Sink::publish`]; the queue makes them
+    /// durable as `durability` says (with no events and [`Durability::Now`],
+    /// what earlier writes left).
+    pub async fn write(&self, events: Vec<EncodedEvent>, durability: Durability) -> Result<(), OutputError> {
         match self {
             Sink::Queue(queue) => queue
-                .push(events)
+                .push(events, durability)
                 .await
                 .map_err(|error| OutputError::Write(error.to_string())),
+            Sink::Direct(_) if events.is_empty() => Ok(()),
             Sink::Direct(output) => output.lock().await.publish(events).await,
         }
+    }
+}
+
+/// When a batch's events must be durable in the queue: with the batch that
+/// stores the cursor, for an early slice of a page (the input fetches it again
+/// until then); before the batch is acknowledged otherwise, and always with the
+/// current state on, whose store records each batch as written once it is.
+fn durability(batch: &Batch, keeps_current_state: bool) -> Durability {
+    if batch.fetched_again_until_cursor && !keeps_current_state {
+        Durability::WithCursor
+    } else {
+        Durability::Now
     }
 }
 
@@ -238,6 +253,7 @@ impl Pipeline {
     async fn write(&self, batch: Batch) -> Result<usize, BatchFailure> {
         let read_at = Value::String(format_time(chrono::Utc::now()));
         let now = unix_now();
+        let durability = durability(&batch, self.current_state.is_some());
         let worked = in_two_halves(batch.events, |part| self.work(part, &read_at, now))?;
         let published = worked.kept;
         let mut listed = Vec::new();
@@ -245,7 +261,7 @@ impl Pipeline {
             let mut events = worked.history;
             events.extend(worked.state);
             self.output
-                .write(events)
+                .write(events, durability)
                 .await
                 .map_err(|error| BatchFailure::new(FailureCause::OutputRefused, error))?;
             if let Some(state) = &self.current_state {
@@ -254,6 +270,13 @@ impl Pipeline {
                     .map_err(|error| BatchFailure::new(FailureCause::CurrentState, error))?;
                 listed = worked.pending.listed;
             }
+        } else if batch.cursor.is_some() {
+            // Nothing kept: what earlier slices left is made durable before
+            // the cursor moves past it.
+            self.output
+                .write(Vec::new(), Durability::Now)
+                .await
+                .map_err(|error| BatchFailure::new(FailureCause::OutputRefused, error))?;
         }
         if let Some(state) = &self.current_state {
             state.note_listing(batch.starts_poll, listed);
@@ -458,6 +481,30 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_early_slice_of_a_page_waits_for_the_cursor_to_be_durable() {
+        let early_slice = Batch {
+            fetched_again_until_cursor: true,
+            ..Batch::default()
+        };
+        let last_slice = Batch {
+            cursor: Some(serde_json::json!({"timestamp": 1})),
+            ..Batch::default()
+        };
+        assert_eq!(durability(&early_slice, false), Durability::WithCursor);
+        assert_eq!(durability(&last_slice, false), Durability::Now);
+        assert_eq!(
+            durability(&Batch::default(), false),
+            Durability::Now,
+            "a pushed batch no one sends again"
+        );
+        assert_eq!(
+            durability(&early_slice, true),
+            Durability::Now,
+            "the current state records it"
+        );
+    }
 
     #[test]
     fn a_large_batch_is_worked_on_two_threads_and_stays_in_order() {

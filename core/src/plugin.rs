@@ -60,6 +60,11 @@ pub struct Batch {
     /// answered. A fileset whose source is a whole list every time (a
     /// blocklist) ends the indicators such a poll no longer held.
     pub ends_poll: bool,
+    /// The input fetches these events again until a later batch stores its
+    /// cursor (an early slice of a page whose last slice carries it): the
+    /// queue may make them durable together with that batch instead of
+    /// before this one is acknowledged (`queue.disk.fsync: cursor`).
+    pub fetched_again_until_cursor: bool,
 }
 
 /// Why a batch could not be published.

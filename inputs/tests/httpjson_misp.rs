@@ -173,6 +173,10 @@ async fn a_page_larger_than_a_slice_is_published_in_slices_with_the_cursor_on_th
     assert!(batches[..2].iter().all(|(_, cursor)| cursor.is_none()));
     assert_eq!(batches[2].1, Some(json!({"timestamp": start + 119})));
     assert_eq!(batches[3].1, None);
+    // The early slices may wait for the last one to be made durable: the
+    // page is fetched again until its cursor is stored.
+    let fetched_again = pipeline.collected.lock().unwrap().fetched_again.clone();
+    assert_eq!(fetched_again, [true, true, false, false]);
     assert_eq!(pipeline.event_count(), 1200);
 }
 

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use threatbeat_core::{EncodedEvent, Event};
-use threatbeat_outputs::queue::{Compression, DiskQueue, DiskSettings, FsyncPolicy, MemQueue, QueueStore};
+use threatbeat_outputs::queue::{
+    Compression, DiskQueue, DiskSettings, Durability, FsyncPolicy, MemQueue, QueueStore,
+};
 
 const EVENTS: usize = 100_000;
 const BATCH: usize = 500;
@@ -119,7 +121,7 @@ fn run_store(
     for batch in events.chunks(BATCH) {
         let mut pending: VecDeque<EncodedEvent> = batch.to_vec().into();
         while !pending.is_empty() {
-            store.push(&mut pending).unwrap();
+            store.push(&mut pending, Durability::Now).unwrap();
         }
     }
     let write = start.elapsed();

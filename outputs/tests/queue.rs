@@ -15,7 +15,7 @@ use rand::Rng;
 use serde_json::json;
 use threatbeat_core::{BuildContext, Origin, Output};
 use threatbeat_outputs::queue::{
-    build_queued_output, Compression, DiskQueue, DiskSettings, FsyncPolicy, QueueStore,
+    build_queued_output, Compression, DiskQueue, DiskSettings, Durability, FsyncPolicy, QueueStore,
 };
 use threatbeat_test_support::elasticsearch::ElasticsearchSimulator;
 
@@ -143,7 +143,7 @@ async fn a_corrupted_queue_file_is_reported_and_the_rest_delivered() {
             .into_iter()
             .map(|event| event.encode().unwrap())
             .collect();
-        assert_eq!(queue.push(&mut events).unwrap(), 100);
+        assert_eq!(queue.push(&mut events, Durability::Now).unwrap(), 100);
     }
     let segment = queue_path.join("0000000000.seg");
     let mut bytes = std::fs::read(&segment).unwrap();

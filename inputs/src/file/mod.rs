@@ -302,6 +302,7 @@ impl FileInput {
                 cursor: Some(Value::Object(next.clone())),
                 starts_poll: whole_listing && index == 0,
                 ends_poll: whole_listing && index == last_index && failures.is_empty(),
+                fetched_again_until_cursor: false,
             };
             let published = tokio::select! {
                 result = context.publisher.publish(batch) => result,

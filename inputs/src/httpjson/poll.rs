@@ -249,7 +249,9 @@ impl HttpJsonInput {
     /// [`PUBLISH_SLICE`] events, the cursor riding on the last one, so that
     /// processed events are queued and freed while the rest of the page waits
     /// (memory is bounded by the slice, not the page); a crash between slices
-    /// replays the page, whose events keep their ids.
+    /// replays the page, whose events keep their ids, so the earlier slices
+    /// may be made durable with the last one
+    /// ([`Batch::fetched_again_until_cursor`]).
     /// `cursor` is `None` when the page leaves the cursor as it was (an empty
     /// page that only marks where the poll starts or ends).
     pub(super) async fn publish(
@@ -277,6 +279,8 @@ impl HttpJsonInput {
                     .map(|cursor| Value::Object(cursor.clone())),
                 starts_poll: first && starts_poll,
                 ends_poll: last && ends_poll,
+                // The page is fetched again until its last slice stores the cursor.
+                fetched_again_until_cursor: !last,
             };
             first = false;
             tokio::select! {

@@ -295,7 +295,8 @@ impl HttpJsonInput {
         })
     }
 
-    /// Publishes one early slice of a page (no cursor), waiting until durable.
+    /// Publishes one early slice of a page (no cursor), waiting until the
+    /// pipeline took it (durable at once, or with the page's last slice).
     async fn publish_slice(
         &self,
         context: &InputContext,
@@ -309,6 +310,7 @@ impl HttpJsonInput {
             cursor: None,
             starts_poll: std::mem::take(starts_poll),
             ends_poll: false,
+            fetched_again_until_cursor: true,
         };
         tokio::select! {
             result = context.publisher.publish(batch) => {

@@ -118,6 +118,8 @@ pub struct Collected {
     pub events: Vec<Event>,
     /// Every batch's (event count, cursor).
     pub batches: Vec<(usize, Option<Value>)>,
+    /// Every batch's `Batch::fetched_again_until_cursor`.
+    pub fetched_again: Vec<bool>,
     /// The summary a discarding pipeline keeps instead of the events.
     pub discarded: Discarded,
 }
@@ -151,6 +153,7 @@ impl TestPipeline {
     pub fn new(data: &Path, id: &str, fail_after: Option<usize>) -> Self {
         Self::spawn(data, id, fail_after, |collected, batch| {
             collected.batches.push((batch.events.len(), batch.cursor.clone()));
+            collected.fetched_again.push(batch.fetched_again_until_cursor);
             collected.events.extend(batch.events);
         })
     }

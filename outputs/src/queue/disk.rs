@@ -14,15 +14,19 @@ use threatbeat_core::EncodedEvent;
 use super::frame::{self, FrameRead, FRAME_OVERHEAD, SEGMENT_HEADER_LEN};
 use super::lock::DirectoryLock;
 use super::recovery::{list_segments, read_ack_state, scan_segment, SegmentReader};
-use super::{CorruptRecord, QueueError, QueueStore, ReadBatch};
+use super::{CorruptRecord, Durability, QueueError, QueueStore, ReadBatch};
 
 /// When written data is forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// After every event (slowest).
     Always,
-    /// Once per published batch, before `publish` returns (default).
+    /// Once per published batch, before `publish` returns.
     Batch,
+    /// As [`FsyncPolicy::Batch`], except that a push of events the input
+    /// fetches again until a later batch stores its cursor
+    /// ([`Durability::WithCursor`]) is fsynced with that batch (default).
+    Cursor,
     /// At most once per interval; a power loss may lose that much.
     Interval(Duration),
     /// Never: survives a process crash, not a power loss.
@@ -332,9 +336,12 @@ impl DiskQueue {
         Ok(())
     }
 
+    /// Forces what was written to disk if the policy says it is due;
+    /// `force` makes it due now under every policy but `never`.
     fn sync(&mut self, force: bool) -> Result<(), QueueError> {
         let due = match self.settings.fsync {
             FsyncPolicy::Always | FsyncPolicy::Batch => true,
+            FsyncPolicy::Cursor => force,
             FsyncPolicy::Interval(interval) => force || self.last_sync.elapsed() >= interval,
             FsyncPolicy::Never => false,
         };
@@ -468,6 +475,7 @@ impl DiskQueue {
     fn push_with(
         &mut self,
         events: &mut VecDeque<EncodedEvent>,
+        durability: Durability,
         buffers: &mut PushBuffers,
     ) -> Result<usize, QueueError> {
         let mut pushed = 0;
@@ -530,7 +538,9 @@ impl DiskQueue {
             events.pop_front();
         }
         self.write_buffer(&mut buffers.frames)?;
-        self.sync(false)?;
+        // `cursor` forces the events of this push, and those earlier pushes
+        // left, to disk unless a later batch's cursor covers them.
+        self.sync(self.settings.fsync == FsyncPolicy::Cursor && durability == Durability::Now)?;
         Ok(pushed)
     }
 
@@ -554,9 +564,13 @@ impl DiskQueue {
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 impl QueueStore for DiskQueue {
-    fn push(&mut self, events: &mut VecDeque<EncodedEvent>) -> Result<usize, QueueError> {
+    fn push(
+        &mut self,
+        events: &mut VecDeque<EncodedEvent>,
+        durability: Durability,
+    ) -> Result<usize, QueueError> {
         let mut buffers = std::mem::take(&mut self.push_buffers);
-        let pushed = self.push_with(events, &mut buffers);
+        let pushed = self.push_with(events, durability, &mut buffers);
         buffers.reset();
         self.push_buffers = buffers;
         pushed
@@ -663,6 +677,65 @@ fn sync_directory(directory: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn queue_with(directory: &Path, fsync: FsyncPolicy) -> DiskQueue {
+        DiskQueue::open(DiskSettings {
+            path: directory.to_owned(),
+            max_size: 1 << 20,
+            segment_size: 64 << 10,
+            fsync,
+            compression: Compression::None,
+        })
+        .unwrap()
+    }
+
+    fn events(numbers: std::ops::Range<u64>) -> VecDeque<EncodedEvent> {
+        numbers
+            .map(|n| {
+                let mut event = threatbeat_core::Event::from_value(serde_json::json!({"n": n}));
+                event.set_id(format!("id-{n}"));
+                event.encode().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn under_fsync_cursor_early_slices_are_forced_to_disk_with_the_push_that_is_durable_now() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut queue = queue_with(directory.path(), FsyncPolicy::Cursor);
+        assert_eq!(queue.push(&mut events(0..3), Durability::WithCursor).unwrap(), 3);
+        assert_eq!(queue.push(&mut events(3..5), Durability::WithCursor).unwrap(), 2);
+        assert!(
+            queue.unsynced,
+            "the early slices are written, not yet forced to disk"
+        );
+        assert_eq!(queue.push(&mut events(5..6), Durability::Now).unwrap(), 1);
+        assert!(!queue.unsynced, "the last slice forces them with its own events");
+
+        assert_eq!(queue.push(&mut events(6..8), Durability::WithCursor).unwrap(), 2);
+        assert_eq!(queue.push(&mut VecDeque::new(), Durability::Now).unwrap(), 0);
+        assert!(
+            !queue.unsynced,
+            "a last slice the processors emptied still forces them"
+        );
+
+        let read = queue.read(100).unwrap();
+        let ids: Vec<String> = read
+            .events
+            .iter()
+            .map(|event| event.id().unwrap().to_owned())
+            .collect();
+        let expected: Vec<String> = (0..8).map(|n| format!("id-{n}")).collect();
+        assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn fsync_batch_forces_every_push_to_disk() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut queue = queue_with(directory.path(), FsyncPolicy::Batch);
+        queue.push(&mut events(0..3), Durability::WithCursor).unwrap();
+        assert!(!queue.unsynced);
+    }
 
     #[test]
     fn push_buffers_are_kept_empty_and_an_oversized_one_is_freed() {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use threatbeat_core::EncodedEvent;
 
-use super::{CorruptRecord, QueueError, QueueStore, ReadBatch};
+use super::{CorruptRecord, Durability, QueueError, QueueStore, ReadBatch};
 
 /// An in-memory queue bounded by a number of events.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ impl MemQueue {
 }
 
 impl QueueStore for MemQueue {
-    fn push(&mut self, events: &mut VecDeque<EncodedEvent>) -> Result<usize, QueueError> {
+    fn push(&mut self, events: &mut VecDeque<EncodedEvent>, _: Durability) -> Result<usize, QueueError> {
         let room = self
             .max_events
             .saturating_sub(self.events.len())

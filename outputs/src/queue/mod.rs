@@ -34,8 +34,11 @@
 //! # Invariants
 //!
 //! - Sequence numbers increase by one per event across segments.
-//! - `publish` returns only after the frames are written and, with the
-//!   default `fsync: batch`, fsynced: the cursor moves only past durable events.
+//! - A push returns only after the frames are written and, with `fsync:
+//!   cursor` (the default) or `batch`, fsynced: the cursor moves only past
+//!   durable events. Under `cursor`, a push of events the input fetches
+//!   again until a later batch stores its cursor ([`Durability::WithCursor`]:
+//!   the early slices of a page) is fsynced with that batch instead.
 //! - Events are freed (ack state advanced, whole segments deleted) only after
 //!   the wrapped output accepted them, in order.
 //! - Producers wait while the unacknowledged bytes would exceed `max_size`
@@ -122,13 +125,31 @@ pub struct ReadBatch {
     pub ack_through: Option<u64>,
 }
 
+/// When the events of a push must be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the push returns, as the fsync policy says: a batch that moves
+    /// a cursor, or whose events no one would send again.
+    Now,
+    /// With the next push that is durable now: events the input fetches
+    /// again until a later batch stores its cursor. Only `fsync: cursor`
+    /// makes the difference; every other policy treats them as [`Durability::Now`].
+    WithCursor,
+}
+
 /// The storage behind a queue. Calls are synchronous; [`QueuedOutput`]
 /// runs them off the async threads.
 pub trait QueueStore: Send {
     /// Appends as many events from the front of `events` as fit (at least one
     /// when the queue is empty), removes them from `events`, makes them
-    /// durable per the fsync policy, and returns how many were taken.
-    fn push(&mut self, events: &mut VecDeque<EncodedEvent>) -> Result<usize, QueueError>;
+    /// durable per the fsync policy and `durability` (with no events, what
+    /// earlier pushes left to be made durable), and returns how many were
+    /// taken.
+    fn push(
+        &mut self,
+        events: &mut VecDeque<EncodedEvent>,
+        durability: Durability,
+    ) -> Result<usize, QueueError>;
     /// The next unread events, at most `max_events`.
     fn read(&mut self, max_events: usize) -> Result<ReadBatch, QueueError>;
     /// Frees every event up to sequence number `through`.

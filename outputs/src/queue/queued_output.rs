@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::gauges::QueueGauges;
 use super::settings::{QueueKind, QueueSettings};
-use super::{CorruptRecord, DiskQueue, MemQueue, QueueError, QueueStore};
+use super::{CorruptRecord, DiskQueue, Durability, MemQueue, QueueError, QueueStore};
 use crate::metrics::LiveCounters;
 
 /// How often the depth and age gauges are refreshed while nothing is pushed or acked.
@@ -141,15 +141,17 @@ impl QueueHandle {
         self.shared.gauges.oldest_event_age()
     }
 
-    /// Makes serialised events durable in the queue, waiting while it is full.
-    pub async fn push(&self, events: Vec<EncodedEvent>) -> Result<(), QueueError> {
+    /// Writes serialised events into the queue, waiting while it is full,
+    /// and makes them durable as `durability` says. With no events and
+    /// [`Durability::Now`], makes durable what earlier pushes left.
+    pub async fn push(&self, events: Vec<EncodedEvent>, durability: Durability) -> Result<(), QueueError> {
         let mut remaining: VecDeque<EncodedEvent> = events.into();
-        while !remaining.is_empty() {
+        loop {
             let space = self.shared.space_freed.notified();
             tokio::pin!(space);
             space.as_mut().enable();
             let (result, rest) = blocking(&self.shared, move |store| {
-                let result = store.push(&mut remaining);
+                let result = store.push(&mut remaining, durability);
                 (result, remaining)
             })
             .await;
@@ -164,18 +166,18 @@ impl QueueHandle {
                 self.shared.refresh_gauges();
                 self.shared.data_added.notify_one();
             }
-            if !remaining.is_empty() {
-                tracing::debug!(
-                    waiting = remaining.len(),
-                    "queue full; publishing waits for the output"
-                );
-                tokio::select! {
-                    _ = &mut space => {}
-                    _ = self.shared.closed.cancelled() => return Err(QueueError::Closed),
-                }
+            if remaining.is_empty() {
+                return Ok(());
+            }
+            tracing::debug!(
+                waiting = remaining.len(),
+                "queue full; publishing waits for the output"
+            );
+            tokio::select! {
+                _ = &mut space => {}
+                _ = self.shared.closed.cancelled() => return Err(QueueError::Closed),
             }
         }
-        Ok(())
     }
 }
 
@@ -183,7 +185,7 @@ impl QueueHandle {
 impl Output for QueueHandle {
     /// Events serialised by their pipeline are queued as they are.
     async fn publish(&mut self, events: Vec<EncodedEvent>) -> Result<(), OutputError> {
-        self.push(events)
+        self.push(events, Durability::Now)
             .await
             .map_err(|error| OutputError::Write(error.to_string()))
     }

@@ -177,13 +177,14 @@ impl QueueSettings {
                     )));
                 }
                 let fsync = match disk.fsync.as_deref() {
-                    None | Some("batch") => FsyncPolicy::Batch,
+                    None | Some("cursor") => FsyncPolicy::Cursor,
+                    Some("batch") => FsyncPolicy::Batch,
                     Some("always") => FsyncPolicy::Always,
                     Some("never") => FsyncPolicy::Never,
                     Some(other) => FsyncPolicy::Interval(
                         threatbeat_core::duration::parse_duration(other).map_err(|_| {
                             origin.child("fsync").error(format!(
-                                "`{other}` is not always, batch, never or an interval such as 1s"
+                                "`{other}` is not cursor, batch, always, never or an interval such as 1s"
                             ))
                         })?,
                     ),
@@ -247,7 +248,26 @@ mod tests {
         assert_eq!(disk.path, PathBuf::from("/var/lib/threatbeat/diskqueue"));
         assert_eq!(disk.max_size, 10 * 1024 * MIB);
         assert_eq!(disk.segment_size, 64 * MIB);
-        assert_eq!(disk.fsync, FsyncPolicy::Batch);
+        assert_eq!(disk.fsync, FsyncPolicy::Cursor);
+    }
+
+    #[test]
+    fn parses_every_fsync_policy() {
+        let origin = Origin::named("threatbeat.yml").child("queue");
+        for (written, policy) in [
+            ("cursor", FsyncPolicy::Cursor),
+            ("batch", FsyncPolicy::Batch),
+            ("always", FsyncPolicy::Always),
+            ("never", FsyncPolicy::Never),
+            ("2s", FsyncPolicy::Interval(Duration::from_secs(2))),
+        ] {
+            let settings =
+                QueueSettings::parse(&json!({"disk.fsync": written}), &origin, &context()).unwrap();
+            let QueueKind::Disk(disk) = settings.kind else {
+                panic!("disk expected")
+            };
+            assert_eq!(disk.fsync, policy, "{written}");
+        }
     }
 
     #[test]

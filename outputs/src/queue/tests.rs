@@ -28,7 +28,7 @@ fn settings(path: &Path, max_size: u64, segment_size: u64) -> DiskSettings {
 
 fn push(queue: &mut dyn QueueStore, range: std::ops::Range<u64>) -> usize {
     let mut events: VecDeque<EncodedEvent> = range.map(event).collect();
-    queue.push(&mut events).unwrap()
+    queue.push(&mut events, Durability::Now).unwrap()
 }
 
 fn numbers(batch: &ReadBatch) -> Vec<u64> {
@@ -78,13 +78,17 @@ fn a_full_queue_takes_only_what_fits() {
     let directory = tempfile::tempdir().unwrap();
     let mut queue = DiskQueue::open(settings(directory.path(), 8192, 4096)).unwrap();
     let mut events: VecDeque<EncodedEvent> = (0..1000).map(event).collect();
-    let taken = queue.push(&mut events).unwrap();
+    let taken = queue.push(&mut events, Durability::Now).unwrap();
     assert!(taken > 0 && taken < 1000, "{taken}");
     assert_eq!(events.len(), 1000 - taken);
-    assert_eq!(queue.push(&mut events).unwrap(), 0, "no room until acked");
+    assert_eq!(
+        queue.push(&mut events, Durability::Now).unwrap(),
+        0,
+        "no room until acked"
+    );
     let batch = queue.read(taken).unwrap();
     queue.ack(batch.ack_through.unwrap()).unwrap();
-    assert!(queue.push(&mut events).unwrap() > 0);
+    assert!(queue.push(&mut events, Durability::Now).unwrap() > 0);
 }
 
 #[test]
@@ -190,7 +194,7 @@ fn model_check(
             0..=3 => {
                 let count = rng.random_range(1..30);
                 let mut events: VecDeque<EncodedEvent> = (next..next + count).map(event).collect();
-                let taken = queue.push(&mut events).unwrap() as u64;
+                let taken = queue.push(&mut events, Durability::Now).unwrap() as u64;
                 unacked.extend(next..next + taken);
                 next += taken;
             }
@@ -270,7 +274,7 @@ fn an_event_larger_than_the_reader_accepts_is_refused_alone() {
     let mut huge = event(1);
     huge.source = vec![b' '; super::frame::MAX_PAYLOAD as usize + 1].into();
     let mut events: VecDeque<EncodedEvent> = [event(0), huge, event(2)].into_iter().collect();
-    assert_eq!(queue.push(&mut events).unwrap(), 2);
+    assert_eq!(queue.push(&mut events, Durability::Now).unwrap(), 2);
     assert!(events.is_empty());
     assert_eq!(numbers(&queue.read(10).unwrap()), [0, 2]);
 }
@@ -342,7 +346,7 @@ fn both_compression_settings_round_trip_across_segments_and_reopen() {
         let directory = tempfile::tempdir().unwrap();
         let mut queue = open(directory.path(), 4096, compression);
         let mut events: VecDeque<EncodedEvent> = (0..200).map(indicator).collect();
-        assert_eq!(queue.push(&mut events).unwrap(), 200);
+        assert_eq!(queue.push(&mut events, Durability::Now).unwrap(), 200);
         let first = queue.read(50).unwrap();
         assert_eq!(
             first.events,
