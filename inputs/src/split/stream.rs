@@ -396,38 +396,27 @@ impl State<'_> {
     }
 }
 
-/// Takes the list at `segments` out of `value` when it is a non-empty array.
+/// Takes the elements of the list at `segments` in `value` when it is a
+/// non-empty array, leaving it empty in place for [`put_back`].
 fn take_list(value: &mut Value, segments: &[String]) -> Option<Vec<Value>> {
-    let (last, parents) = segments.split_last()?;
-    let mut current = value;
-    for segment in parents {
-        current = current.as_object_mut()?.get_mut(segment)?;
-    }
-    let map = current.as_object_mut()?;
-    if !matches!(map.get(last), Some(Value::Array(items)) if !items.is_empty()) {
-        return None;
-    }
-    match map.remove(last) {
-        Some(Value::Array(items)) => Some(items),
+    match slot(value, segments)? {
+        Value::Array(items) if !items.is_empty() => Some(std::mem::take(items)),
         _ => None,
     }
 }
 
 /// Puts `element` where [`take_list`] took its list from.
 fn put_back(value: &mut Value, segments: &[String], element: Value) {
-    let Some((last, parents)) = segments.split_last() else {
-        return;
-    };
-    let mut current = value;
-    for segment in parents {
-        match current.as_object_mut().and_then(|map| map.get_mut(segment)) {
-            Some(next) => current = next,
-            None => return,
-        }
+    if let Some(slot) = slot(value, segments) {
+        *slot = element;
     }
-    if let Some(map) = current.as_object_mut() {
-        map.insert(last.clone(), element);
-    }
+}
+
+/// The value at `segments` inside nested objects.
+fn slot<'a>(value: &'a mut Value, segments: &[String]) -> Option<&'a mut Value> {
+    segments.iter().try_fold(value, |current, segment| {
+        current.as_object_mut()?.get_mut(segment)
+    })
 }
 
 /// An estimate of the bytes `value` holds (its JSON length, roughly).
